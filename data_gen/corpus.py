@@ -1,0 +1,42 @@
+"""Loading a built corpus folder back: datasets, tokenizer and the token tables of each split."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import yaml
+from datasets import DatasetDict, load_from_disk
+from transformers import PreTrainedTokenizerFast
+
+from .builder import MANIFEST
+from .recipe import RecipeError
+from .stream import BiographyStream
+from .tokens import IndividualTokens, TemplateTokens
+
+
+class Corpus:
+    """A corpus folder written by `python -m data_gen build`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not (self.path / MANIFEST).is_file():
+            raise RecipeError(f"corpus folder '{self.path}' does not exist or was not built by data_gen: "
+                              f"build it with `python -m data_gen build --config <data.yaml>` or fix the path")
+        self.dataset: DatasetDict = load_from_disk(str(self.path))
+        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(self.path))
+        self.config = yaml.safe_load((self.path / "builder_config.yaml").read_text())
+        self.template_texts = yaml.safe_load((self.path / "templates.yaml").read_text())
+        self.templates = TemplateTokens.from_texts(self.template_texts, self.tokenizer)
+
+    @functools.cache
+    def individuals(self, split: str = "train") -> IndividualTokens:
+        if split not in self.dataset:
+            raise RecipeError(f"corpus '{self.path}' has no split '{split}': it has {', '.join(self.dataset)}")
+        return IndividualTokens.from_dataset(self.dataset[split], self.tokenizer)
+
+    def stream(self, batch_size: int, seed: int, split: str = "train") -> BiographyStream:
+        """Training biographies of a split's individuals."""
+        t = self.tokenizer
+        return BiographyStream(self.individuals(split), self.templates, t.bos_token_id, t.eos_token_id,
+                               t.pad_token_id, batch_size, seed)

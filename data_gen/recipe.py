@@ -1,0 +1,96 @@
+"""Recipes: dataclass configs filled from a YAML file and the command line.
+
+Precedence is dataclass default < YAML (``--config``) < command line, and both
+``--key value`` and ``--key=value`` work. YAML values go through the same
+argparse conversion as command-line values, so a wrong type fails the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+
+
+class RecipeError(ValueError):
+    """A user mistake in a recipe, a path or a value; its message says how to fix it."""
+
+
+class _Parser(HfArgumentParser):
+    def error(self, message: str):  # argparse would print the whole usage and exit
+        raise RecipeError(message)
+
+
+def _yaml_to_args(values: dict[str, Any]) -> list[str]:
+    args: list[str] = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        args.append(f"--{key}")
+        if isinstance(value, (list, tuple)):
+            args.extend(str(v) for v in value)
+        else:
+            args.append(str(value))
+    return args
+
+
+def _unknown_key_error(key: str, known: Sequence[str], where: str) -> RecipeError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else "see --help for the valid keys"
+    return RecipeError(f"unknown key '{key}' in {where}: {hint}")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a flat YAML mapping, with a clear error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file '{path}' does not exist: check the --config path")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise RecipeError(f"recipe file '{path}' is not valid YAML: {str(err).splitlines()[0]}") from err
+    if not isinstance(values, dict):
+        raise RecipeError(f"recipe file '{path}' must be a mapping of keys to values")
+    return values
+
+
+def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> tuple:
+    """Parse ``--config recipe.yaml`` plus flags into one instance of each dataclass type."""
+    args = list(sys.argv[1:] if args is None else args)
+    parser = _Parser(list(dataclass_types))
+    parser.add_argument("--config", default=None, help="YAML recipe; command-line flags override its keys")
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(args)
+    known_keys = [f.name for t in dataclass_types for f in dataclasses.fields(t)]
+    yaml_args: list[str] = []
+    if known.config:
+        values = load_yaml(known.config)
+        for key in values:
+            if key not in known_keys:
+                raise _unknown_key_error(key, known_keys, f"recipe '{known.config}'")
+        yaml_args = _yaml_to_args(values)
+    *parsed, remaining = parser.parse_args_into_dataclasses(
+        args=yaml_args + args, return_remaining_strings=True, look_for_args_file=False
+    )  # parsed ends with a namespace holding --config
+    if remaining:
+        flag = next((a for a in remaining if a.startswith("--")), remaining[0])
+        raise _unknown_key_error(flag.lstrip("-").split("=")[0], known_keys, "the command line")
+    return tuple(parsed[: len(dataclass_types)])
+
+
+def run_cli(main: Callable[[], Any]) -> int:
+    """Run an entry point; a RecipeError becomes one line on stderr and exit status 2."""
+    try:
+        main()
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,95 @@
+"""Training biographies drawn on the fly, as a pure function of (seed, step, rows).
+
+Every step draws a global batch: which individuals, the order of their six sentences
+and a training template for each sentence. A process takes its own rows of that
+global batch, so the biographies seen do not depend on the number of processes, and
+any step can be replayed (or resumed) from the seed alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .resources import ATTRIBUTES
+from .tokens import IndividualTokens, TemplateTokens
+
+IGNORE_INDEX = -100
+
+
+def shard_rows(batch_size: int, rank: int, world_size: int, micro: int = 0, n_micro: int = 1) -> slice:
+    """Rows of a global batch that one process feeds in one of its micro-batches."""
+    if batch_size % (world_size * n_micro):
+        raise ValueError(f"batch size {batch_size} is not divisible by {world_size} processes x {n_micro} micro-batches")
+    size = batch_size // (world_size * n_micro)
+    start = (rank * n_micro + micro) * size
+    return slice(start, start + size)
+
+
+@dataclass
+class BiographyStream:
+    """Biographies of `people`: six sentences in random order, a random training template each."""
+
+    people: IndividualTokens
+    templates: TemplateTokens
+    bos_id: int
+    eos_id: int
+    pad_id: int
+    batch_size: int
+    seed: int = 0
+    _tables: tuple = field(init=False, repr=False)
+
+    def __post_init__(self):
+        values = [self.people.values[a].tolist() for a in ATTRIBUTES]
+        slots = np.array([self.people.values[a].shape[1] for a in ATTRIBUTES])
+        self._tables = (self.people.names.tolist(), values, self.templates.word_lengths() + 3 + slots[:, None])
+
+    def draw(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The global batch of `step`: individuals [B], sentence order [B, 6], template per attribute [B, 6]."""
+        rng = np.random.default_rng([self.seed, step])
+        n_attr = len(ATTRIBUTES)
+        who = rng.integers(0, len(self.people), size=self.batch_size)
+        order = np.argsort(rng.random((self.batch_size, n_attr)), axis=1)
+        choice = rng.integers(0, self.people.train_templates.shape[-1], size=(self.batch_size, n_attr))
+        template = self.people.train_templates[who[:, None], np.arange(n_attr)[None, :], choice].astype(np.int64)
+        return who, order, template
+
+    def num_label_tokens(self, step: int) -> int:
+        """Tokens predicted in the whole global batch of `step` (each biography predicts all but <bos>)."""
+        _, _, template = self.draw(step)
+        sentence_lengths = self._tables[2][np.arange(len(ATTRIBUTES))[None, :], template]
+        return int(sentence_lengths.sum() + self.batch_size)  # + <eos> per biography
+
+    def batch(self, step: int, rows: slice = slice(None)) -> dict[str, np.ndarray]:
+        """Rows of the global batch of `step`, padded to their longest biography.
+
+        Returns input_ids, attention_mask, labels (-100 on padding) and value_attribute
+        (the attribute index on each value token, -1 elsewhere), all [b, T].
+        """
+        who, order, template = (x[rows] for x in self.draw(step))
+        names, values, _ = self._tables
+        prefix, middle, suffix = self.templates.prefix, self.templates.middle, self.templates.suffix
+        sequences, attributes = [], []
+        for i, sentence_order, chosen in zip(who.tolist(), order.tolist(), template.tolist()):
+            ids, marks = [self.bos_id], [-1]
+            for a in sentence_order:
+                t = chosen[a]
+                head = prefix[a][t] + names[i] + middle[a][t]
+                value = values[a][i]
+                ids += head + value + suffix[a][t]
+                marks += [-1] * len(head) + [a] * len(value) + [-1] * len(suffix[a][t])
+            ids.append(self.eos_id)
+            marks.append(-1)
+            sequences.append(ids)
+            attributes.append(marks)
+        length = max(map(len, sequences))
+        input_ids = np.full((len(sequences), length), self.pad_id, dtype=np.int64)
+        value_attribute = np.full((len(sequences), length), -1, dtype=np.int64)
+        for r, (ids, marks) in enumerate(zip(sequences, attributes)):
+            input_ids[r, : len(ids)] = ids
+            value_attribute[r, : len(marks)] = marks
+        attention_mask = (np.arange(length)[None, :] < np.array([len(s) for s in sequences])[:, None]).astype(np.int64)
+        labels = np.where(attention_mask == 1, input_ids, IGNORE_INDEX)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+                "value_attribute": value_attribute}
