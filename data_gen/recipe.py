@@ -64,7 +64,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> tuple:
     """Parse ``--config recipe.yaml`` plus flags into one instance of each dataclass type."""
     args = list(sys.argv[1:] if args is None else args)
-    parser = _Parser(list(dataclass_types))
+    parser = _Parser(list(dataclass_types), allow_abbrev=False)  # a typo must not pass as an abbreviation
     parser.add_argument("--config", default=None, help="YAML recipe; command-line flags override its keys")
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)

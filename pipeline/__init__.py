@@ -1,0 +1,1 @@
+"""Accelerate trainers, evaluation and reports for studying how language models learn facts."""

@@ -1,0 +1,99 @@
+"""Recipe dataclasses of a training run: model, data and training arguments."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from data_gen.recipe import RecipeError
+
+from .model import PRESETS
+
+SCHEDULERS = ("cosine", "constant", "linear", "cosine_with_min_lr", "constant_with_warmup")
+
+
+@dataclass
+class ModelArguments:
+    """Which transformers decoder to build (a size preset, any field overridable)."""
+
+    model_preset: str = field(default="44M", metadata={"help": f"Size preset: {', '.join(PRESETS)}."})
+    model_type: str = field(default="llama", metadata={"help": "A transformers decoder type with Llama-style config "
+                                                               "names (llama, mistral, qwen2, ...)."})
+    num_hidden_layers: int | None = field(default=None, metadata={"help": "Override the preset's layer count."})
+    hidden_size: int | None = field(default=None, metadata={"help": "Override the preset's model width."})
+    intermediate_size: int | None = field(default=None, metadata={"help": "Override the preset's MLP width."})
+    num_attention_heads: int | None = field(default=None, metadata={"help": "Override the preset's head count."})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2."})
+
+    def __post_init__(self):
+        if self.model_preset not in PRESETS:
+            raise RecipeError(f"model_preset '{self.model_preset}' is unknown: use one of {', '.join(PRESETS)}")
+        for name in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise RecipeError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass
+class DataArguments:
+    """Which corpus to train on and how much of it to evaluate."""
+
+    corpus: str = field(metadata={"help": "Corpus folder written by `python -m data_gen build`."})
+    eval_individuals: int = field(
+        default=1000, metadata={"help": "Individuals evaluated per split (seen, held-out); 0 evaluates all."})
+
+    def __post_init__(self):
+        if self.eval_individuals < 0:
+            raise RecipeError(f"eval_individuals must be 0 (all) or more, got {self.eval_individuals}")
+
+
+@dataclass
+class TrainArguments:
+    """How to train: optimisation, evaluation and checkpoint schedules, output."""
+
+    output_dir: str = field(metadata={"help": "Run folder: trajectory, checkpoints, tracker logs, report."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a previous run in output_dir."})
+    max_steps: int = field(default=16_000, metadata={"help": "Optimizer steps."})
+    batch_size: int = field(default=128, metadata={"help": "Global batch (biographies per step, all processes)."})
+    micro_batch_size: int | None = field(
+        default=None, metadata={"help": "Biographies per process per forward pass (default: batch_size / processes);"
+                                        " smaller values accumulate gradients."})
+    learning_rate: float = field(default=4e-4, metadata={"help": "Peak learning rate."})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": f"One of {', '.join(SCHEDULERS)}."})
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
+    seed: int = field(default=0, metadata={"help": "Seed of the model's initialisation."})
+    data_seed: int | None = field(default=None, metadata={"help": "Seed of the biography stream (default: seed)."})
+    eval_points: int = field(default=40, metadata={"help": "Evaluations at log-spaced steps (plus step 0 and the end)."})
+    eval_every: int = field(default=0, metadata={"help": "Also evaluate every k steps (0: only log-spaced)."})
+    eval_batch_size: int = field(default=1024, metadata={"help": "Queries per evaluation forward pass."})
+    checkpoint_points: int = field(default=8, metadata={"help": "Permanent checkpoints at log-spaced steps."})
+    logging_steps: int = field(default=10, metadata={"help": "Log training loss every k steps."})
+    report_to: str = field(default="tensorboard", metadata={"help": "Tracker (tensorboard, wandb, ...) or none."})
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16."})
+
+    def __post_init__(self):
+        for name in ("max_steps", "batch_size", "eval_batch_size", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise RecipeError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("eval_points", "eval_every", "checkpoint_points", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise RecipeError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise RecipeError(f"micro_batch_size must be at least 1, got {self.micro_batch_size}")
+        if self.learning_rate <= 0:
+            raise RecipeError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.lr_scheduler_type not in SCHEDULERS:
+            raise RecipeError(f"lr_scheduler_type '{self.lr_scheduler_type}' is unknown: use one of "
+                              f"{', '.join(SCHEDULERS)}")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise RecipeError(f"mixed_precision must be no, fp16 or bf16, got '{self.mixed_precision}'")
+        if self.data_seed is None:
+            self.data_seed = self.seed
+
+
+def recipe_dict(*configs) -> dict:
+    """The resolved recipe: every field of every config, flat, as saved with a run."""
+    return {key: value for config in configs for key, value in asdict(config).items()}

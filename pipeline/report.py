@@ -1,0 +1,96 @@
+"""The run report (report.md + figure), written from the run's files.
+
+    python -m pipeline.report --run runs/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from data_gen.recipe import run_cli
+
+from .analyze import load_trajectory, run_phases
+from .plots import plot_phases
+from .run_dir import load_recipe
+
+REPORT = "report.md"
+FIGURE = "phases.png"
+PHASES = "phases.json"
+
+
+def _step(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:,.0f}"
+
+
+def _final_table(rows: list[dict]) -> str:
+    last = max(r["step"] for r in rows)
+    final = {r["split"]: r for r in rows if r["step"] == last}
+    attributes = list(final["seen"]["per_attribute"])
+    lines = ["| | " + " | ".join(["all"] + attributes) + " |", "|---" * (len(attributes) + 2) + "|"]
+    for split, row in final.items():
+        for key, label in (("accuracy", "accuracy"), ("loss", "loss")):
+            overall = row[f"attribute_{key}"]
+            values = [row["per_attribute"][a][key] for a in attributes]
+            fmt = "{:.1%}" if key == "accuracy" else "{:.3f}"
+            lines.append(f"| {split} {label} | " + " | ".join(fmt.format(v) for v in [overall] + values) + " |")
+    baselines = [final["seen"]["baseline_loss"]] + [final["seen"]["per_attribute"][a]["baseline"] for a in attributes]
+    lines.append("| baseline loss | " + " | ".join(f"{v:.3f}" for v in baselines) + " |")
+    return "\n".join(lines)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Detect the phases, draw the figure and write report.md; returns the report's path."""
+    run_dir = Path(run_dir)
+    recipe = load_recipe(run_dir)
+    rows = load_trajectory(run_dir)
+    phases = run_phases(rows)
+    (run_dir / PHASES).write_text(json.dumps(phases.to_dict(), indent=1) + "\n")
+    plot_phases(rows, phases, run_dir / FIGURE)
+    length = phases.plateau_length
+    share = f" ({length / phases.max_step:.0%} of the run)" if length is not None else ""
+    text = f"""# Run report: `{run_dir}`
+
+![three phases]({FIGURE})
+
+## Phases (seen individuals, held-out templates)
+
+| | step |
+|---|---|
+| end of phase 1 = plateau start (loss within 5% of the baseline) | {_step(phases.phase1_end)} |
+| plateau end (loss 5% below the baseline) | {_step(phases.plateau_end)} |
+| plateau length | {_step(length)}{share} |
+| knowledge emergence (accuracy reaches 50%) | {_step(phases.emergence)} |
+| last step | {phases.max_step:,.0f} |
+
+No-knowledge baseline: {phases.baseline:.3f} nats (entropy of the training population's values).
+
+## Final evaluation (step {phases.max_step:,.0f})
+
+{_final_table(rows)}
+
+## Reproduce
+
+Corpus `{recipe['corpus']}`, model preset `{recipe['model_preset']}`, {recipe['max_steps']:,} steps of
+{recipe['batch_size']} biographies, learning rate {recipe['learning_rate']}. The resolved recipe is in
+`run_config.yaml`; rerun with
+
+    python -m pipeline.pretrain --config {run_dir}/run_config.yaml --output_dir <new folder>
+
+Redraw this report from the run's files with `python -m pipeline.report --run {run_dir}`.
+"""
+    path = run_dir / REPORT
+    path.write_text(text)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write a run's report from its files.")
+    parser.add_argument("--run", required=True, help="A run's output_dir.")
+    print(write_report(parser.parse_args(argv).run))
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,42 @@
+"""Attribute loss, accuracy and baseline against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.metrics import no_knowledge_baseline, query_scores, summarize
+
+
+def test_query_scores_on_hand_built_logits():
+    # vocabulary of 4; query 0 has a one-token value at position 2, query 1 a two-token value at 1..2
+    input_ids = torch.tensor([[0, 1, 2, 3], [0, 3, 1, 2]])
+    logits = torch.zeros(2, 4, 4)
+    logits[0, 1] = torch.log(torch.tensor([0.1, 0.2, 0.6, 0.1]))  # predicts token 2 at position 2: p=0.6, argmax
+    logits[1, 0] = torch.log(torch.tensor([0.1, 0.1, 0.3, 0.5]))  # predicts token 3 at position 1: p=0.5, argmax
+    logits[1, 1] = torch.log(torch.tensor([0.4, 0.3, 0.2, 0.1]))  # predicts token 1 at position 2: p=0.3, not argmax
+    loss, correct = query_scores(logits, input_ids, torch.tensor([2, 1]), torch.tensor([3, 3]))
+    assert loss.tolist() == pytest.approx([-math.log(0.6), -math.log(0.5) - math.log(0.3)], rel=1e-5)
+    assert correct.tolist() == [True, False]
+
+
+def test_summarize_averages_attributes():
+    metrics = summarize(np.array([2.0, 9.0]), np.array([1.0, 0.0]), np.array([2.0, 3.0]), ["a", "b"],
+                        {"a": 1.0, "b": 3.0})
+    assert metrics["attribute_loss"] == pytest.approx((1.0 + 3.0) / 2)
+    assert metrics["attribute_accuracy"] == pytest.approx((0.5 + 0.0) / 2)
+    assert metrics["baseline_loss"] == 2.0
+    assert metrics["per_attribute"]["b"] == {"loss": 3.0, "accuracy": 0.0, "baseline": 3.0}
+
+
+def test_baseline_is_entropy_of_values_summed_over_tokens():
+    values = {"city": np.array([[5], [5], [7], [7]]),  # two values, equally often: log 2
+              "date": np.array([[1, 1, 9], [2, 1, 9], [3, 1, 9], [4, 1, 9]])}  # log 4 + 0 + 0
+    baseline = no_knowledge_baseline(values)
+    assert baseline["city"] == pytest.approx(math.log(2))
+    assert baseline["date"] == pytest.approx(math.log(4))
+    uniform = np.random.default_rng(0).integers(0, 50, size=(200_000, 1))
+    assert no_knowledge_baseline({"x": uniform})["x"] == pytest.approx(math.log(50), abs=1e-3)

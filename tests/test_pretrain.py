@@ -1,0 +1,96 @@
+"""Pretraining end to end on a CPU: loss reaches the baseline, checkpoints reload, runs are safe."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from accelerate import Accelerator
+from transformers import AutoModelForCausalLM
+
+from data_gen import RecipeError
+from data_gen.recipe import parse_recipe
+from pipeline.analyze import load_trajectory, run_phases
+from pipeline.callbacks import checkpoint_name
+from pipeline.config import DataArguments, ModelArguments, TrainArguments
+from pipeline.evaluation import Evaluator
+from pipeline.pretrain import main, pretrain
+
+
+def _args(corpus_dir, output_dir, *extra):
+    return parse_recipe([ModelArguments, DataArguments, TrainArguments], [
+        "--model_preset", "tiny", "--corpus", str(corpus_dir), "--output_dir", str(output_dir),
+        "--batch_size", "16", "--learning_rate", "3e-3", "--report_to", "none", "--eval_points", "8",
+        "--eval_every", "25", "--checkpoint_points", "3", "--eval_individuals", "50", *extra])
+
+
+@pytest.fixture(scope="module")
+def short_run(corpus_dir, tmp_path_factory):
+    return pretrain(*_args(corpus_dir, tmp_path_factory.mktemp("runs") / "short", "--max_steps", "400"))
+
+
+@pytest.mark.slow
+def test_loss_falls_to_the_baseline(short_run):
+    rows = load_trajectory(short_run)
+    seen = [r for r in rows if r["split"] == "seen"]
+    baseline = seen[0]["baseline_loss"]
+    assert seen[0]["step"] == 0 and seen[0]["attribute_loss"] > 1.2 * baseline
+    assert seen[-1]["step"] == 400 and seen[-1]["attribute_loss"] < 1.05 * baseline
+    assert run_phases(rows).phase1_end is not None
+    assert {r["split"] for r in rows} == {"seen", "heldout"}
+    assert set(seen[-1]["per_attribute"]) == {"birth_date", "birth_city", "current_location", "university",
+                                              "major", "company"}
+    for name in ("report.md", "phases.png", "phases.json", "run_config.yaml"):
+        assert (short_run / name).is_file()
+
+
+@pytest.mark.slow
+def test_checkpoint_reloads_with_from_pretrained_and_reproduces_evaluation(short_run, corpus):
+    checkpoints = sorted(p.name for p in (short_run / "checkpoints").iterdir())
+    assert checkpoints[0] == checkpoint_name(0) and checkpoints[-1] == checkpoint_name(400)
+    model = AutoModelForCausalLM.from_pretrained(short_run / "checkpoints" / checkpoint_name(400))
+    assert json.loads((short_run / "checkpoints" / checkpoint_name(400) / "trainer_state.json").read_text())["step"] == 400
+    metrics = Evaluator(corpus, 50, 1024).evaluate(model, Accelerator(cpu=True))
+    final = {r["split"]: r for r in load_trajectory(short_run) if r["step"] == 400}
+    for split in ("seen", "heldout"):
+        assert metrics[split]["attribute_loss"] == pytest.approx(final[split]["attribute_loss"], rel=1e-5)
+        assert metrics[split]["attribute_accuracy"] == final[split]["attribute_accuracy"]
+
+
+def test_same_seed_same_trajectory(corpus_dir, tmp_path):
+    runs = [pretrain(*_args(corpus_dir, tmp_path / name, "--max_steps", "6", "--eval_every", "3"))
+            for name in ("a", "b")]
+    assert load_trajectory(runs[0]) == load_trajectory(runs[1])
+    first = AutoModelForCausalLM.from_pretrained(runs[0] / "checkpoints" / checkpoint_name(6))
+    second = AutoModelForCausalLM.from_pretrained(runs[1] / "checkpoints" / checkpoint_name(6))
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+
+
+def test_gradient_accumulation_matches_one_pass(corpus_dir, tmp_path):
+    whole = pretrain(*_args(corpus_dir, tmp_path / "whole", "--max_steps", "4", "--eval_every", "2"))
+    split = pretrain(*_args(corpus_dir, tmp_path / "split", "--max_steps", "4", "--eval_every", "2",
+                            "--micro_batch_size", "4"))
+    for a, b in zip(load_trajectory(whole), load_trajectory(split)):
+        assert a["attribute_loss"] == pytest.approx(b["attribute_loss"], rel=1e-4)
+
+
+def test_existing_run_is_never_overwritten_without_asking(corpus_dir, tmp_path):
+    run = pretrain(*_args(corpus_dir, tmp_path / "run", "--max_steps", "2"))
+    before = (run / "trajectory.jsonl").read_text()
+    with pytest.raises(RecipeError, match="already holds a run: .*--overwrite_output_dir true"):
+        pretrain(*_args(corpus_dir, run, "--max_steps", "2", "--seed", "9"))
+    assert (run / "trajectory.jsonl").read_text() == before
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("precious")
+    with pytest.raises(RecipeError, match="not a run of this pipeline"):
+        pretrain(*_args(corpus_dir, tmp_path / "mine", "--max_steps", "2", "--overwrite_output_dir", "true"))
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
+
+
+def test_missing_corpus_and_bad_batch_are_clear_errors(corpus_dir, tmp_path, capsys):
+    with pytest.raises(RecipeError, match="corpus folder .* does not exist"):
+        pretrain(*_args(tmp_path / "nowhere", tmp_path / "out", "--max_steps", "2"))
+    with pytest.raises(RecipeError, match="micro_batch_size 5 does not divide the 16"):
+        pretrain(*_args(corpus_dir, tmp_path / "out", "--max_steps", "2", "--micro_batch_size", "5"))
+    assert not (tmp_path / "out").exists()
