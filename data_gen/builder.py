@@ -15,6 +15,7 @@ from datasets import Dataset, DatasetDict, disable_progress_bars
 from transformers import PreTrainedTokenizerBase
 
 from .card import dataset_card
+from .columns import as_list
 from .config import CorpusConfig
 from .population import Population, draw_population
 from .recipe import RecipeError
@@ -110,8 +111,8 @@ def corpus_dict(config: CorpusConfig, pools: Pools, tokenizer: PreTrainedTokeniz
         splits[split] = _dataset(individuals_table(population.slice(start, stop), pools, start), f"{key}/{split}")
     for split, source in QUERY_SPLITS.items():
         people = splits[source]
-        columns = queries_table(IndividualTokens.from_dataset(people, tokenizer), people["name"],
-                                {a: people[a] for a in ATTRIBUTES}, templates, pools.templates,
+        columns = queries_table(IndividualTokens.from_dataset(people, tokenizer), as_list(people, "name"),
+                                {a: as_list(people, a) for a in ATTRIBUTES}, templates, pools.templates,
                                 tokenizer.bos_token_id)
         splits[split] = _dataset(columns, f"{key}/{split}")
     return DatasetDict(splits)

@@ -13,6 +13,7 @@ import numpy as np
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from .columns import as_array, as_list
 from .resources import ATTRIBUTES
 
 
@@ -60,15 +61,11 @@ class IndividualTokens:
     @classmethod
     def from_dataset(cls, individuals: Dataset, tokenizer: PreTrainedTokenizerBase) -> IndividualTokens:
         vocab = tokenizer.get_vocab()
-        columns = individuals.with_format("numpy")
-
-        def lookup(strings) -> np.ndarray:
-            return np.array([vocab[s] for s in strings], dtype=np.int64)
-
-        names = np.stack([lookup(individuals[c]) for c in ("first_name", "middle_name", "last_name")], axis=1)
-        values = {a: np.array([lookup(value_tokens(a, v)) for v in individuals[a]], dtype=np.int64).reshape(
-            len(individuals), -1) for a in ATTRIBUTES}
-        return cls(names, values, np.asarray(columns["train_templates"]), np.asarray(columns["eval_templates"]))
+        names = np.array([[vocab[s] for s in as_list(individuals, c)] for c in ("first_name", "middle_name",
+                                                                               "last_name")], dtype=np.int64).T
+        values = {a: np.array([[vocab[t] for t in value_tokens(a, v)] for v in as_list(individuals, a)],
+                              dtype=np.int64).reshape(len(individuals), -1) for a in ATTRIBUTES}
+        return cls(names, values, as_array(individuals, "train_templates"), as_array(individuals, "eval_templates"))
 
     def __len__(self) -> int:
         return len(self.names)

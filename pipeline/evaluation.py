@@ -8,6 +8,7 @@ from accelerate import Accelerator
 from datasets import Dataset
 
 from data_gen import ATTRIBUTES, Corpus
+from data_gen.columns import as_array
 
 from .metrics import no_knowledge_baseline, query_scores, summarize
 
@@ -48,7 +49,7 @@ class Evaluator:
         for name, split in EVAL_SPLITS.items():
             queries = corpus.dataset[split]
             if n_individuals:
-                queries = queries.select(np.flatnonzero(np.asarray(queries["individual"]) < n_individuals))
+                queries = queries.select(np.flatnonzero(as_array(queries, "individual") < n_individuals))
             self.batches[name] = _batches(queries, batch_size, corpus.tokenizer.pad_token_id)
 
     @torch.no_grad()
