@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from transformers import set_seed
 from transformers.utils import logging as hf_logging
 
@@ -30,9 +30,9 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
     out = Path(args.output_dir)
     check_output_dir(out, args.overwrite_output_dir)
     corpus = Corpus(data_args.corpus)
-    n_micro = micro_batches(args, PartialState().num_processes)
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, gradient_accumulation_steps=n_micro,
+    accelerator = Accelerator(mixed_precision=args.mixed_precision,
                               log_with=None if args.report_to == "none" else args.report_to, project_dir=str(out))
+    accelerator.gradient_accumulation_steps = micro_batches(args, accelerator.num_processes)
     recipe = recipe_dict(model_args, data_args, args)
     if accelerator.is_main_process:
         claim_output_dir(out, recipe)
