@@ -16,7 +16,8 @@ from data_gen.columns import as_list
 def render_texts(columns: dict[str, list[str]], templates: dict[str, list[str]], stream, step: int) -> list[str]:
     """The same biographies as `stream.batch(step)`, as text."""
     who, order, template = stream.draw(step)
-    return [" ".join(templates[ATTRIBUTES[a]][chosen[a]].format(name=columns["name"][i], value=columns[ATTRIBUTES[a]][i])
+    return [" ".join(templates[ATTRIBUTES[a]][chosen[a]].format(name=columns["name"][i],
+                                                                value=columns[ATTRIBUTES[a]][i])
                      for a in sentence_order)
             for i, sentence_order, chosen in zip(who.tolist(), order.tolist(), template.tolist())]
 

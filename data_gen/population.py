@@ -37,7 +37,8 @@ def draw_population(config: CorpusConfig, pools: Pools) -> Population:
         raise RecipeError(
             f"n_individuals + n_heldout + n_finetune = {n} exceeds the {pools.name_space} unique full names of "
             f"{n_first} first/middle x {n_last} last names: lower the counts or raise n_first_names/n_last_names")
-    names_rng, values_rng, templates_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(3))
+    seeds = np.random.SeedSequence(config.seed).spawn(3)
+    names_rng, values_rng, templates_rng = (np.random.default_rng(s) for s in seeds)
     flat = names_rng.choice(pools.name_space, size=n, replace=False)
     names = np.stack([flat // (n_first * n_last), flat // n_last % n_first, flat % n_last], axis=1)
     values = {

@@ -21,7 +21,8 @@ IGNORE_INDEX = -100
 def shard_rows(batch_size: int, rank: int, world_size: int, micro: int = 0, n_micro: int = 1) -> slice:
     """Rows of a global batch that one process feeds in one of its micro-batches."""
     if batch_size % (world_size * n_micro):
-        raise ValueError(f"batch size {batch_size} is not divisible by {world_size} processes x {n_micro} micro-batches")
+        raise ValueError(f"batch size {batch_size} is not divisible by {world_size} processes x {n_micro} "
+                         f"micro-batches")
     size = batch_size // (world_size * n_micro)
     start = (rank * n_micro + micro) * size
     return slice(start, start + size)

@@ -66,7 +66,7 @@ class TrainArguments:
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
     seed: int = field(default=0, metadata={"help": "Seed of the model's initialisation."})
     data_seed: int | None = field(default=None, metadata={"help": "Seed of the biography stream (default: seed)."})
-    eval_points: int = field(default=40, metadata={"help": "Evaluations at log-spaced steps (plus step 0 and the end)."})
+    eval_points: int = field(default=40, metadata={"help": "Evaluations at log-spaced steps (and at 0 and the end)."})
     eval_every: int = field(default=0, metadata={"help": "Also evaluate every k steps (0: only log-spaced)."})
     eval_batch_size: int = field(default=1024, metadata={"help": "Queries per evaluation forward pass."})
     checkpoint_points: int = field(default=8, metadata={"help": "Permanent checkpoints at log-spaced steps."})

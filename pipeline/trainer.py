@@ -57,8 +57,9 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_step(self, step)
 
-    def train_step(self, step: int) -> float:
-        """One optimizer step on the global batch drawn at `step`; returns its mean token loss."""
+    def train_step(self, step: int) -> torch.Tensor:
+        """One optimizer step on the global batch drawn at `step`; returns this process's share of its
+        mean token loss (summed over processes, it is the global batch's mean)."""
         accelerator, model = self.accelerator, self.model
         n_tokens = self.stream.num_label_tokens(step)
         scale = accelerator.num_processes * self.n_micro  # undo DDP's and accumulation's averaging

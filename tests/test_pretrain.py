@@ -49,8 +49,9 @@ def test_loss_falls_to_the_baseline(short_run):
 def test_checkpoint_reloads_with_from_pretrained_and_reproduces_evaluation(short_run, corpus):
     checkpoints = sorted(p.name for p in (short_run / "checkpoints").iterdir())
     assert checkpoints[0] == checkpoint_name(0) and checkpoints[-1] == checkpoint_name(400)
-    model = AutoModelForCausalLM.from_pretrained(short_run / "checkpoints" / checkpoint_name(400))
-    assert json.loads((short_run / "checkpoints" / checkpoint_name(400) / "trainer_state.json").read_text())["step"] == 400
+    final_checkpoint = short_run / "checkpoints" / checkpoint_name(400)
+    model = AutoModelForCausalLM.from_pretrained(final_checkpoint)
+    assert json.loads((final_checkpoint / "trainer_state.json").read_text())["step"] == 400
     metrics = Evaluator(corpus, 50, 1024).evaluate(model, Accelerator(cpu=True))
     final = {r["split"]: r for r in load_trajectory(short_run) if r["step"] == 400}
     for split in ("seen", "heldout"):
@@ -58,9 +59,10 @@ def test_checkpoint_reloads_with_from_pretrained_and_reproduces_evaluation(short
         assert metrics[split]["attribute_accuracy"] == final[split]["attribute_accuracy"]
 
 
-def test_same_seed_same_trajectory(corpus_dir, tmp_path):
-    runs = [pretrain(*_args(corpus_dir, tmp_path / name, "--max_steps", "6", "--eval_every", "3"))
-            for name in ("a", "b")]
+def test_rerun_from_saved_recipe_gives_the_same_trajectory(corpus_dir, tmp_path):
+    first = pretrain(*_args(corpus_dir, tmp_path / "a", "--max_steps", "6", "--eval_every", "3"))
+    main(["--config", str(first / "run_config.yaml"), "--output_dir", str(tmp_path / "b")])
+    runs = [first, tmp_path / "b"]
     assert load_trajectory(runs[0]) == load_trajectory(runs[1])
     first = AutoModelForCausalLM.from_pretrained(runs[0] / "checkpoints" / checkpoint_name(6))
     second = AutoModelForCausalLM.from_pretrained(runs[1] / "checkpoints" / checkpoint_name(6))
