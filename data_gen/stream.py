@@ -62,8 +62,9 @@ class BiographyStream:
         sentence_lengths = self._tables[2][np.arange(len(ATTRIBUTES))[None, :], template]
         return int(sentence_lengths.sum() + self.batch_size)  # + <eos> per biography
 
-    def batch(self, step: int, rows: slice = slice(None)) -> dict[str, np.ndarray]:
-        """Rows of the global batch of `step`, padded to their longest biography.
+    def batch(self, step: int, rows: slice = slice(None), pad_to_multiple_of: int = 1) -> dict[str, np.ndarray]:
+        """Rows of the global batch of `step`, padded to their longest biography (rounded up to a
+        multiple of `pad_to_multiple_of`, which keeps the number of shapes a compiler sees small).
 
         Returns input_ids, attention_mask, labels (-100 on padding) and value_attribute
         (the attribute index on each value token, -1 elsewhere), all [b, T].
@@ -84,7 +85,7 @@ class BiographyStream:
             marks.append(-1)
             sequences.append(ids)
             attributes.append(marks)
-        length = max(map(len, sequences))
+        length = -(-max(map(len, sequences)) // pad_to_multiple_of) * pad_to_multiple_of
         input_ids = np.full((len(sequences), length), self.pad_id, dtype=np.int64)
         value_attribute = np.full((len(sequences), length), -1, dtype=np.int64)
         for r, (ids, marks) in enumerate(zip(sequences, attributes)):

@@ -1,9 +1,8 @@
-"""Trainer callbacks: evaluation into the trajectory, permanent checkpoints; and their schedules."""
+"""Trainer callbacks: the base class, evaluation into the trajectory, and log-spaced schedules."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,6 @@ import numpy as np
 from .evaluation import Evaluator
 
 TRAJECTORY = "trajectory.jsonl"
-CHECKPOINTS = "checkpoints"
 
 
 def log_spaced_steps(max_steps: int, n_points: int, every: int = 0) -> list[int]:
@@ -23,10 +21,6 @@ def log_spaced_steps(max_steps: int, n_points: int, every: int = 0) -> list[int]
     if every:
         steps |= set(range(every, max_steps + 1, every))
     return sorted(steps)
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step-{step:09d}"
 
 
 class Callback:
@@ -55,27 +49,3 @@ class EvaluationCallback(Callback):
                                         **metrics}) + "\n")
         trainer.accelerator.log({f"eval/{split}/{key}": metrics[key] for split, metrics in results.items()
                                  for key in ("attribute_loss", "attribute_accuracy")}, step=step)
-
-
-class CheckpointCallback(Callback):
-    """Permanent checkpoints in Hugging Face format at scheduled steps, written to a temporary
-    folder and renamed, so a half-written one never has a checkpoint's name."""
-
-    def __init__(self, steps: list[int], output_dir: Path, tokenizer, run_config: dict):
-        self.steps, self.tokenizer, self.run_config = set(steps), tokenizer, run_config
-        self.folder = output_dir / CHECKPOINTS
-
-    def on_step(self, trainer, step: int) -> None:
-        if step not in self.steps:
-            return
-        accelerator = trainer.accelerator
-        state_dict = accelerator.get_state_dict(trainer.model)  # gathered on every process (ZeRO-3, FSDP)
-        if accelerator.is_main_process:
-            final = self.folder / checkpoint_name(step)
-            tmp = self.folder / f".tmp-{final.name}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            accelerator.unwrap_model(trainer.model).save_pretrained(tmp, state_dict=state_dict)
-            self.tokenizer.save_pretrained(tmp)
-            (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "recipe": self.run_config}, indent=1))
-            tmp.rename(final)
-        accelerator.wait_for_everyone()

@@ -70,15 +70,24 @@ class TrainArguments:
     eval_every: int = field(default=0, metadata={"help": "Also evaluate every k steps (0: only log-spaced)."})
     eval_batch_size: int = field(default=1024, metadata={"help": "Queries per evaluation forward pass."})
     checkpoint_points: int = field(default=8, metadata={"help": "Permanent checkpoints at log-spaced steps."})
+    save_steps: int = field(default=1000, metadata={"help": "Resume checkpoint every k steps and at the end (latest "
+                                                            "kept); 0 saves none, so an interrupted run restarts."})
     logging_steps: int = field(default=10, metadata={"help": "Log training loss every k steps."})
     report_to: str = field(default="tensorboard", metadata={"help": "Tracker (tensorboard, wandb, ...) or none."})
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16."})
+    torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile (inductor)."})
+    pad_to_multiple_of: int = field(default=8, metadata={"help": "Pad batches to a multiple of this length."})
+    prefetch_batches: int = field(default=2, metadata={"help": "Steps of batches built ahead in a background "
+                                                                 "thread (0: build in the loop)."})
+    peak_tflops: float | None = field(default=None, metadata={"help": "Peak 16-bit TFLOP/s per device for MFU "
+                                                                      "(default: looked up from the GPU's name)."})
 
     def __post_init__(self):
-        for name in ("max_steps", "batch_size", "eval_batch_size", "logging_steps"):
+        for name in ("max_steps", "batch_size", "eval_batch_size", "logging_steps", "pad_to_multiple_of"):
             if getattr(self, name) < 1:
                 raise RecipeError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("eval_points", "eval_every", "checkpoint_points", "warmup_steps"):
+        for name in ("eval_points", "eval_every", "checkpoint_points", "warmup_steps", "save_steps",
+                     "prefetch_batches"):
             if getattr(self, name) < 0:
                 raise RecipeError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if self.micro_batch_size is not None and self.micro_batch_size < 1:

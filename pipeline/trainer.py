@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import math
+import time
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from data_gen.recipe import RecipeError
-from data_gen.stream import BiographyStream, shard_rows
+from data_gen.stream import BiographyStream
 
 from .callbacks import Callback
+from .checkpoints import read_state
 from .config import TrainArguments
+from .flops import flops_per_token, peak_flops
+from .loader import StreamLoader
 
 
 def micro_batches(args: TrainArguments, num_processes: int) -> int:
@@ -29,13 +35,30 @@ def micro_batches(args: TrainArguments, num_processes: int) -> int:
     return per_process // micro
 
 
+def make_accelerator(args: TrainArguments, project_dir: Path) -> Accelerator:
+    """The run's Accelerator, with gradient accumulation (and DeepSpeed's batch sizes and clipping)
+    set so that one optimizer step consumes exactly one global batch."""
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, project_dir=str(project_dir),
+                              log_with=None if args.report_to == "none" else args.report_to,
+                              dynamo_backend="inductor" if args.torch_compile else "no")
+    n_micro = micro_batches(args, accelerator.num_processes)
+    accelerator.gradient_accumulation_steps = n_micro
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        config = accelerator.state.deepspeed_plugin.deepspeed_config
+        config.update({"train_batch_size": args.batch_size, "gradient_accumulation_steps": n_micro,
+                       "train_micro_batch_size_per_gpu": args.batch_size // accelerator.num_processes // n_micro,
+                       "gradient_clipping": args.max_grad_norm})
+    return accelerator
+
+
 def make_optimizer(model: torch.nn.Module, args: TrainArguments) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only (not on norms and biases)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """AdamW with weight decay on matrices only (not on norms and biases); fused on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": args.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    fused = all(p.is_cuda for p in params)
     return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-                             eps=args.adam_epsilon)
+                             eps=args.adam_epsilon, fused=fused or None)
 
 
 class Trainer:
@@ -44,14 +67,33 @@ class Trainer:
     def __init__(self, args: TrainArguments, model: torch.nn.Module, stream: BiographyStream,
                  accelerator: Accelerator, callbacks: list[Callback]):
         self.args, self.stream, self.accelerator, self.callbacks = args, stream, accelerator, callbacks
-        self.n_micro = micro_batches(args, accelerator.num_processes)
-        optimizer = make_optimizer(model, args)
+        self.n_micro = accelerator.gradient_accumulation_steps
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:  # DeepSpeed wraps both at once
+            self.model, self.optimizer = accelerator.prepare(model, make_optimizer(model, args))
+        else:  # the model first, so that the optimizer sees parameters on the device (fused AdamW, FSDP)
+            self.model = accelerator.prepare(model)
+            self.optimizer = accelerator.prepare(make_optimizer(self.model, args))
         scheduler_kwargs = {"min_lr_rate": 0.1} if args.lr_scheduler_type == "cosine_with_min_lr" else {}
         # Stepped by hand once per optimizer step: a prepared scheduler would step once per process.
-        self.scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps,
+        self.scheduler = get_scheduler(args.lr_scheduler_type, self.optimizer, num_warmup_steps=args.warmup_steps,
                                        num_training_steps=args.max_steps, scheduler_specific_kwargs=scheduler_kwargs)
-        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        accelerator.register_for_checkpointing(self.scheduler)
+        self.loader = StreamLoader(stream, accelerator.process_index, accelerator.num_processes, self.n_micro,
+                                   accelerator.device, args.prefetch_batches, args.pad_to_multiple_of)
         self.tokens_seen = 0
+        self.peak_flops = peak_flops(accelerator.device, args.peak_tflops)
+
+    def load(self, checkpoint: Path) -> int:
+        """Restore a resume checkpoint; returns the step it was taken after."""
+        self.accelerator.load_state(str(checkpoint))
+        state = read_state(checkpoint)
+        self.tokens_seen = state["tokens_seen"]
+        return state["step"]
+
+    def tracker_run_ids(self) -> dict[str, str]:
+        """Run ids of trackers that have one (wandb, ...), so a resumed run logs to the same run."""
+        ids = {t.name: getattr(getattr(t, "run", None), "id", None) for t in self.accelerator.trackers}
+        return {name: run_id for name, run_id in ids.items() if isinstance(run_id, str)}
 
     def _call(self, step: int) -> None:
         for callback in self.callbacks:
@@ -61,20 +103,15 @@ class Trainer:
         """One optimizer step on the global batch drawn at `step`; returns this process's share of its
         mean token loss (summed over processes, it is the global batch's mean)."""
         accelerator, model = self.accelerator, self.model
-        n_tokens = self.stream.num_label_tokens(step)
+        n_tokens, micro_batches_ = self.loader.get(step)
         scale = accelerator.num_processes * self.n_micro  # undo DDP's and accumulation's averaging
         total = torch.zeros((), device=accelerator.device)
-        for micro in range(self.n_micro):
-            rows = shard_rows(self.args.batch_size, accelerator.process_index, accelerator.num_processes, micro,
-                              self.n_micro)
-            batch = self.stream.batch(step, rows)
-            inputs = {k: torch.from_numpy(batch[k]).to(accelerator.device)
-                      for k in ("input_ids", "attention_mask", "labels")}
+        for inputs in micro_batches_:
             with accelerator.accumulate(model):
                 loss = model(**inputs, num_items_in_batch=n_tokens).loss  # sum over tokens / global token count
                 accelerator.backward(loss * scale)
             total += loss.detach()
-        if self.args.max_grad_norm:
+        if self.args.max_grad_norm and accelerator.distributed_type != DistributedType.DEEPSPEED:
             accelerator.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
@@ -82,21 +119,41 @@ class Trainer:
         self.tokens_seen += n_tokens
         return total
 
-    def fit(self) -> None:
+    def _speed(self, steps: int, tokens: int, seconds: float) -> dict[str, float]:
+        speed = {"perf/ms_per_step": 1000 * seconds / steps, "perf/tokens_per_s": tokens / seconds}
+        if self.peak_flops:
+            config = self.accelerator.unwrap_model(self.model).config
+            per_token = flops_per_token(config, tokens / (steps * self.args.batch_size))
+            peak = self.peak_flops * self.accelerator.num_processes
+            speed["perf/mfu"] = per_token * speed["perf/tokens_per_s"] / peak
+        return speed
+
+    def fit(self, start_step: int = 0) -> None:
+        """Train from `start_step` (0, or the step of a loaded resume checkpoint) to args.max_steps."""
         accelerator, args = self.accelerator, self.args
         self.model.train()
-        self._call(0)
-        bar = tqdm(total=args.max_steps, disable=not accelerator.is_main_process, desc="pretraining")
+        if start_step == 0:
+            self._call(0)
+        bar = tqdm(initial=start_step, total=args.max_steps, disable=not accelerator.is_main_process,
+                   desc="training")
         running = torch.zeros((), device=accelerator.device)
-        for step in range(1, args.max_steps + 1):
+        window_start, window_tokens, window_steps, in_callbacks = time.perf_counter(), self.tokens_seen, 0, 0.0
+        for step in range(start_step + 1, args.max_steps + 1):
             running += self.train_step(step - 1)
+            window_steps += 1
             if step % args.logging_steps == 0 or step == args.max_steps:
-                loss = accelerator.reduce(running, reduction="sum").item() / ((step - 1) % args.logging_steps + 1)
+                loss = accelerator.reduce(running, reduction="sum").item() / window_steps  # waits for the device
                 if not math.isfinite(loss):
                     raise RuntimeError(f"training loss is {loss} at step {step}: lower learning_rate")
-                accelerator.log({"train/loss": loss, "train/lr": self.scheduler.get_last_lr()[0]}, step=step)
-                bar.set_postfix(loss=f"{loss:.3f}")
+                seconds = time.perf_counter() - window_start - in_callbacks
+                speed = self._speed(window_steps, self.tokens_seen - window_tokens, seconds)
+                accelerator.log({"train/loss": loss, "train/lr": self.scheduler.get_last_lr()[0], **speed}, step=step)
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed['perf/tokens_per_s']:,.0f}")
                 running.zero_()
+                window_start, window_tokens, window_steps, in_callbacks = time.perf_counter(), self.tokens_seen, 0, 0.0
             bar.update()
+            callbacks_start = time.perf_counter()
             self._call(step)
+            in_callbacks += time.perf_counter() - callbacks_start
         bar.close()
+        self.loader.close()

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 from data_gen import RecipeError
 from data_gen.recipe import parse_recipe
 from pipeline.analyze import load_trajectory, run_phases
-from pipeline.callbacks import checkpoint_name
+from pipeline.checkpoints import checkpoint_name
 from pipeline.config import DataArguments, ModelArguments, TrainArguments
 from pipeline.evaluation import Evaluator
 from pipeline.pretrain import main, pretrain
@@ -80,7 +80,7 @@ def test_gradient_accumulation_matches_one_pass(corpus_dir, tmp_path):
 def test_existing_run_is_never_overwritten_without_asking(corpus_dir, tmp_path):
     run = pretrain(*_args(corpus_dir, tmp_path / "run", "--max_steps", "2"))
     before = (run / "trajectory.jsonl").read_text()
-    with pytest.raises(RecipeError, match="already holds a run: .*--overwrite_output_dir true"):
+    with pytest.raises(RecipeError, match="another run .*differs in data_seed, seed.*--overwrite_output_dir true"):
         pretrain(*_args(corpus_dir, run, "--max_steps", "2", "--seed", "9"))
     assert (run / "trajectory.jsonl").read_text() == before
     (tmp_path / "mine").mkdir()

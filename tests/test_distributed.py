@@ -1,0 +1,100 @@
+"""Processes, backends and interruptions change nothing: gloo vs one process, DeepSpeed ZeRO-2/3
+saving, and a killed run resumed to the same trajectory as an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from accelerate import Accelerator
+from transformers import AutoModelForCausalLM
+
+from pipeline.analyze import load_trajectory
+from pipeline.checkpoints import checkpoint_name, latest_resume_checkpoint
+from pipeline.evaluation import Evaluator
+from pipeline.pretrain import main
+
+CONFIGS = Path(__file__).parent.parent / "recipes" / "accelerate_configs"
+
+
+def _flags(corpus_dir, output_dir, max_steps, *extra) -> list[str]:
+    return ["--model_preset", "tiny", "--corpus", str(corpus_dir), "--output_dir", str(output_dir),
+            "--batch_size", "16", "--learning_rate", "3e-3", "--report_to", "none", "--eval_points", "4",
+            "--eval_every", "10", "--checkpoint_points", "2", "--eval_individuals", "30", "--max_steps",
+            str(max_steps), *extra]
+
+
+def _run(command: list[str], **env) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one(corpus_dir, tmp_path):
+    main(_flags(corpus_dir, tmp_path / "one", 20))
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "pipeline.pretrain",
+          *_flags(corpus_dir, tmp_path / "two", 20)], ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    one, two = load_trajectory(tmp_path / "one"), load_trajectory(tmp_path / "two")
+    assert [(r["step"], r["split"], r["tokens"]) for r in one] == [(r["step"], r["split"], r["tokens"]) for r in two]
+    for a, b in zip(one, two):
+        assert b["attribute_loss"] == pytest.approx(a["attribute_loss"], rel=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_deepspeed_saves_weights_that_from_pretrained_loads(corpus, corpus_dir, tmp_path, stage):
+    out = tmp_path / stage
+    _run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"{stage}.yaml"),
+          "--num_processes", "1", "--mixed_precision", "no", "-m", "pipeline.pretrain",
+          *_flags(corpus_dir, out, 6, "--save_steps", "3")])
+    model = AutoModelForCausalLM.from_pretrained(out / "checkpoints" / checkpoint_name(6))
+    metrics = Evaluator(corpus, 30, 1024).evaluate(model, Accelerator(cpu=True))
+    logged = {r["split"]: r for r in load_trajectory(out) if r["step"] == 6}
+    assert metrics["seen"]["attribute_loss"] == pytest.approx(logged["seen"]["attribute_loss"], rel=1e-5)
+    assert (out / "resume" / checkpoint_name(6) / "trainer_state.json").is_file()
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_trajectory(corpus_dir, tmp_path):
+    straight = tmp_path / "straight"
+    main(_flags(corpus_dir, straight, 200, "--save_steps", "100"))
+
+    resumed = tmp_path / "resumed"
+    command = [sys.executable, "-m", "pipeline.pretrain", *_flags(corpus_dir, resumed, 200, "--save_steps", "100")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = resumed / "resume" / checkpoint_name(100) / "trainer_state.json"
+    deadline = time.time() + 300
+    while not marker.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert max(r["step"] for r in load_trajectory(resumed)) < 200, "the run finished before it could be killed"
+    # leftovers of a save killed midway: a temporary folder, and a step folder without its state file
+    (resumed / "resume" / f".tmp-{checkpoint_name(150)}").mkdir()
+    (resumed / "resume" / checkpoint_name(140)).mkdir()
+    assert latest_resume_checkpoint(resumed).name == checkpoint_name(100)
+
+    main(_flags(corpus_dir, resumed, 200, "--save_steps", "100"))
+    assert load_trajectory(resumed) == load_trajectory(straight)  # bit-identical on CPU, fp32
+    a = AutoModelForCausalLM.from_pretrained(straight / "checkpoints" / checkpoint_name(200)).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(resumed / "checkpoints" / checkpoint_name(200)).state_dict()
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+def test_rerunning_a_finished_run_changes_nothing(corpus_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    main(_flags(corpus_dir, out, 4, "--save_steps", "2"))
+    trajectory = (out / "trajectory.jsonl").read_text()
+    state = json.loads((out / "resume" / checkpoint_name(4) / "trainer_state.json").read_text())
+    assert state["step"] == 4 and state["recipe"]["max_steps"] == 4 and state["tokens_seen"] > 0
+    assert [p.name for p in (out / "resume").iterdir()] == [checkpoint_name(4)]  # only the latest is kept
+    main(_flags(corpus_dir, out, 4, "--save_steps", "2"))
+    assert "already holds this run, complete" in capsys.readouterr().out
+    assert (out / "trajectory.jsonl").read_text() == trajectory
