@@ -24,3 +24,15 @@ def corpus_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def corpus(corpus_dir):
     return Corpus(corpus_dir)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run only where CUDA is available."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

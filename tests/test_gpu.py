@@ -1,0 +1,40 @@
+"""GPU-only paths: bf16, torch.compile, fused AdamW, SDPA and flash attention, MFU. Skipped without CUDA."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import pytest
+import torch
+
+from pipeline.analyze import load_trajectory
+from pipeline.flops import peak_flops
+from pipeline.pretrain import main
+
+pytestmark = pytest.mark.gpu
+
+
+def _flags(corpus_dir, output_dir, *extra):
+    return ["--model_preset", "tiny", "--corpus", str(corpus_dir), "--output_dir", str(output_dir),
+            "--batch_size", "32", "--learning_rate", "3e-3", "--report_to", "none", "--eval_points", "4",
+            "--checkpoint_points", "1", "--eval_individuals", "50", "--max_steps", "60", "--mixed_precision", "bf16",
+            *extra]
+
+
+@pytest.mark.parametrize("compile_model", [False, True])
+def test_bf16_training_learns(corpus_dir, tmp_path, compile_model):
+    main(_flags(corpus_dir, tmp_path / "run", "--torch_compile", str(compile_model).lower()))
+    seen = [r for r in load_trajectory(tmp_path / "run") if r["split"] == "seen"]
+    assert all(math.isfinite(r["attribute_loss"]) for r in seen)
+    assert seen[-1]["attribute_loss"] < seen[0]["attribute_loss"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("flash_attn") is None, reason="flash-attn is not installed")
+def test_flash_attention_2_trains(corpus_dir, tmp_path):
+    main(_flags(corpus_dir, tmp_path / "run", "--attn_implementation", "flash_attention_2"))
+    assert load_trajectory(tmp_path / "run")[-1]["step"] == 60
+
+
+def test_device_peak_is_known_for_mfu():
+    assert peak_flops(torch.device("cuda")) is not None, f"add {torch.cuda.get_device_name()} to PEAK_TFLOPS_16BIT"
