@@ -66,9 +66,11 @@ class Evaluator:
             for k in range(per_process):  # every process runs the same number of forward passes
                 index = accelerator.process_index + k * accelerator.num_processes
                 batch = {key: t.to(accelerator.device) for key, t in batches[index % len(batches)].items()}
-                hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-                loss, correct = query_scores(_ValueLogits(hidden, head), batch["input_ids"], batch["value_start"],
-                                             batch["value_end"])
+                with accelerator.autocast():  # bf16 matmuls when training in bf16
+                    hidden = decoder(input_ids=batch["input_ids"],
+                                     attention_mask=batch["attention_mask"]).last_hidden_state
+                    loss, correct = query_scores(_ValueLogits(hidden, head), batch["input_ids"],
+                                                 batch["value_start"], batch["value_end"])
                 if index < len(batches):
                     sums[0].index_add_(0, batch["attribute"], loss.double())
                     sums[1].index_add_(0, batch["attribute"], correct.double())

@@ -24,7 +24,7 @@ from .evaluation import Evaluator
 from .model import build_model, count_parameters
 from .report import write_report
 from .run_dir import resolve_output_dir, rewind_output_dir, start_output_dir
-from .trainer import Trainer, make_accelerator
+from .trainer import Trainer, make_accelerator, whole_model_init
 
 
 def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainArguments) -> Path:
@@ -47,7 +47,8 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
     accelerator.wait_for_everyone()
     hf_logging.disable_progress_bar()  # one progress bar: training's
     set_seed(args.seed)
-    model = build_model(model_args, corpus.tokenizer)
+    with whole_model_init(accelerator):
+        model = build_model(model_args, corpus.tokenizer)
     run_ids = read_state(checkpoint)["tracker_run_ids"] if checkpoint else {}
     accelerator.init_trackers(
         "pretrain", config={k: v for k, v in recipe.items() if isinstance(v, (int, float, str, bool))},

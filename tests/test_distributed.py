@@ -50,7 +50,8 @@ def test_two_gloo_processes_match_one(corpus_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 def test_deepspeed_saves_weights_that_from_pretrained_loads(corpus, corpus_dir, tmp_path, stage):
-    out = tmp_path / stage
+    plain, out = tmp_path / "plain", tmp_path / stage
+    main(_flags(corpus_dir, plain, 6, "--save_steps", "3"))
     _run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"{stage}.yaml"),
           "--num_processes", "1", "--mixed_precision", "no", "-m", "pipeline.pretrain",
           *_flags(corpus_dir, out, 6, "--save_steps", "3")])
@@ -59,6 +60,8 @@ def test_deepspeed_saves_weights_that_from_pretrained_loads(corpus, corpus_dir, 
     logged = {r["split"]: r for r in load_trajectory(out) if r["step"] == 6}
     assert metrics["seen"]["attribute_loss"] == pytest.approx(logged["seen"]["attribute_loss"], rel=1e-5)
     assert (out / "resume" / checkpoint_name(6) / "trainer_state.json").is_file()
+    for a, b in zip(load_trajectory(plain), load_trajectory(out)):  # same initial weights, same updates
+        assert b["attribute_loss"] == pytest.approx(a["attribute_loss"], rel=1e-5)
 
 
 @pytest.mark.slow
