@@ -76,22 +76,25 @@ class TrainArguments:
     report_to: str = field(default="tensorboard", metadata={"help": "Tracker (tensorboard, wandb, ...) or none."})
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16."})
     torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile (inductor)."})
-    pad_to_multiple_of: int = field(default=8, metadata={"help": "Pad batches to a multiple of this length."})
-    prefetch_batches: int = field(default=2, metadata={"help": "Steps of batches built ahead in a background "
-                                                                 "thread (0: build in the loop)."})
+    pad_to_multiple_of: int | None = field(
+        default=None, metadata={"help": "Pad batches to a multiple of this length (default: 8 on a GPU, 1 on a CPU)."})
+    prefetch_batches: int | None = field(
+        default=None, metadata={"help": "Steps of batches built ahead in a background thread (default: 2 on a GPU; "
+                                        "0 on a CPU, whose cores the thread would take from training)."})
     peak_tflops: float | None = field(default=None, metadata={"help": "Peak 16-bit TFLOP/s per device for MFU "
                                                                       "(default: looked up from the GPU's name)."})
 
     def __post_init__(self):
-        for name in ("max_steps", "batch_size", "eval_batch_size", "logging_steps", "pad_to_multiple_of"):
+        for name in ("max_steps", "batch_size", "eval_batch_size", "logging_steps"):
             if getattr(self, name) < 1:
                 raise RecipeError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("eval_points", "eval_every", "checkpoint_points", "warmup_steps", "save_steps",
                      "prefetch_batches"):
-            if getattr(self, name) < 0:
+            if (getattr(self, name) or 0) < 0:
                 raise RecipeError(f"{name} must be 0 or more, got {getattr(self, name)}")
-        if self.micro_batch_size is not None and self.micro_batch_size < 1:
-            raise RecipeError(f"micro_batch_size must be at least 1, got {self.micro_batch_size}")
+        for name in ("micro_batch_size", "pad_to_multiple_of"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise RecipeError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise RecipeError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.lr_scheduler_type not in SCHEDULERS:

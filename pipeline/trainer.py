@@ -96,8 +96,11 @@ class Trainer:
         self.scheduler = get_scheduler(args.lr_scheduler_type, self.optimizer, num_warmup_steps=args.warmup_steps,
                                        num_training_steps=args.max_steps, scheduler_specific_kwargs=scheduler_kwargs)
         accelerator.register_for_checkpointing(self.scheduler)
+        on_gpu = accelerator.device.type == "cuda"
+        prefetch = args.prefetch_batches if args.prefetch_batches is not None else (2 if on_gpu else 0)
+        multiple = args.pad_to_multiple_of or (8 if on_gpu else 1)
         self.loader = StreamLoader(stream, accelerator.process_index, accelerator.num_processes, self.n_micro,
-                                   accelerator.device, args.prefetch_batches, args.pad_to_multiple_of)
+                                   accelerator.device, prefetch, multiple)
         self.tokens_seen = 0
         self.peak_flops = peak_flops(accelerator.device, args.peak_tflops)
 
