@@ -31,7 +31,7 @@ class _Parser(HfArgumentParser):
 def _yaml_to_args(values: dict[str, Any]) -> list[str]:
     args: list[str] = []
     for key, value in values.items():
-        if value is None:
+        if value is None or value == []:  # argparse has no spelling for "none" or "empty": keep the default
             continue
         args.append(f"--{key}")
         if isinstance(value, (list, tuple)):

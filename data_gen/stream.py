@@ -66,32 +66,34 @@ class BiographyStream:
         """Rows of the global batch of `step`, padded to their longest biography (rounded up to a
         multiple of `pad_to_multiple_of`, which keeps the number of shapes a compiler sees small).
 
-        Returns input_ids, attention_mask, labels (-100 on padding) and value_attribute
-        (the attribute index on each value token, -1 elsewhere), all [b, T].
+        Returns input_ids, attention_mask, labels (-100 on padding), value_attribute (the
+        attribute index on each value token), name_part (0, 1, 2 on the first, middle and last
+        name tokens) and sentence (the sentence index of each token), all [b, T], -1 elsewhere.
         """
         who, order, template = (x[rows] for x in self.draw(step))
         names, values, _ = self._tables
         prefix, middle, suffix = self.templates.prefix, self.templates.middle, self.templates.suffix
-        sequences, attributes = [], []
+        rows_out = []
         for i, sentence_order, chosen in zip(who.tolist(), order.tolist(), template.tolist()):
-            ids, marks = [self.bos_id], [-1]
-            for a in sentence_order:
+            ids, value_marks, name_marks, sentence_marks = [self.bos_id], [-1], [-1], [-1]
+            for s, a in enumerate(sentence_order):
                 t = chosen[a]
-                head = prefix[a][t] + names[i] + middle[a][t]
-                value = values[a][i]
-                ids += head + value + suffix[a][t]
-                marks += [-1] * len(head) + [a] * len(value) + [-1] * len(suffix[a][t])
+                before, after, value = prefix[a][t], middle[a][t], values[a][i]
+                ids += before + names[i] + after + value + suffix[a][t]
+                n_after = len(after) + len(value) + len(suffix[a][t])
+                value_marks += [-1] * (len(before) + 3 + len(after)) + [a] * len(value) + [-1] * len(suffix[a][t])
+                name_marks += [-1] * len(before) + [0, 1, 2] + [-1] * n_after
+                sentence_marks += [s] * (len(before) + 3 + n_after)
             ids.append(self.eos_id)
-            marks.append(-1)
-            sequences.append(ids)
-            attributes.append(marks)
-        length = -(-max(map(len, sequences)) // pad_to_multiple_of) * pad_to_multiple_of
-        input_ids = np.full((len(sequences), length), self.pad_id, dtype=np.int64)
-        value_attribute = np.full((len(sequences), length), -1, dtype=np.int64)
-        for r, (ids, marks) in enumerate(zip(sequences, attributes)):
-            input_ids[r, : len(ids)] = ids
-            value_attribute[r, : len(marks)] = marks
-        attention_mask = (np.arange(length)[None, :] < np.array([len(s) for s in sequences])[:, None]).astype(np.int64)
+            rows_out.append((ids, value_marks + [-1], name_marks + [-1], sentence_marks + [-1]))
+        length = -(-max(len(r[0]) for r in rows_out) // pad_to_multiple_of) * pad_to_multiple_of
+        arrays = [np.full((len(rows_out), length), fill, dtype=np.int64) for fill in (self.pad_id, -1, -1, -1)]
+        for r, row in enumerate(rows_out):
+            for array, marks in zip(arrays, row):
+                array[r, : len(marks)] = marks
+        input_ids, value_attribute, name_part, sentence = arrays
+        lengths = np.array([len(r[0]) for r in rows_out])
+        attention_mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int64)
         labels = np.where(attention_mask == 1, input_ids, IGNORE_INDEX)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-                "value_attribute": value_attribute}
+                "value_attribute": value_attribute, "name_part": name_part, "sentence": sentence}

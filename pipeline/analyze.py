@@ -1,4 +1,8 @@
-"""Reading a run's trajectory and finding the three learning phases in it.
+"""Reading a run's trajectory, finding the three learning phases in it, and measuring its
+attention circuits over checkpoints:
+
+    python -m pipeline.analyze phases --run runs/demo
+    python -m pipeline.analyze attention --run runs/demo [--n_biographies 64]
 
 Phases, on the attribute loss of seen individuals against the no-knowledge baseline B:
 1. the loss falls to the baseline: phase 1 ends when it first enters [B(1-tol), B(1+tol)];
@@ -9,13 +13,15 @@ Crossing steps are interpolated linearly between evaluations.
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from data_gen.recipe import RecipeError
+from data_gen.recipe import RecipeError, run_cli
 
 from .callbacks import TRAJECTORY
 
@@ -53,6 +59,7 @@ class Phases:
     plateau_end: float | None
     emergence: float | None
     max_step: float
+    hallucination_onset: float | None = None
 
     @property
     def plateau_length(self) -> float | None:
@@ -72,9 +79,39 @@ def detect_phases(steps: np.ndarray, loss: np.ndarray, accuracy: np.ndarray, bas
     return Phases(baseline, phase1_end, plateau_end, emergence, float(steps.max()) if len(steps) else 0.0)
 
 
-def run_phases(rows: list[dict], **kwargs) -> Phases:
-    """The phases of a run's seen-individual trajectory."""
+def hallucination_onset(steps: np.ndarray, heldout_loss: np.ndarray, baseline: float,
+                        tolerance: float = 0.05) -> float | None:
+    """The step at which the held-out loss starts to rise: `tolerance` x baseline above its minimum."""
+    lowest = int(np.argmin(heldout_loss))
+    return _crossing(steps, -heldout_loss, -(heldout_loss[lowest] + tolerance * baseline), lowest)[0]
+
+
+def run_phases(rows: list[dict], tolerance: float = 0.05, **kwargs) -> Phases:
+    """The phases of a run's seen-individual trajectory, and the onset of its hallucinations."""
     steps, loss = series(rows, "seen", "attribute_loss")
     _, accuracy = series(rows, "seen", "attribute_accuracy")
     baseline = next(r["baseline_loss"] for r in rows if r["split"] == "seen")
-    return detect_phases(steps, loss, accuracy, baseline, **kwargs)
+    phases = detect_phases(steps, loss, accuracy, baseline, tolerance=tolerance, **kwargs)
+    heldout_steps, heldout_loss = series(rows, "heldout", "attribute_loss")
+    if len(heldout_steps):
+        phases.hallucination_onset = hallucination_onset(heldout_steps, heldout_loss, baseline, tolerance)
+    return phases
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .report import attention_table, write_report  # the report draws what the analyses write
+
+    parser = argparse.ArgumentParser(description="Analyses of a run, written into its folder.")
+    parser.add_argument("analysis", choices=["phases", "attention"])
+    parser.add_argument("--run", required=True, help="A run's output_dir.")
+    parser.add_argument("--n_biographies", type=int, default=64, help="Biographies the attention is measured on.")
+    args = parser.parse_args(argv)
+    if args.analysis == "phases":
+        print(json.dumps(run_phases(load_trajectory(args.run)).to_dict(), indent=1))
+    else:
+        rows = attention_table(Path(args.run), args.n_biographies, recompute=True)
+        print(f"{len(rows)} rows over {len({r['step'] for r in rows})} checkpoints; report: {write_report(args.run)}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -24,7 +24,11 @@ def log_spaced_steps(max_steps: int, n_points: int, every: int = 0) -> list[int]
 
 
 class Callback:
-    """Called with the number of optimizer steps done: at 0 before training, then after each step."""
+    """Called with the number of optimizer steps done: `on_train_begin` once with the step training
+    starts from (0, or a resumed step), `on_step` at 0 before training and after each step."""
+
+    def on_train_begin(self, trainer, step: int) -> None:
+        pass
 
     def on_step(self, trainer, step: int) -> None:
         pass

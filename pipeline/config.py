@@ -70,6 +70,8 @@ class TrainArguments:
     eval_every: int = field(default=0, metadata={"help": "Also evaluate every k steps (0: only log-spaced)."})
     eval_batch_size: int = field(default=1024, metadata={"help": "Queries per evaluation forward pass."})
     checkpoint_points: int = field(default=8, metadata={"help": "Permanent checkpoints at log-spaced steps."})
+    checkpoint_steps: list[int] = field(default_factory=list, metadata={"help": "More permanent checkpoints at "
+                                                                                   "these steps."})
     save_steps: int = field(default=1000, metadata={"help": "Resume checkpoint every k steps and at the end (latest "
                                                             "kept); 0 saves none, so an interrupted run restarts."})
     logging_steps: int = field(default=10, metadata={"help": "Log training loss every k steps."})
@@ -104,6 +106,26 @@ class TrainArguments:
             raise RecipeError(f"mixed_precision must be no, fp16 or bf16, got '{self.mixed_precision}'")
         if self.data_seed is None:
             self.data_seed = self.seed
+
+
+@dataclass
+class PatchingArguments:
+    """Attention patching (optional): train with the attention patterns of another run's checkpoint."""
+
+    reference_run: str | None = field(default=None, metadata={"help": "output_dir of the reference run; its step-0 "
+                                                                       "checkpoint gives the initial weights."})
+    reference_checkpoint: int | None = field(default=None, metadata={"help": "Step of the reference run's "
+                                                                             "checkpoint whose patterns are used."})
+    start_patching: int = field(default=0, metadata={"help": "Patch from this step on (the optimizer state is reset "
+                                                             "then); equal to reference_checkpoint, it freezes "
+                                                             "attention."})
+
+    def __post_init__(self):
+        if self.reference_run and self.reference_checkpoint is None:
+            raise RecipeError("reference_run is set but reference_checkpoint is not: name the reference step to patch "
+                              "with")
+        if self.start_patching < 0:
+            raise RecipeError(f"start_patching must be 0 or more, got {self.start_patching}")
 
 
 def recipe_dict(*configs) -> dict:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import evaluate
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -10,9 +13,10 @@ from datasets import Dataset
 from data_gen import ATTRIBUTES, Corpus
 from data_gen.columns import as_array
 
-from .metrics import no_knowledge_baseline, query_scores, summarize
+from .metrics import auroc, no_knowledge_baseline, query_scores
 
 EVAL_SPLITS = {"seen": "eval_seen", "heldout": "eval_heldout"}
+METRIC_PATH = Path(__file__).parent / "attribute_recall"
 
 
 def _batches(queries: Dataset, batch_size: int, pad_id: int) -> list[dict[str, torch.Tensor]]:
@@ -37,14 +41,17 @@ def _batches(queries: Dataset, batch_size: int, pad_id: int) -> list[dict[str, t
 
 
 class Evaluator:
-    """Attribute loss and accuracy of seen individuals (held-out templates) and held-out individuals.
+    """Attribute recall of seen individuals (held-out templates) and held-out individuals.
 
-    Evaluates the first `n_individuals` individuals of each split (all when 0); batches are
-    spread over processes and per-attribute sums reduced, so every process gets the numbers.
+    Evaluates the first `n_individuals` individuals of each split (all when 0). Batches are spread
+    over processes, per-query scores gathered, and the numbers computed by the `attribute_recall`
+    evaluate module; every process gets them. Also reports how well the first value token's top
+    probability separates seen from held-out individuals (`confidence_auroc`).
     """
 
     def __init__(self, corpus: Corpus, n_individuals: int, batch_size: int):
         self.baselines = no_knowledge_baseline(corpus.individuals("train").values)
+        self.metric = evaluate.load(str(METRIC_PATH))
         self.batches = {}
         for name, split in EVAL_SPLITS.items():
             queries = corpus.dataset[split]
@@ -53,31 +60,40 @@ class Evaluator:
             self.batches[name] = _batches(queries, batch_size, corpus.tokenizer.pad_token_id)
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, accelerator: Accelerator) -> dict[str, dict]:
-        """Metrics per split name ("seen", "heldout")."""
+    def scores(self, model: torch.nn.Module, accelerator: Accelerator, split: str) -> dict[str, np.ndarray]:
+        """Per-query scores of one split, from every process, in query order."""
         unwrapped = accelerator.unwrap_model(model)
         decoder, head = unwrapped.get_decoder(), unwrapped.get_output_embeddings()
+        batches = self.batches[split]
+        per_process = -(-len(batches) // accelerator.num_processes)
+        local = []
+        for k in range(per_process):  # every process runs the same number of forward passes
+            index = k * accelerator.num_processes + accelerator.process_index
+            batch = {key: t.to(accelerator.device) for key, t in batches[index % len(batches)].items()}
+            with accelerator.autocast():  # bf16 matmuls when training in bf16
+                hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+                scores = query_scores(_ValueLogits(hidden, head), batch["input_ids"], batch["value_start"],
+                                      batch["value_end"])
+            columns = [scores.loss, scores.correct, scores.top_prob, scores.entropy, batch["attribute"],
+                       torch.full_like(scores.loss, index if index < len(batches) else -1)]
+            local.append(torch.stack([c.double() for c in columns], dim=1))
+        table = accelerator.pad_across_processes(torch.cat(local), pad_index=-1)  # [queries, 6] per process
+        table = accelerator.gather(table).cpu().numpy()
+        table = table[table[:, 5] >= 0]
+        table = table[np.argsort(table[:, 5], kind="stable")]  # batches back in order
+        return {"value_loss": table[:, 0], "correct": table[:, 1].astype(bool), "top_prob": table[:, 2],
+                "entropy": table[:, 3], "attribute": [ATTRIBUTES[int(a)] for a in table[:, 4]]}
+
+    def evaluate(self, model: torch.nn.Module, accelerator: Accelerator) -> dict[str, dict]:
+        """Metrics per split name ("seen", "heldout")."""
         was_training = model.training
         model.eval()
-        results = {}
-        for name, batches in self.batches.items():
-            sums = torch.zeros(3, len(ATTRIBUTES), device=accelerator.device, dtype=torch.float64)
-            per_process = -(-len(batches) // accelerator.num_processes)
-            for k in range(per_process):  # every process runs the same number of forward passes
-                index = accelerator.process_index + k * accelerator.num_processes
-                batch = {key: t.to(accelerator.device) for key, t in batches[index % len(batches)].items()}
-                with accelerator.autocast():  # bf16 matmuls when training in bf16
-                    hidden = decoder(input_ids=batch["input_ids"],
-                                     attention_mask=batch["attention_mask"]).last_hidden_state
-                    loss, correct = query_scores(_ValueLogits(hidden, head), batch["input_ids"],
-                                                 batch["value_start"], batch["value_end"])
-                if index < len(batches):
-                    sums[0].index_add_(0, batch["attribute"], loss.double())
-                    sums[1].index_add_(0, batch["attribute"], correct.double())
-                    sums[2].index_add_(0, batch["attribute"], torch.ones_like(loss, dtype=torch.float64))
-            sums = accelerator.reduce(sums, reduction="sum").cpu().numpy()
-            results[name] = summarize(sums[0], sums[1], sums[2], list(ATTRIBUTES), self.baselines)
+        scores = {split: self.scores(model, accelerator, split) for split in self.batches}
         model.train(was_training)
+        results = {split: self.metric.compute(**s, baselines=self.baselines) for split, s in scores.items()}
+        separation = auroc(scores["seen"]["top_prob"], scores["heldout"]["top_prob"])
+        for metrics in results.values():
+            metrics["confidence_auroc"] = separation
         return results
 
 

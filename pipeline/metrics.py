@@ -11,14 +11,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 
+@dataclass
+class QueryScores:
+    """Per query: summed value cross-entropy, exact match, and the confidence of the prediction of
+    the value's first token (top probability and entropy of its distribution)."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor
+    top_prob: torch.Tensor
+    entropy: torch.Tensor
+
+
 def query_scores(logits: torch.Tensor, input_ids: torch.Tensor, value_start: torch.Tensor,
-                 value_end: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed value-token cross-entropy [b] and exact match [b] of queries whose value tokens sit
-    at [value_start, value_end) of input_ids; logits[:, p] predicts input_ids[:, p + 1]."""
+                 value_end: torch.Tensor) -> QueryScores:
+    """Scores of queries whose value tokens sit at [value_start, value_end) of input_ids;
+    logits[:, p] predicts input_ids[:, p + 1]."""
     width = int((value_end - value_start).max())
     offsets = torch.arange(width, device=input_ids.device)
     positions = value_start[:, None] + offsets[None, :]
@@ -28,22 +41,42 @@ def query_scores(logits: torch.Tensor, input_ids: torch.Tensor, value_start: tor
     log_probs = torch.log_softmax(logits[rows, positions - 1].float(), dim=-1)
     targets = input_ids[rows, positions]
     token_loss = -log_probs.gather(-1, targets[..., None]).squeeze(-1)
-    loss = (token_loss * valid).sum(dim=1)
-    correct = ((log_probs.argmax(dim=-1) == targets) | ~valid).all(dim=1)
-    return loss, correct
+    first = log_probs[:, 0]
+    return QueryScores(loss=(token_loss * valid).sum(dim=1),
+                       correct=((log_probs.argmax(dim=-1) == targets) | ~valid).all(dim=1),
+                       top_prob=first.max(dim=-1).values.exp(),
+                       entropy=-(first.exp() * first).sum(dim=-1))
 
 
-def summarize(loss_sum: np.ndarray, correct_sum: np.ndarray, count: np.ndarray, attributes: list[str],
-              baselines: dict[str, float]) -> dict:
-    """Overall and per-attribute metrics from per-attribute sums [n_attributes]."""
-    loss, accuracy = loss_sum / count, correct_sum / count
-    return {
-        "attribute_loss": float(loss.mean()),
-        "attribute_accuracy": float(accuracy.mean()),
-        "baseline_loss": float(np.mean([baselines[a] for a in attributes])),
-        "per_attribute": {a: {"loss": float(loss[i]), "accuracy": float(accuracy[i]), "baseline": baselines[a]}
-                          for i, a in enumerate(attributes)},
-    }
+def summarize(loss: np.ndarray, correct: np.ndarray, top_prob: np.ndarray, entropy: np.ndarray,
+              attribute: list[str], baselines: dict[str, float]) -> dict:
+    """Overall metrics (means over attributes of per-attribute means) and per-attribute ones, from
+    per-query values; every attribute of `baselines` must have queries."""
+    attribute = np.asarray(attribute)
+    per_attribute = {}
+    for name, baseline in baselines.items():
+        rows = attribute == name
+        per_attribute[name] = {"loss": float(loss[rows].mean()), "accuracy": float(correct[rows].mean()),
+                               "top_prob": float(top_prob[rows].mean()), "entropy": float(entropy[rows].mean()),
+                               "baseline": baseline}
+    mean = {key: float(np.mean([m[key] for m in per_attribute.values()]))
+            for key in ("loss", "accuracy", "top_prob", "entropy", "baseline")}
+    return {"attribute_loss": mean["loss"], "attribute_accuracy": mean["accuracy"],
+            "baseline_loss": mean["baseline"], "first_token_top_prob": mean["top_prob"],
+            "first_token_entropy": mean["entropy"], "per_attribute": per_attribute}
+
+
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Probability that a random positive scores above a random negative (ties count half): how
+    well a score separates the two groups (0.5 = not at all)."""
+    scores = np.concatenate([positive, negative])
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ranks = (np.bincount(inverse, ranks) / counts)[inverse]  # average ranks of ties
+    n_pos, n_neg = len(positive), len(negative)
+    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def entropy(samples: np.ndarray) -> float:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import transformers.integrations.deepspeed as hf_deepspeed
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 PRESETS = {
@@ -12,6 +16,18 @@ PRESETS = {
     "400M": {"num_hidden_layers": 12, "hidden_size": 1536, "intermediate_size": 6144, "num_attention_heads": 12},
 }
 MAX_POSITIONS = 512
+
+
+@contextmanager
+def whole_model_init() -> Iterator[None]:
+    """Build or load models whole, even inside a DeepSpeed ZeRO-3 launch: transformers would otherwise
+    build them partitioned (unusable outside the engine, and initialised with other random numbers)."""
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
 def build_model(args, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -45,5 +46,76 @@ def plot_phases(rows: list[dict], phases: Phases, path: Path) -> Path:
     ax_loss.set_title("The three phases of learning facts")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _shade_phases(ax, phases: Phases) -> None:
+    spans = [(0, phases.phase1_end, "tab:gray"), (phases.phase1_end, phases.plateau_end or phases.max_step, "gold"),
+             (phases.plateau_end, phases.max_step, "tab:green")]
+    for start, stop, color in spans:
+        if start is not None and stop is not None and stop > start:
+            ax.axvspan(start, stop, color=color, alpha=0.12)
+    if phases.emergence is not None:
+        ax.axvline(phases.emergence, color="tab:green", ls=":")
+
+
+def plot_hallucinations(rows: list[dict], phases: Phases, path: Path) -> Path:
+    """Held-out loss against the baseline, first-token confidence of seen and held-out individuals,
+    and how well that confidence tells them apart (AUROC)."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for split, (label, color) in SPLIT_STYLE.items():
+        steps, loss = series(rows, split, "attribute_loss")
+        axes[0].plot(steps, loss, "-o", ms=3, color=color, label=label)
+        steps, top_prob = series(rows, split, "first_token_top_prob")
+        axes[1].plot(steps, top_prob, "-o", ms=3, color=color, label=f"{label}: top probability")
+        steps, entropy = series(rows, split, "first_token_entropy")
+        axes[1].plot(steps, entropy / max(entropy.max(), 1e-9), "--", color=color, label=f"{label}: entropy (scaled)")
+    axes[0].axhline(phases.baseline, ls="--", color="black", label="no-knowledge baseline")
+    if phases.hallucination_onset is not None:
+        axes[0].axvline(phases.hallucination_onset, color="tab:red", ls=":", label="held-out loss starts rising")
+    steps, separation = series(rows, "seen", "confidence_auroc")
+    axes[2].plot(steps, separation, "-o", ms=3, color="tab:purple")
+    axes[2].axhline(0.5, ls="--", color="black")
+    titles = ("attribute loss", "confidence in the first value token", "AUROC: top probability, seen vs held-out")
+    for ax, title in zip(axes, titles):
+        _shade_phases(ax, phases)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("training step")
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    axes[2].set_ylim(0.4, 1.02)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_attention(rows: list[dict], phases: Phases, path: Path) -> Path:
+    """The circuits over checkpoints: name grouping in the first layer, extraction in the last,
+    and the normalised attention entropy of every layer."""
+    layers = sorted({r["layer"] for r in rows})
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    panels = ((axes[0], layers[0], "name_grouping", f"layer {layers[0] + 1}: last name -> other name tokens"),
+              (axes[1], layers[-1], "extraction_ratio",
+               f"layer {layers[-1] + 1}: value position -> name / (name+text)"))
+    for ax, layer, key, title in panels:
+        heads = sorted({r["head"] for r in rows if r["layer"] == layer})
+        for head in heads:
+            points = sorted((r["step"], r[key]) for r in rows if r["layer"] == layer and r["head"] == head)
+            ax.plot(*zip(*points), "-o", ms=2, lw=1, label=f"head {head}")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
+    for layer in layers:
+        steps = sorted({r["step"] for r in rows})
+        means = [np.mean([r["entropy"] for r in rows if r["layer"] == layer and r["step"] == s]) for s in steps]
+        axes[2].plot(steps, means, "-o", ms=2, label=f"layer {layer + 1}")
+    axes[2].set_title("attention entropy / log t (mean over heads)", fontsize=10)
+    axes[2].legend(fontsize=7)
+    for ax in axes:
+        _shade_phases(ax, phases)
+        ax.set_xlabel("training step (checkpoints)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -19,18 +19,21 @@ from data_gen.recipe import parse_recipe, run_cli
 
 from .callbacks import EvaluationCallback, log_spaced_steps
 from .checkpoints import CheckpointCallback, ResumeCallback, read_state
-from .config import DataArguments, ModelArguments, TrainArguments, recipe_dict
+from .config import DataArguments, ModelArguments, PatchingArguments, TrainArguments, recipe_dict
 from .evaluation import Evaluator
-from .model import build_model, count_parameters
+from .model import build_model, count_parameters, whole_model_init
+from .patching import patching_callback
 from .report import write_report
 from .run_dir import resolve_output_dir, rewind_output_dir, start_output_dir
-from .trainer import Trainer, make_accelerator, whole_model_init
+from .trainer import Trainer, make_accelerator
 
 
-def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainArguments) -> Path:
+def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainArguments,
+             patching: PatchingArguments | None = None) -> Path:
     """Train from scratch (or resume), evaluate along the way, then write the run's report."""
     out = Path(args.output_dir)
-    recipe = recipe_dict(model_args, data_args, args)
+    patching = patching or PatchingArguments()
+    recipe = recipe_dict(model_args, data_args, args, patching)
     action, checkpoint = resolve_output_dir(out, recipe, args.overwrite_output_dir)
     corpus = Corpus(data_args.corpus)
     accelerator = make_accelerator(args, out)
@@ -47,7 +50,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
     accelerator.wait_for_everyone()
     hf_logging.disable_progress_bar()  # one progress bar: training's
     set_seed(args.seed)
-    with whole_model_init(accelerator):
+    with whole_model_init():
         model = build_model(model_args, corpus.tokenizer)
     run_ids = read_state(checkpoint)["tracker_run_ids"] if checkpoint else {}
     accelerator.init_trackers(
@@ -56,8 +59,11 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
     callbacks = [
         EvaluationCallback(Evaluator(corpus, data_args.eval_individuals, args.eval_batch_size),
                            log_spaced_steps(args.max_steps, args.eval_points, args.eval_every), out, "pretrain"),
-        CheckpointCallback(log_spaced_steps(args.max_steps, args.checkpoint_points), out, corpus.tokenizer, recipe),
+        CheckpointCallback(sorted(set(log_spaced_steps(args.max_steps, args.checkpoint_points))
+                                  | set(args.checkpoint_steps)), out, corpus.tokenizer, recipe),
     ]
+    if patching.reference_run:
+        callbacks.insert(0, patching_callback(patching, model, args, accelerator.device))
     if args.save_steps:
         callbacks.append(ResumeCallback(args.save_steps, args.max_steps, out, recipe))
     if accelerator.is_main_process:
@@ -73,7 +79,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
 
 
 def main(argv: list[str] | None = None) -> None:
-    pretrain(*parse_recipe([ModelArguments, DataArguments, TrainArguments], argv))
+    pretrain(*parse_recipe([ModelArguments, DataArguments, TrainArguments, PatchingArguments], argv))
 
 
 if __name__ == "__main__":

@@ -10,15 +10,45 @@ import json
 import sys
 from pathlib import Path
 
+from data_gen import Corpus
 from data_gen.recipe import run_cli
 
 from .analyze import load_trajectory, run_phases
-from .plots import plot_phases
+from .circuits import run_attention_table
+from .plots import plot_attention, plot_hallucinations, plot_phases
 from .run_dir import load_recipe
 
 REPORT = "report.md"
 FIGURE = "phases.png"
 PHASES = "phases.json"
+ATTENTION = "attention.jsonl"
+ATTENTION_FIGURE = "attention.png"
+HALLUCINATION_FIGURE = "hallucinations.png"
+
+
+def attention_table(run_dir: Path, n_biographies: int = 64, recompute: bool = False) -> list[dict]:
+    """The run's attention statistics per checkpoint, layer and head, computed once into attention.jsonl."""
+    path = run_dir / ATTENTION
+    if recompute or not path.is_file():
+        rows = run_attention_table(run_dir, Corpus(load_recipe(run_dir)["corpus"]), n_biographies)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def _circuit_summary(rows: list[dict]) -> str:
+    last_layer = max(r["layer"] for r in rows)
+    lines = ["| step | name grouping, layer 1 (best head) | extraction name/(name+text), last layer (best head) "
+             "| entropy / log t (mean) |", "|---|---|---|---|"]
+    for step in sorted({r["step"] for r in rows}):
+        at = [r for r in rows if r["step"] == step]
+        grouping = max(r["name_grouping"] for r in at if r["layer"] == 0)
+        extraction = max(r["extraction_ratio"] for r in at if r["layer"] == last_layer)
+        entropy = sum(r["entropy"] for r in at) / len(at)
+        lines.append(f"| {step:,} | {grouping:.3f} | {extraction:.3f} | {entropy:.3f} |")
+    return "\n".join(lines)
+
+
+_ANALYSIS_NOTE = "`python -m pipeline.analyze attention` recomputes them"
 
 
 def _step(value: float | None) -> str:
@@ -49,6 +79,11 @@ def write_report(run_dir: str | Path) -> Path:
     phases = run_phases(rows)
     (run_dir / PHASES).write_text(json.dumps(phases.to_dict(), indent=1) + "\n")
     plot_phases(rows, phases, run_dir / FIGURE)
+    plot_hallucinations(rows, phases, run_dir / HALLUCINATION_FIGURE)
+    circuits = attention_table(run_dir)
+    if circuits:
+        plot_attention(circuits, phases, run_dir / ATTENTION_FIGURE)
+    final = {r["split"]: r for r in rows if r["step"] == phases.max_step}
     length = phases.plateau_length
     share = f" ({length / phases.max_step:.0%} of the run)" if length is not None else ""
     text = f"""# Run report: `{run_dir}`
@@ -63,6 +98,7 @@ def write_report(run_dir: str | Path) -> Path:
 | plateau end (loss 5% below the baseline) | {_step(phases.plateau_end)} |
 | plateau length | {_step(length)}{share} |
 | knowledge emergence (accuracy reaches 50%) | {_step(phases.emergence)} |
+| hallucination onset (held-out loss starts rising) | {_step(phases.hallucination_onset)} |
 | last step | {phases.max_step:,.0f} |
 
 No-knowledge baseline: {phases.baseline:.3f} nats (entropy of the training population's values).
@@ -70,6 +106,23 @@ No-knowledge baseline: {phases.baseline:.3f} nats (entropy of the training popul
 ## Final evaluation (step {phases.max_step:,.0f})
 
 {_final_table(rows)}
+
+## Hallucinations
+
+![hallucinations]({HALLUCINATION_FIGURE})
+
+The held-out individuals' loss starts rising (5% of the baseline above its minimum) at step
+{_step(phases.hallucination_onset)}, against knowledge emergence at step {_step(phases.emergence)}. At the end,
+the top probability of the first value token is {final["seen"]["first_token_top_prob"]:.3f} for seen and
+{final["heldout"]["first_token_top_prob"]:.3f} for held-out individuals (entropy
+{final["seen"]["first_token_entropy"]:.3f} against {final["heldout"]["first_token_entropy"]:.3f}); that
+probability tells them apart with AUROC {final["seen"]["confidence_auroc"]:.3f} (0.5 is chance).
+
+## Attention circuits (checkpoints, {_ANALYSIS_NOTE})
+
+![attention](attention.png)
+
+{_circuit_summary(circuits) if circuits else "No checkpoints were saved."}
 
 ## Reproduce
 

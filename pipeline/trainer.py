@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -13,7 +11,6 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 from transformers import get_scheduler
-from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
 from data_gen.recipe import RecipeError
 from data_gen.stream import BiographyStream
@@ -52,21 +49,6 @@ def make_accelerator(args: TrainArguments, project_dir: Path) -> Accelerator:
                        "train_micro_batch_size_per_gpu": args.batch_size // accelerator.num_processes // n_micro,
                        "gradient_clipping": args.max_grad_norm})
     return accelerator
-
-
-@contextmanager
-def whole_model_init(accelerator: Accelerator) -> Iterator[None]:
-    """Build the model whole whatever the backend, so a seed gives the same initial weights; under
-    ZeRO-3, transformers would otherwise build it partitioned and draw other numbers."""
-    plugin = accelerator.state.deepspeed_plugin if accelerator.distributed_type == DistributedType.DEEPSPEED else None
-    if plugin is None:
-        yield
-        return
-    unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        plugin.set_deepspeed_weakref()
 
 
 def make_optimizer(model: torch.nn.Module, args: TrainArguments) -> torch.optim.Optimizer:
@@ -153,6 +135,8 @@ class Trainer:
         """Train from `start_step` (0, or the step of a loaded resume checkpoint) to args.max_steps."""
         accelerator, args = self.accelerator, self.args
         self.model.train()
+        for callback in self.callbacks:
+            callback.on_train_begin(self, start_step)
         if start_step == 0:
             self._call(0)
         bar = tqdm(initial=start_step, total=args.max_steps, disable=not accelerator.is_main_process,

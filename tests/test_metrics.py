@@ -1,14 +1,16 @@
-"""Attribute loss, accuracy and baseline against hand-computed values."""
+"""Attribute loss, accuracy, confidence, baseline and AUROC against hand-computed values."""
 
 from __future__ import annotations
 
 import math
 
+import evaluate
 import numpy as np
 import pytest
 import torch
 
-from pipeline.metrics import no_knowledge_baseline, query_scores, summarize
+from pipeline.evaluation import METRIC_PATH
+from pipeline.metrics import auroc, no_knowledge_baseline, query_scores, summarize
 
 
 def test_query_scores_on_hand_built_logits():
@@ -18,18 +20,46 @@ def test_query_scores_on_hand_built_logits():
     logits[0, 1] = torch.log(torch.tensor([0.1, 0.2, 0.6, 0.1]))  # predicts token 2 at position 2: p=0.6, argmax
     logits[1, 0] = torch.log(torch.tensor([0.1, 0.1, 0.3, 0.5]))  # predicts token 3 at position 1: p=0.5, argmax
     logits[1, 1] = torch.log(torch.tensor([0.4, 0.3, 0.2, 0.1]))  # predicts token 1 at position 2: p=0.3, not argmax
-    loss, correct = query_scores(logits, input_ids, torch.tensor([2, 1]), torch.tensor([3, 3]))
-    assert loss.tolist() == pytest.approx([-math.log(0.6), -math.log(0.5) - math.log(0.3)], rel=1e-5)
-    assert correct.tolist() == [True, False]
+    scores = query_scores(logits, input_ids, torch.tensor([2, 1]), torch.tensor([3, 3]))
+    assert scores.loss.tolist() == pytest.approx([-math.log(0.6), -math.log(0.5) - math.log(0.3)], rel=1e-5)
+    assert scores.correct.tolist() == [True, False]
+    assert scores.top_prob.tolist() == pytest.approx([0.6, 0.5], rel=1e-5)  # of the first value token
+    entropy = [-sum(p * math.log(p) for p in ps) for ps in ([0.1, 0.2, 0.6, 0.1], [0.1, 0.1, 0.3, 0.5])]
+    assert scores.entropy.tolist() == pytest.approx(entropy, rel=1e-5)
 
 
 def test_summarize_averages_attributes():
-    metrics = summarize(np.array([2.0, 9.0]), np.array([1.0, 0.0]), np.array([2.0, 3.0]), ["a", "b"],
+    metrics = summarize(np.array([1.0, 1.0, 2.0, 4.0, 3.0]), np.array([1, 0, 0, 0, 0], dtype=bool),
+                        np.array([0.5, 0.5, 0.1, 0.2, 0.3]), np.zeros(5), ["a", "a", "b", "b", "b"],
                         {"a": 1.0, "b": 3.0})
     assert metrics["attribute_loss"] == pytest.approx((1.0 + 3.0) / 2)
     assert metrics["attribute_accuracy"] == pytest.approx((0.5 + 0.0) / 2)
+    assert metrics["first_token_top_prob"] == pytest.approx((0.5 + 0.2) / 2)
     assert metrics["baseline_loss"] == 2.0
-    assert metrics["per_attribute"]["b"] == {"loss": 3.0, "accuracy": 0.0, "baseline": 3.0}
+    assert metrics["per_attribute"]["b"] == pytest.approx(
+        {"loss": 3.0, "accuracy": 0.0, "top_prob": 0.2, "entropy": 0.0, "baseline": 3.0})
+
+
+def test_evaluate_module_loads_offline_and_matches_summarize(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_EVALUATE_OFFLINE", "1")
+    rng = np.random.default_rng(0)
+    n = 600
+    inputs = {"value_loss": rng.random(n) * 5, "correct": rng.random(n) > 0.7, "top_prob": rng.random(n),
+              "entropy": rng.random(n), "attribute": list(np.array(["city", "major", "date"])[rng.integers(0, 3, n)])}
+    baselines = {"city": 6.0, "major": 4.0, "date": 11.0}
+    from_module = evaluate.load(str(METRIC_PATH)).compute(**inputs, baselines=baselines)
+    direct = summarize(inputs["value_loss"], inputs["correct"], inputs["top_prob"], inputs["entropy"],
+                       inputs["attribute"], baselines)
+    assert from_module == direct  # float64 through Arrow: the very same numbers
+
+
+def test_auroc_by_hand():
+    assert auroc(np.array([0.9, 0.8]), np.array([0.1, 0.2])) == 1.0
+    assert auroc(np.array([0.1]), np.array([0.9])) == 0.0
+    assert auroc(np.array([0.5, 0.9]), np.array([0.5, 0.1])) == pytest.approx((0.5 + 1 + 1 + 1) / 4)  # one tie
+    rng = np.random.default_rng(0)
+    assert auroc(rng.random(5000), rng.random(5000)) == pytest.approx(0.5, abs=0.02)
 
 
 def test_baseline_is_entropy_of_values_summed_over_tokens():

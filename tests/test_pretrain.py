@@ -41,8 +41,12 @@ def test_loss_falls_to_the_baseline(short_run):
     assert {r["split"] for r in rows} == {"seen", "heldout"}
     assert set(seen[-1]["per_attribute"]) == {"birth_date", "birth_city", "current_location", "university",
                                               "major", "company"}
-    for name in ("report.md", "phases.png", "phases.json", "run_config.yaml"):
+    for name in ("report.md", "phases.png", "phases.json", "run_config.yaml", "hallucinations.png", "attention.png",
+                 "attention.jsonl"):
         assert (short_run / name).is_file()
+    for row in seen:  # hallucination metrics, seen and held-out side by side
+        assert 0 < row["first_token_top_prob"] <= 1 and row["first_token_entropy"] >= 0
+        assert 0 <= row["confidence_auroc"] <= 1
 
 
 @pytest.mark.slow

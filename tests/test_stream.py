@@ -56,6 +56,16 @@ def test_biography_is_six_sentences_with_full_name_and_marked_values(corpus):
         assert list(np.argsort(seen_order)) == list(order[r])  # sentences in the drawn order
         for a in range(6):  # every sentence uses one of the individual's training templates
             assert template[r, a] in person["train_templates"][a]
+        names = batch["name_part"][r, :length]
+        sentence = batch["sentence"][r, :length]
+        for s in range(6):  # each sentence holds the three name tokens once, before its value
+            in_sentence = np.flatnonzero(sentence == s)
+            name_positions = in_sentence[names[in_sentence] >= 0]
+            assert [tokens[p] for p in name_positions] == [person["first_name"], person["middle_name"],
+                                                           person["last_name"]]
+            assert list(names[name_positions]) == [0, 1, 2]
+            assert name_positions.max() < in_sentence[marks[in_sentence] >= 0].min()
+        assert sentence[0] == -1 and sentence[-1] == -1 and (sentence[1:-1] >= 0).all()
         assert (batch["labels"][r, length:] == IGNORE_INDEX).all()
 
 

@@ -1,0 +1,81 @@
+"""Attention circuits of the paper's mechanism, measured over a run's checkpoints.
+
+- name grouping: attention mass from each last-name token to the first and middle name tokens
+  of its own sentence (forms in the first layer);
+- extraction: attention mass, from the position that predicts an attribute's first value token,
+  to the name tokens of its sentence against the sentence's other (template) tokens, reported as
+  name / (name + text) (rises in the last layer through the plateau);
+- entropy: entropy of each attention row divided by log t, t the number of visible positions.
+All are [layers, heads] arrays averaged over the queries of a fixed set of biographies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM
+
+from data_gen import Corpus
+
+from .checkpoints import CHECKPOINTS, complete_checkpoints, step_of
+from .model import whole_model_init
+
+ANALYSIS_SEED = 20250327  # biographies drawn for analysis, never a training draw's seed
+STATISTICS = ("name_grouping", "extraction_name", "extraction_text", "extraction_ratio", "entropy")
+
+
+def _mean_mass(attention: torch.Tensor, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Mean over query positions of the attention mass on their keys: attention [L, b, H, T, T],
+    queries [b, T], keys [b, T, T] -> [L, H]."""
+    mass = (attention * keys[None, :, None].float()).sum(-1)  # [L, b, H, T]
+    return (mass * queries[None, :, None].float()).sum((1, 3)) / queries.sum().clamp(min=1)
+
+
+def attention_statistics(attentions: list[torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The circuit statistics [layers, heads] of one batch's attention patterns [b, H, T, T] per layer."""
+    attention = torch.stack([a.float() for a in attentions])
+    name_part, sentence, value = batch["name_part"], batch["sentence"], batch["value_attribute"]
+    same_sentence = (sentence[:, :, None] == sentence[:, None, :]) & (sentence[:, :, None] >= 0)
+    first_name_tokens = ((name_part == 0) | (name_part == 1))[:, None, :]
+    grouping = _mean_mass(attention, name_part == 2, same_sentence & first_name_tokens)
+    before_value = torch.zeros_like(value, dtype=torch.bool)
+    before_value[:, :-1] = (value[:, 1:] >= 0) & (value[:, :-1] < 0)
+    names = same_sentence & (name_part >= 0)[:, None, :]
+    text = same_sentence & ((name_part < 0) & (value < 0))[:, None, :]
+    extraction_name = _mean_mass(attention, before_value, names)
+    extraction_text = _mean_mass(attention, before_value, text)
+    visible = torch.arange(attention.shape[-1], device=attention.device) + 1.0
+    entropy = -(attention * attention.clamp(min=1e-30).log()).sum(-1) / visible.log().clamp(min=1e-30)
+    rows = (batch["attention_mask"] == 1) & (visible[None, :] > 1)
+    entropy = (entropy * rows[None, :, None]).sum((1, 3)) / rows.sum()
+    ratio = extraction_name / (extraction_name + extraction_text).clamp(min=1e-30)
+    values = (grouping, extraction_name, extraction_text, ratio, entropy)
+    return {name: v.cpu().numpy() for name, v in zip(STATISTICS, values)}
+
+
+@torch.no_grad()
+def checkpoint_statistics(checkpoint: Path, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    with whole_model_init():
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, attn_implementation="eager").eval()
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True)
+    return attention_statistics(list(out.attentions), batch)
+
+
+def analysis_batch(corpus: Corpus, n_biographies: int) -> dict[str, torch.Tensor]:
+    """A fixed set of training individuals' biographies, the same for every checkpoint."""
+    return {k: torch.from_numpy(v) for k, v in corpus.stream(n_biographies, ANALYSIS_SEED).batch(0).items()}
+
+
+def run_attention_table(run_dir: Path, corpus: Corpus, n_biographies: int = 64) -> list[dict]:
+    """One row per checkpoint, layer and head of a run."""
+    batch = analysis_batch(corpus, n_biographies)
+    rows = []
+    for checkpoint in complete_checkpoints(run_dir / CHECKPOINTS):
+        stats = checkpoint_statistics(checkpoint, batch)
+        layers, heads = stats["entropy"].shape
+        rows += [{"step": step_of(checkpoint), "layer": layer, "head": head,
+                  **{name: float(stats[name][layer, head]) for name in STATISTICS}}
+                 for layer in range(layers) for head in range(heads)]
+    return rows
