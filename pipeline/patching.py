@@ -78,17 +78,22 @@ class PatchingCallback(Callback):
             trainer.optimizer.optimizer.state.clear()
 
 
-def patching_callback(patching, model: PreTrainedModel, args, device: torch.device) -> PatchingCallback:
-    """Set `model` to the reference run's initial weights and return the callback that patches it with
-    the reference checkpoint's attention (PatchingArguments `patching`, TrainArguments `args`)."""
-    folder = Path(patching.reference_run) / CHECKPOINTS
-    steps = [step_of(c) for c in complete_checkpoints(folder)]
+def check_reference(patching, args) -> None:
+    """Stop with a clear error, before anything is written, if patching cannot run (PatchingArguments
+    `patching`, TrainArguments `args`)."""
+    steps = [step_of(c) for c in complete_checkpoints(Path(patching.reference_run) / CHECKPOINTS)]
     for step in (0, patching.reference_checkpoint):
         if step not in steps:
             raise RecipeError(f"reference run '{patching.reference_run}' has no checkpoint at step {step} (it has "
                               f"{steps or 'none'}): add it to the reference's checkpoint_steps and rerun it")
     if args.torch_compile:
         raise RecipeError("attention patching does not work with torch_compile: set --torch_compile false")
+
+
+def patching_callback(patching, model: PreTrainedModel, device: torch.device) -> PatchingCallback:
+    """Set `model` to the reference run's initial weights and return the callback that patches it with
+    the reference checkpoint's attention (checked by check_reference)."""
+    folder = Path(patching.reference_run) / CHECKPOINTS
     with whole_model_init():
         initial = AutoModelForCausalLM.from_pretrained(folder / checkpoint_name(0))
         reference = AutoModelForCausalLM.from_pretrained(folder / checkpoint_name(patching.reference_checkpoint),

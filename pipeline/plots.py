@@ -16,6 +16,18 @@ SPLIT_STYLE = {"seen": ("seen individuals (held-out templates)", "tab:blue"),
                "heldout": ("held-out individuals", "tab:red")}
 
 
+def _shade_phases(ax, phases: Phases, labelled: bool = False) -> None:
+    """Shade the three phases (with legend labels if `labelled`) and mark knowledge emergence."""
+    spans = [(0, phases.phase1_end, "1: learn the distribution", "tab:gray"),
+             (phases.phase1_end, phases.plateau_end or phases.max_step, "2: plateau", "gold"),
+             (phases.plateau_end, phases.max_step, "3: knowledge emerges", "tab:green")]
+    for start, stop, label, color in spans:
+        if start is not None and stop is not None and stop > start:
+            ax.axvspan(start, stop, color=color, alpha=0.15, label=label if labelled else None)
+    if phases.emergence is not None:
+        ax.axvline(phases.emergence, color="tab:green", ls=":")
+
+
 def plot_phases(rows: list[dict], phases: Phases, path: Path) -> Path:
     """Attribute loss and accuracy against steps, with the baseline and the three phases marked."""
     fig, (ax_loss, ax_acc) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
@@ -25,15 +37,8 @@ def plot_phases(rows: list[dict], phases: Phases, path: Path) -> Path:
         ax_loss.plot(steps, loss, "-o", ms=3, color=color, label=label)
         ax_acc.plot(steps, accuracy, "-o", ms=3, color=color, label=label)
     ax_loss.axhline(phases.baseline, ls="--", color="black", label=f"no-knowledge baseline ({phases.baseline:.2f})")
-    spans = [(0, phases.phase1_end, "1: learn the distribution", "tab:gray"),
-             (phases.phase1_end, phases.plateau_end or phases.max_step, "2: plateau", "gold"),
-             (phases.plateau_end, phases.max_step, "3: knowledge emerges", "tab:green")]
-    for ax in (ax_loss, ax_acc):
-        for start, stop, label, color in spans:
-            if start is not None and stop is not None and stop > start:
-                ax.axvspan(start, stop, color=color, alpha=0.15, label=label if ax is ax_loss else None)
-        if phases.emergence is not None:
-            ax.axvline(phases.emergence, color="tab:green", ls=":")
+    _shade_phases(ax_loss, phases, labelled=True)
+    _shade_phases(ax_acc, phases)
     if phases.emergence is not None:
         ax_acc.annotate(f"emergence (step {phases.emergence:.0f})", (phases.emergence, 0.5), xytext=(5, 0),
                         textcoords="offset points", color="tab:green", va="center")
@@ -48,16 +53,6 @@ def plot_phases(rows: list[dict], phases: Phases, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def _shade_phases(ax, phases: Phases) -> None:
-    spans = [(0, phases.phase1_end, "tab:gray"), (phases.phase1_end, phases.plateau_end or phases.max_step, "gold"),
-             (phases.plateau_end, phases.max_step, "tab:green")]
-    for start, stop, color in spans:
-        if start is not None and stop is not None and stop > start:
-            ax.axvspan(start, stop, color=color, alpha=0.12)
-    if phases.emergence is not None:
-        ax.axvline(phases.emergence, color="tab:green", ls=":")
 
 
 def plot_hallucinations(rows: list[dict], phases: Phases, path: Path) -> Path:

@@ -22,7 +22,7 @@ from .checkpoints import CheckpointCallback, ResumeCallback, read_state
 from .config import DataArguments, ModelArguments, PatchingArguments, TrainArguments, recipe_dict
 from .evaluation import Evaluator
 from .model import build_model, count_parameters, whole_model_init
-from .patching import patching_callback
+from .patching import check_reference, patching_callback
 from .report import write_report
 from .run_dir import resolve_output_dir, rewind_output_dir, start_output_dir
 from .trainer import Trainer, make_accelerator
@@ -35,6 +35,8 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
     patching = patching or PatchingArguments()
     recipe = recipe_dict(model_args, data_args, args, patching)
     action, checkpoint = resolve_output_dir(out, recipe, args.overwrite_output_dir)
+    if patching.reference_run:
+        check_reference(patching, args)
     corpus = Corpus(data_args.corpus)
     accelerator = make_accelerator(args, out)
     if action == "done":
@@ -63,7 +65,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
                                   | set(args.checkpoint_steps)), out, corpus.tokenizer, recipe),
     ]
     if patching.reference_run:
-        callbacks.insert(0, patching_callback(patching, model, args, accelerator.device))
+        callbacks.insert(0, patching_callback(patching, model, accelerator.device))
     if args.save_steps:
         callbacks.append(ResumeCallback(args.save_steps, args.max_steps, out, recipe))
     if accelerator.is_main_process:

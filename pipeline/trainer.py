@@ -109,9 +109,10 @@ class Trainer:
         n_tokens, micro_batches_ = self.loader.get(step)
         scale = accelerator.num_processes * self.n_micro  # undo DDP's and accumulation's averaging
         total = torch.zeros((), device=accelerator.device)
+        count = torch.tensor(float(n_tokens), device=accelerator.device)  # a tensor: no recompiles as it varies
         for inputs in micro_batches_:
             with accelerator.accumulate(model):
-                loss = model(**inputs, num_items_in_batch=n_tokens).loss  # sum over tokens / global token count
+                loss = model(**inputs, num_items_in_batch=count).loss  # sum over tokens / global token count
                 accelerator.backward(loss * scale)
             total += loss.detach()
         if self.args.max_grad_norm and accelerator.distributed_type != DistributedType.DEEPSPEED:

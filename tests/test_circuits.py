@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from data_gen import RecipeError
 from pipeline.analyze import load_trajectory, run_phases, series
 from pipeline.analyze import main as analyze_main
 from pipeline.circuits import attention_statistics
@@ -72,10 +73,17 @@ def _flags(corpus_dir, output_dir, max_steps, *extra):
             "--max_steps", str(max_steps), *extra]
 
 
+@pytest.fixture(scope="module")
+def reference(corpus_dir, tmp_path_factory):
+    """A tiny run that has learned its facts (knowledge emerges around step 500 of 1000)."""
+    run = tmp_path_factory.mktemp("patching") / "reference"
+    pretrain_main(_flags(corpus_dir, run, 1000))
+    return run
+
+
 @pytest.mark.slow
-def test_patching_with_a_converged_reference_skips_the_plateau(corpus_dir, tmp_path):
-    reference, plain, patched = tmp_path / "reference", tmp_path / "plain", tmp_path / "patched"
-    pretrain_main(_flags(corpus_dir, reference, 1000))
+def test_patching_with_a_converged_reference_skips_the_plateau(corpus_dir, reference, tmp_path):
+    plain, patched = tmp_path / "plain", tmp_path / "patched"
     assert run_phases(load_trajectory(reference)).emergence is not None  # the reference has learned
     pretrain_main(_flags(corpus_dir, plain, 300))
     pretrain_main(_flags(corpus_dir, patched, 300, "--reference_run", str(reference),
@@ -88,3 +96,25 @@ def test_patching_with_a_converged_reference_skips_the_plateau(corpus_dir, tmp_p
     analyze_main(["attention", "--run", str(reference), "--n_biographies", "8"])
     rows = [json.loads(line) for line in (reference / "attention.jsonl").read_text().splitlines()]
     assert {r["step"] for r in rows} == {0, 1, 1000} and len(rows) == 3 * 2 * 2  # checkpoints x layers x heads
+
+
+@pytest.mark.slow
+def test_patching_starts_at_start_patching(corpus_dir, reference, tmp_path):
+    plain, patched = tmp_path / "plain", tmp_path / "patched"
+    pretrain_main(_flags(corpus_dir, plain, 40, "--eval_every", "10"))
+    pretrain_main(_flags(corpus_dir, patched, 40, "--eval_every", "10", "--reference_run", str(reference),
+                         "--reference_checkpoint", "1000", "--start_patching", "20"))
+    before = [r for r in load_trajectory(plain) if r["step"] < 20]
+    assert before == [r for r in load_trajectory(patched) if r["step"] < 20]  # identical until patching starts
+    after = {r["step"]: r["attribute_loss"] for r in load_trajectory(patched) if r["split"] == "seen"}
+    plain_after = {r["step"]: r["attribute_loss"] for r in load_trajectory(plain) if r["split"] == "seen"}
+    assert after[20] != plain_after[20] and after[40] != plain_after[40]
+
+
+def test_patching_needs_a_saved_reference_step(corpus_dir, reference, tmp_path):
+    with pytest.raises(RecipeError, match="has no checkpoint at step 500 .*checkpoint_steps"):
+        pretrain_main(_flags(corpus_dir, tmp_path / "x", 10, "--reference_run", str(reference),
+                             "--reference_checkpoint", "500"))
+    assert not (tmp_path / "x").exists()  # nothing written
+    with pytest.raises(RecipeError, match="reference_checkpoint is not"):
+        pretrain_main(_flags(corpus_dir, tmp_path / "x", 10, "--reference_run", str(reference)))
