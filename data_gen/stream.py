@@ -40,26 +40,39 @@ class BiographyStream:
     batch_size: int
     seed: int = 0
     _tables: tuple = field(init=False, repr=False)
+    _last_draw: tuple = field(init=False, repr=False, default=(None, None))
 
     def __post_init__(self):
         values = [self.people.values[a].tolist() for a in ATTRIBUTES]
-        slots = np.array([self.people.values[a].shape[1] for a in ATTRIBUTES])
-        self._tables = (self.people.names.tolist(), values, self.templates.word_lengths() + 3 + slots[:, None])
+        slots = [self.people.values[a].shape[1] for a in ATTRIBUTES]
+        prefix, middle, suffix = self.templates.prefix, self.templates.middle, self.templates.suffix
+        # per attribute and template: a sentence's value marks, name marks and length, whoever it is about
+        marks = [[([-1] * (len(p) + 3 + len(m)) + [a] * slots[a] + [-1] * len(s),
+                   [-1] * len(p) + [0, 1, 2] + [-1] * (len(m) + slots[a] + len(s)),
+                   len(p) + 3 + len(m) + slots[a] + len(s))
+                  for p, m, s in zip(prefix[a], middle[a], suffix[a])] for a in range(len(ATTRIBUTES))]
+        lengths = self.templates.word_lengths() + 3 + np.array(slots)[:, None]
+        self._tables = (self.people.names.tolist(), values, lengths, marks)
 
     def draw(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The global batch of `step`: individuals [B], sentence order [B, 6], template per attribute [B, 6]."""
+        """The global batch of `step`: individuals [B], sentence order [B, 6], template per attribute [B, 6]
+        (the last one is kept: every micro-batch of a step reads it)."""
+        last_step, last = self._last_draw
+        if last_step == step:
+            return last
         rng = np.random.default_rng([self.seed, step])
         n_attr = len(ATTRIBUTES)
         who = rng.integers(0, len(self.people), size=self.batch_size)
         order = np.argsort(rng.random((self.batch_size, n_attr)), axis=1)
         choice = rng.integers(0, self.people.train_templates.shape[-1], size=(self.batch_size, n_attr))
         template = self.people.train_templates[who[:, None], np.arange(n_attr)[None, :], choice].astype(np.int64)
+        self._last_draw = (step, (who, order, template))
         return who, order, template
 
     def num_label_tokens(self, step: int) -> int:
         """Tokens predicted in the whole global batch of `step` (each biography predicts all but <bos>)."""
         _, _, template = self.draw(step)
-        sentence_lengths = self._tables[2][np.arange(len(ATTRIBUTES))[None, :], template]
+        sentence_lengths = self._tables[2][np.arange(len(ATTRIBUTES))[None, :], template]  # [B, 6]
         return int(sentence_lengths.sum() + self.batch_size)  # + <eos> per biography
 
     def batch(self, step: int, rows: slice = slice(None), pad_to_multiple_of: int = 1) -> dict[str, np.ndarray]:
@@ -71,19 +84,18 @@ class BiographyStream:
         name tokens) and sentence (the sentence index of each token), all [b, T], -1 elsewhere.
         """
         who, order, template = (x[rows] for x in self.draw(step))
-        names, values, _ = self._tables
+        names, values, _, marks = self._tables
         prefix, middle, suffix = self.templates.prefix, self.templates.middle, self.templates.suffix
         rows_out = []
         for i, sentence_order, chosen in zip(who.tolist(), order.tolist(), template.tolist()):
             ids, value_marks, name_marks, sentence_marks = [self.bos_id], [-1], [-1], [-1]
             for s, a in enumerate(sentence_order):
                 t = chosen[a]
-                before, after, value = prefix[a][t], middle[a][t], values[a][i]
-                ids += before + names[i] + after + value + suffix[a][t]
-                n_after = len(after) + len(value) + len(suffix[a][t])
-                value_marks += [-1] * (len(before) + 3 + len(after)) + [a] * len(value) + [-1] * len(suffix[a][t])
-                name_marks += [-1] * len(before) + [0, 1, 2] + [-1] * n_after
-                sentence_marks += [s] * (len(before) + 3 + n_after)
+                ids += prefix[a][t] + names[i] + middle[a][t] + values[a][i] + suffix[a][t]
+                sentence_value_marks, sentence_name_marks, length = marks[a][t]
+                value_marks += sentence_value_marks
+                name_marks += sentence_name_marks
+                sentence_marks += [s] * length
             ids.append(self.eos_id)
             rows_out.append((ids, value_marks + [-1], name_marks + [-1], sentence_marks + [-1]))
         length = -(-max(len(r[0]) for r in rows_out) // pad_to_multiple_of) * pad_to_multiple_of

@@ -48,9 +48,6 @@ def _circuit_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-_ANALYSIS_NOTE = "`python -m pipeline.analyze attention` recomputes them"
-
-
 def _step(value: float | None) -> str:
     return "not reached" if value is None else f"{value:,.0f}"
 
@@ -118,9 +115,11 @@ the top probability of the first value token is {final["seen"]["first_token_top_
 {final["seen"]["first_token_entropy"]:.3f} against {final["heldout"]["first_token_entropy"]:.3f}); that
 probability tells them apart with AUROC {final["seen"]["confidence_auroc"]:.3f} (0.5 is chance).
 
-## Attention circuits (checkpoints, {_ANALYSIS_NOTE})
+## Attention circuits (over the checkpoints)
 
-![attention](attention.png)
+![attention]({ATTENTION_FIGURE})
+
+Recompute with `python -m pipeline.analyze attention --run {run_dir}`.
 
 {_circuit_summary(circuits) if circuits else "No checkpoints were saved."}
 

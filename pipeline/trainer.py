@@ -106,11 +106,11 @@ class Trainer:
         """One optimizer step on the global batch drawn at `step`; returns this process's share of its
         mean token loss (summed over processes, it is the global batch's mean)."""
         accelerator, model = self.accelerator, self.model
-        n_tokens, micro_batches_ = self.loader.get(step)
+        n_tokens, parts = self.loader.get(step)
         scale = accelerator.num_processes * self.n_micro  # undo DDP's and accumulation's averaging
         total = torch.zeros((), device=accelerator.device)
         count = torch.tensor(float(n_tokens), device=accelerator.device)  # a tensor: no recompiles as it varies
-        for inputs in micro_batches_:
+        for inputs in parts:
             with accelerator.accumulate(model):
                 loss = model(**inputs, num_items_in_batch=count).loss  # sum over tokens / global token count
                 accelerator.backward(loss * scale)
