@@ -35,8 +35,8 @@ class Corpus:
             raise RecipeError(f"corpus '{self.path}' has no split '{split}': it has {', '.join(self.dataset)}")
         return IndividualTokens.from_dataset(self.dataset[split], self.tokenizer)
 
-    def stream(self, batch_size: int, seed: int, split: str = "train") -> BiographyStream:
-        """Training biographies of a split's individuals."""
+    def stream(self, batch_size: int, seed: int, split: str = "train", sampler=None) -> BiographyStream:
+        """Training biographies of a split's individuals, drawn by `sampler` (default: uniformly)."""
         t = self.tokenizer
         return BiographyStream(self.individuals(split), self.templates, t.bos_token_id, t.eos_token_id,
-                               t.pad_token_id, batch_size, seed)
+                               t.pad_token_id, batch_size, seed, sampler)

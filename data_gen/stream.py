@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .resources import ATTRIBUTES
+from .samplers import Uniform
 from .tokens import IndividualTokens, TemplateTokens
 
 IGNORE_INDEX = -100
@@ -39,10 +40,13 @@ class BiographyStream:
     pad_id: int
     batch_size: int
     seed: int = 0
+    sampler: object = None  # which individuals each step draws (data_gen.samplers); None: uniform
     _tables: tuple = field(init=False, repr=False)
     _last_draw: tuple = field(init=False, repr=False, default=(None, None))
 
     def __post_init__(self):
+        if self.sampler is None:
+            self.sampler = Uniform(len(self.people))
         values = [self.people.values[a].tolist() for a in ATTRIBUTES]
         slots = [self.people.values[a].shape[1] for a in ATTRIBUTES]
         prefix, middle, suffix = self.templates.prefix, self.templates.middle, self.templates.suffix
@@ -62,12 +66,19 @@ class BiographyStream:
             return last
         rng = np.random.default_rng([self.seed, step])
         n_attr = len(ATTRIBUTES)
-        who = rng.integers(0, len(self.people), size=self.batch_size)
+        who = self.sampler.draw(rng, step, self.batch_size)
         order = np.argsort(rng.random((self.batch_size, n_attr)), axis=1)
         choice = rng.integers(0, self.people.train_templates.shape[-1], size=(self.batch_size, n_attr))
         template = self.people.train_templates[who[:, None], np.arange(n_attr)[None, :], choice].astype(np.int64)
         self._last_draw = (step, (who, order, template))
         return who, order, template
+
+    def exposures(self, stop: int, start: int = 0) -> np.ndarray:
+        """How many times each individual is drawn in steps [start, stop)."""
+        counts = np.zeros(len(self.people), dtype=np.int64)
+        for step in range(start, stop):
+            counts += np.bincount(self.draw(step)[0], minlength=len(self.people))
+        return counts
 
     def num_label_tokens(self, step: int) -> int:
         """Tokens predicted in the whole global batch of `step` (each biography predicts all but <bos>)."""

@@ -44,7 +44,7 @@ class EvaluationCallback(Callback):
     def on_step(self, trainer, step: int) -> None:
         if step not in self.steps:
             return
-        results = self.evaluator.evaluate(trainer.model, trainer.accelerator)
+        results = self.evaluator.evaluate(trainer.model, trainer.accelerator, trainer.exposures(step))
         tokens = trainer.tokens_seen
         if trainer.accelerator.is_main_process:
             with self.path.open("a") as f:

@@ -13,11 +13,14 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from .callbacks import Callback
 
 CHECKPOINTS = "checkpoints"
 RESUME = "resume"
 STATE = "trainer_state.json"
+EXPOSURES = "exposures.npy"  # times each training individual was drawn before the checkpoint
 
 
 def checkpoint_name(step: int) -> str:
@@ -69,6 +72,7 @@ class CheckpointCallback(Callback):
             shutil.rmtree(tmp, ignore_errors=True)
             accelerator.unwrap_model(trainer.model).save_pretrained(tmp, state_dict=state_dict)
             self.tokenizer.save_pretrained(tmp)
+            np.save(tmp / EXPOSURES, trainer.exposures(step))
             _publish(tmp, final, {"step": step, "recipe": self.recipe})
         accelerator.wait_for_everyone()
 

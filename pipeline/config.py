@@ -39,6 +39,15 @@ class DataArguments:
     corpus: str = field(metadata={"help": "Corpus folder written by `python -m data_gen build`."})
     eval_individuals: int = field(
         default=1000, metadata={"help": "Individuals evaluated per split (seen, held-out); 0 evaluates all."})
+    sampler: str = field(default="uniform", metadata={"help": "Which individuals steps draw: uniform, power_law, "
+                                                                "celebrities, warmup or schedule."})
+    alpha: float = field(default=0.0, metadata={"help": "power_law: individual i drawn with weight (i+1)^-alpha."})
+    n_celebrities: int = field(default=0, metadata={"help": "celebrities: how many individuals are up-weighted."})
+    celebrity_weight: float = field(default=1.0, metadata={"help": "celebrities: their weight (others have 1)."})
+    indiv_warmup: int = field(default=0, metadata={"help": "warmup: individuals trained on first."})
+    epochs_warmup: float = field(default=0.0, metadata={"help": "warmup: epochs over them before all."})
+    sampler_schedule: list[str] = field(default_factory=list, metadata={
+        "help": "schedule: phases 'START:KIND[:key=value,...]', e.g. '0:uniform:n=2000' '500:power_law:alpha=0.8'."})
 
     def __post_init__(self):
         if self.eval_individuals < 0:

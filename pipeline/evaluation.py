@@ -13,14 +13,15 @@ from datasets import Dataset
 from data_gen import ATTRIBUTES, Corpus
 from data_gen.columns import as_array
 
-from .metrics import auroc, no_knowledge_baseline, query_scores
+from .metrics import auroc, by_exposure, no_knowledge_baseline, query_scores
 
 EVAL_SPLITS = {"seen": "eval_seen", "heldout": "eval_heldout"}
 METRIC_PATH = Path(__file__).parent / "attribute_recall"
 
 
 def _batches(queries: Dataset, batch_size: int, pad_id: int) -> list[dict[str, torch.Tensor]]:
-    columns = queries.with_format("numpy", columns=["input_ids", "value_start", "value_end", "attribute"])
+    columns = queries.with_format("numpy", columns=["input_ids", "value_start", "value_end", "attribute",
+                                                    "individual"])
     attribute_index = {a: i for i, a in enumerate(ATTRIBUTES)}
     batches = []
     for start in range(0, len(queries), batch_size):
@@ -36,6 +37,7 @@ def _batches(queries: Dataset, batch_size: int, pad_id: int) -> list[dict[str, t
             "value_start": torch.from_numpy(rows["value_start"].astype(np.int64)),
             "value_end": torch.from_numpy(rows["value_end"].astype(np.int64)),
             "attribute": torch.tensor([attribute_index[a] for a in rows["attribute"]]),
+            "individual": torch.from_numpy(rows["individual"].astype(np.int64)),
         })
     return batches
 
@@ -75,22 +77,30 @@ class Evaluator:
                 scores = query_scores(_ValueLogits(hidden, head), batch["input_ids"], batch["value_start"],
                                       batch["value_end"])
             columns = [scores.loss, scores.correct, scores.top_prob, scores.entropy, batch["attribute"],
-                       torch.full_like(scores.loss, index if index < len(batches) else -1)]
+                       batch["individual"], torch.full_like(scores.loss, index if index < len(batches) else -1)]
             local.append(torch.stack([c.double() for c in columns], dim=1))
-        table = accelerator.pad_across_processes(torch.cat(local), pad_index=-1)  # [queries, 6] per process
+        table = accelerator.pad_across_processes(torch.cat(local), pad_index=-1)  # [queries, 7] per process
         table = accelerator.gather(table).cpu().numpy()
-        table = table[table[:, 5] >= 0]
-        table = table[np.argsort(table[:, 5], kind="stable")]  # batches back in order
+        table = table[table[:, 6] >= 0]
+        table = table[np.argsort(table[:, 6], kind="stable")]  # batches back in order
         return {"value_loss": table[:, 0], "correct": table[:, 1].astype(bool), "top_prob": table[:, 2],
-                "entropy": table[:, 3], "attribute": [ATTRIBUTES[int(a)] for a in table[:, 4]]}
+                "entropy": table[:, 3], "attribute": [ATTRIBUTES[int(a)] for a in table[:, 4]],
+                "individual": table[:, 5].astype(np.int64)}
 
-    def evaluate(self, model: torch.nn.Module, accelerator: Accelerator) -> dict[str, dict]:
-        """Metrics per split name ("seen", "heldout")."""
+    def evaluate(self, model: torch.nn.Module, accelerator: Accelerator,
+                 exposures: np.ndarray | None = None) -> dict[str, dict]:
+        """Metrics per split name ("seen", "heldout"); with the training individuals' `exposures`
+        (times drawn so far), seen metrics are also given by exposure bucket."""
         was_training = model.training
         model.eval()
         scores = {split: self.scores(model, accelerator, split) for split in self.batches}
         model.train(was_training)
+        individuals = {split: s.pop("individual") for split, s in scores.items()}
         results = {split: self.metric.compute(**s, baselines=self.baselines) for split, s in scores.items()}
+        if exposures is not None:
+            seen = scores["seen"]
+            results["seen"]["by_exposure"] = by_exposure(exposures[individuals["seen"]], seen["value_loss"],
+                                                         seen["correct"])
         separation = auroc(scores["seen"]["top_prob"], scores["heldout"]["top_prob"])
         for metrics in results.values():
             metrics["confidence_auroc"] = separation

@@ -89,3 +89,16 @@ def entropy(samples: np.ndarray) -> float:
 def no_knowledge_baseline(values: dict[str, np.ndarray]) -> dict[str, float]:
     """Per attribute, the baseline loss for value token ids [n_individuals, n_tokens]."""
     return {attribute: sum(entropy(ids[:, k]) for k in range(ids.shape[1])) for attribute, ids in values.items()}
+
+
+def by_exposure(exposures: np.ndarray, loss: np.ndarray, correct: np.ndarray) -> list[dict]:
+    """Loss and accuracy of queries grouped by how often their individual was drawn: 0, 1, 2-3,
+    4-7, ... (powers of two); buckets without queries are left out."""
+    bucket = np.where(exposures > 0, np.floor(np.log2(np.maximum(exposures, 1))).astype(int) + 1, 0)
+    rows = []
+    for b in np.unique(bucket):
+        members = bucket == b
+        low, high = (0, 0) if b == 0 else (2 ** (b - 1), 2 ** b - 1)
+        rows.append({"exposures": [int(low), int(high)], "queries": int(members.sum()),
+                     "loss": float(loss[members].mean()), "accuracy": float(correct[members].mean())})
+    return rows

@@ -16,6 +16,7 @@ from transformers.utils import logging as hf_logging
 
 from data_gen import Corpus
 from data_gen.recipe import parse_recipe, run_cli
+from data_gen.samplers import build_sampler
 
 from .callbacks import EvaluationCallback, log_spaced_steps
 from .checkpoints import CheckpointCallback, ResumeCallback, read_state
@@ -38,6 +39,10 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
     if patching.reference_run:
         check_reference(patching, args)
     corpus = Corpus(data_args.corpus)
+    sampler = build_sampler(data_args.sampler, len(corpus.dataset["train"]), args.batch_size, args.max_steps,
+                            alpha=data_args.alpha, n_celebrities=data_args.n_celebrities,
+                            celebrity_weight=data_args.celebrity_weight, indiv_warmup=data_args.indiv_warmup,
+                            epochs_warmup=data_args.epochs_warmup, schedule=data_args.sampler_schedule)
     accelerator = make_accelerator(args, out)
     if action == "done":
         if accelerator.is_main_process:
@@ -72,7 +77,8 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
         sizes = count_parameters(model)
         print(f"model: {sizes['non_embedding']:,} non-embedding parameters ({sizes['total']:,} in all); "
               f"corpus: {len(corpus.dataset['train']):,} individuals, {len(corpus.tokenizer):,} tokens")
-    trainer = Trainer(args, model, corpus.stream(args.batch_size, args.data_seed), accelerator, callbacks)
+    trainer = Trainer(args, model, corpus.stream(args.batch_size, args.data_seed, sampler=sampler), accelerator,
+                      callbacks)
     trainer.fit(trainer.load(checkpoint) if action == "resume" else 0)
     accelerator.end_training()
     if accelerator.is_main_process:

@@ -6,6 +6,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
@@ -84,6 +85,7 @@ class Trainer:
         self.loader = StreamLoader(stream, accelerator.process_index, accelerator.num_processes, self.n_micro,
                                    accelerator.device, prefetch, multiple)
         self.tokens_seen = 0
+        self._exposures = (0, np.zeros(len(stream.people), dtype=np.int64))  # (up to step, counts)
         self.peak_flops = peak_flops(accelerator.device, args.peak_tflops)
 
     def load(self, checkpoint: Path) -> int:
@@ -92,6 +94,15 @@ class Trainer:
         state = read_state(checkpoint)
         self.tokens_seen = state["tokens_seen"]
         return state["step"]
+
+    def exposures(self, step: int) -> np.ndarray:
+        """How many times each individual has been drawn in the first `step` steps."""
+        done, counts = self._exposures
+        if step < done:
+            done, counts = 0, np.zeros_like(counts)
+        counts = counts + self.stream.exposures(step, done)
+        self._exposures = (step, counts)
+        return counts
 
     def tracker_run_ids(self) -> dict[str, str]:
         """Run ids of trackers that have one (wandb, ...), so a resumed run logs to the same run."""

@@ -1,0 +1,94 @@
+"""Samplers over individuals: frequencies against their formulas, curricula switching on time,
+exact replay, exposure accounting, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from data_gen import RecipeError
+from data_gen.samplers import build_sampler
+from pipeline.analyze import load_trajectory
+from pipeline.checkpoints import checkpoint_name
+from pipeline.metrics import by_exposure
+from pipeline.pretrain import main
+
+
+def _frequencies(sampler, n, draws=200_000, step=0):
+    counts = np.bincount(sampler.draw(np.random.default_rng(0), step, draws), minlength=n)
+    return counts / draws
+
+
+@pytest.mark.parametrize("kind, params, expected", [
+    ("uniform", {}, np.full(20, 1 / 20)),
+    ("power_law", {"alpha": 0.8}, np.arange(1, 21) ** -0.8 / (np.arange(1, 21) ** -0.8).sum()),
+    ("celebrities", {"n_celebrities": 5, "celebrity_weight": 4.0}, np.r_[np.full(5, 4.0), np.ones(15)] / 35),
+])
+def test_frequencies_match_the_formula(kind, params, expected):
+    sampler = build_sampler(kind, 20, batch_size=8, max_steps=100, **params)
+    observed = _frequencies(sampler, 20)
+    # each frequency within 5 standard errors of a binomial proportion over 200k draws
+    assert np.all(np.abs(observed - expected) < 5 * np.sqrt(expected * (1 - expected) / 200_000))
+    assert sampler.probabilities(0, 20) == pytest.approx(expected)
+
+
+def test_warmup_switches_at_the_right_step():
+    sampler = build_sampler("warmup", 100, batch_size=10, max_steps=1000, indiv_warmup=20, epochs_warmup=3)
+    switch = 3 * 20 // 10  # epochs x individuals / batch
+    rng = np.random.default_rng(0)
+    assert all(sampler.draw(rng, step, 10).max() < 20 for step in range(switch))
+    assert max(sampler.draw(rng, switch, 10).max() for _ in range(50)) >= 20
+
+
+def test_schedule_phases_and_exact_replay(corpus):
+    schedule = ["0:uniform:n=10", "5:power_law:alpha=1.0", "9:celebrities:n_celebrities=3,celebrity_weight=50"]
+    sampler = build_sampler("schedule", 200, batch_size=16, max_steps=20, schedule=schedule)
+    first, again = corpus.stream(16, 7, sampler=sampler), corpus.stream(16, 7, sampler=sampler)
+    assert first.draw(3)[0].max() < 10
+    assert (first.draw(30)[0] < 3).mean() > 0.3  # celebrities dominate the last phase
+    for step in (0, 4, 5, 12):  # a resumed stream replays any step
+        assert (first.batch(step)["input_ids"] == again.batch(step)["input_ids"]).all()
+
+
+def test_exposures_add_up_and_match_the_draws(corpus):
+    stream = corpus.stream(16, 0, sampler=build_sampler("power_law", 200, 16, 100, alpha=1.0))
+    counts = stream.exposures(25)
+    assert counts.sum() == 25 * 16
+    assert (stream.exposures(25, 10) + stream.exposures(10) == counts).all()
+    assert counts[:10].sum() > counts[-10:].sum()  # the head of a power law is drawn more
+
+
+@pytest.mark.parametrize("kind, params, message", [
+    ("zipf", {}, "sampler 'zipf' is unknown"),
+    ("power_law", {"alpha": -1}, "alpha must be between 0 and 10"),
+    ("celebrities", {"n_celebrities": 500}, "n_celebrities must be between 1 and the 200 individuals"),
+    ("warmup", {"indiv_warmup": 100, "epochs_warmup": 100}, "the warm-up lasts 625 steps, not less than max_steps"),
+    ("schedule", {"schedule": ["5:uniform"]}, "must start at step 0"),
+    ("schedule", {"schedule": ["0:uniform:n=x"]}, "is not 'START:KIND"),
+])
+def test_bad_sampler_values_are_clear_errors(kind, params, message):
+    with pytest.raises(RecipeError, match=message):
+        build_sampler(kind, 200, batch_size=16, max_steps=100, **params)
+
+
+def test_by_exposure_buckets():
+    rows = by_exposure(np.array([0, 1, 2, 3, 5, 0]), np.array([1.0, 2.0, 3.0, 4.0, 5.0, 3.0]),
+                       np.array([0, 1, 1, 0, 1, 0], dtype=bool))
+    assert [r["exposures"] for r in rows] == [[0, 0], [1, 1], [2, 3], [4, 7]]
+    assert rows[0] == {"exposures": [0, 0], "queries": 2, "loss": 2.0, "accuracy": 0.0}
+    assert rows[2]["accuracy"] == 0.5
+
+
+def test_training_with_a_sampler_records_exposures(corpus_dir, tmp_path):
+    out = tmp_path / "run"
+    main(["--model_preset", "tiny", "--corpus", str(corpus_dir), "--output_dir", str(out), "--batch_size", "16",
+          "--report_to", "none", "--max_steps", "6", "--eval_points", "2", "--checkpoint_points", "1",
+          "--eval_individuals", "50", "--sampler", "celebrities", "--n_celebrities", "10", "--celebrity_weight", "20"])
+    exposures = np.load(out / "checkpoints" / checkpoint_name(6) / "exposures.npy")
+    assert exposures.sum() == 6 * 16 and exposures[:10].sum() > exposures[10:].sum()
+    final = [r for r in load_trajectory(out) if r["step"] == 6 and r["split"] == "seen"][0]
+    assert sum(b["queries"] for b in final["by_exposure"]) == 50 * 30
+    assert json.loads((out / "checkpoints" / checkpoint_name(6) / "trainer_state.json").read_text())[
+        "recipe"]["sampler"] == "celebrities"
