@@ -1,0 +1,101 @@
+"""The studies' figures, drawn from a sweep's aggregated rows (summary.csv)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .sweep import fit_power_law  # noqa: E402
+
+PAPER_FIT = (0.43, 0.81)  # plateau length = 0.43 N^0.81 (Zucchet et al., 2025)
+
+
+def _means(rows: list[dict], x_key: str, y_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of y over the runs (seeds) sharing each x, for runs where y was reached."""
+    xs = sorted({r[x_key] for r in rows if r[y_key] is not None})
+    ys = [np.mean([r[y_key] for r in rows if r[x_key] == x and r[y_key] is not None]) for x in xs]
+    return np.array(xs, dtype=float), np.array(ys, dtype=float)
+
+
+def plateau_vs_population(rows: list[dict], path: Path) -> Path:
+    x, y = _means(rows, "n_individuals", "plateau_length")
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter([r["n_individuals"] for r in rows if r["plateau_length"]],
+               [r["plateau_length"] for r in rows if r["plateau_length"]], color="tab:blue", alpha=0.4, label="runs")
+    if len(x) >= 2:
+        a, b, r2 = fit_power_law(x, y)
+        grid = np.geomspace(x.min(), x.max(), 50)
+        ax.plot(grid, a * grid ** b, color="tab:blue", label=f"fit: {a:.3g} N^{b:.2f} (R² {r2:.3f})")
+    grid = np.geomspace(max(x.min(), 1), x.max(), 50) if len(x) else np.array([])
+    ax.plot(grid, PAPER_FIT[0] * grid ** PAPER_FIT[1], "--", color="gray", label="paper: 0.43 N^0.81")
+    ax.set(xscale="log", yscale="log", xlabel="individuals N", ylabel="plateau length (steps)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def alpha_curves(rows: list[dict], path: Path) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    groups = sorted({r.get("n_individuals") for r in rows}, key=lambda v: (v is None, v))
+    for group in groups:
+        members = [r for r in rows if r.get("n_individuals") == group]
+        label = f"N = {group}" if group is not None else "runs"
+        for ax, key in zip(axes, ("plateau_length", "final_loss")):
+            ax.plot(*_means(members, "alpha", key), "-o", label=label)
+    for ax, name in zip(axes, ("plateau length (steps)", "final attribute loss")):
+        ax.set(xlabel="alpha (power-law exponent)", ylabel=name)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def warmup_heatmap(rows: list[dict], path: Path) -> Path:
+    warm = [r for r in rows if not r["baseline"]]
+    individuals = sorted({r["indiv_warmup"] for r in warm})
+    epochs = sorted({r["epochs_warmup"] for r in warm})
+    grid = np.full((len(individuals), len(epochs)), np.nan)
+    for i, n in enumerate(individuals):
+        for j, e in enumerate(epochs):
+            values = [r["final_accuracy"] for r in warm if r["indiv_warmup"] == n and r["epochs_warmup"] == e]
+            grid[i, j] = np.mean(values) if values else np.nan
+    uniform = [r["final_accuracy"] for r in rows if r["baseline"]]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    image = ax.imshow(grid, cmap="viridis", origin="lower", aspect="auto")
+    for (i, j), value in np.ndenumerate(grid):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.0%}", ha="center", va="center", color="white", fontsize=8)
+    ax.set_xticks(range(len(epochs)), [str(e) for e in epochs])
+    ax.set_yticks(range(len(individuals)), [str(n) for n in individuals])
+    ax.set(xlabel="epochs_warmup", ylabel="indiv_warmup")
+    title = "final accuracy after warm-up"
+    if uniform:
+        title += f" (baseline run: {np.mean(uniform):.0%})"
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def draw_study_figures(rows: list[dict], study: dict) -> list[Path]:
+    """The figures the grid's keys call for: plateau against N, curves against alpha, the warm-up heatmap."""
+    out, keys, figures = Path(study["output_dir"]), set(study["grid"]), []
+    if not rows:
+        return figures
+    if "n_individuals" in keys:
+        figures.append(plateau_vs_population(rows, out / "plateau_vs_population.png"))
+    if "alpha" in keys:
+        figures.append(alpha_curves(rows, out / "alpha.png"))
+    if {"indiv_warmup", "epochs_warmup"} <= keys:
+        figures.append(warmup_heatmap(rows, out / "warmup.png"))
+    return figures

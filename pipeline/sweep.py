@@ -1,0 +1,174 @@
+"""Sweeps: a grid over any recipe keys (corpus keys too), run here one after another or printed as
+launch lines for a cluster, then aggregated into one table and the study's figures.
+
+    python -m pipeline.sweep --config recipes/studies/plateau_vs_population_cpu.yaml
+    python -m pipeline.sweep --config ... --print_commands     # accelerate launch lines, run nothing
+    python -m pipeline.sweep --config ... --aggregate_only      # table and figures from finished runs
+
+A study file holds `base` (a pretraining recipe), optional `data` (a corpus recipe, needed when the
+grid varies corpus keys such as n_individuals; with it, a key of both, like seed, goes to both), `output_dir`,
+`grid` (key: list of values), `fixed` (key: value) and `baselines` (a list of extra points, e.g.
+uniform sampling beside a warm-up grid, which take the first grid point's values for the keys they
+do not set). Finished runs are skipped and interrupted ones resumed, since each run is a
+pretraining run that resumes from its output_dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import itertools
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from data_gen.builder import MANIFEST, build
+from data_gen.config import CorpusConfig
+from data_gen.recipe import RecipeError, load_yaml, parse_recipe, run_cli
+
+from .analyze import load_trajectory, run_phases
+from .config import DataArguments, ModelArguments, PatchingArguments, TrainArguments
+from .pretrain import main as pretrain_main
+
+SUMMARY = "summary.csv"
+CORPUS_KEYS = {f.name for f in dataclasses.fields(CorpusConfig)} - {"output_dir", "overwrite"}
+RUN_KEYS = {f.name for t in (ModelArguments, DataArguments, TrainArguments, PatchingArguments)
+            for f in dataclasses.fields(t)}
+
+
+def load_study(path: str) -> dict:
+    study = load_yaml(path)
+    for key in ("base", "output_dir", "grid"):
+        if key not in study:
+            raise RecipeError(f"study '{path}' has no '{key}': it needs base, output_dir and grid")
+    keys = set(study["grid"]) | set(study.get("fixed", {})) | {k for b in study.get("baselines", []) for k in b}
+    unknown = sorted(keys - CORPUS_KEYS - RUN_KEYS)
+    if unknown:
+        raise RecipeError(f"study '{path}' varies unknown keys {unknown}: use pretraining or corpus recipe keys")
+    if set(study["grid"]) & (CORPUS_KEYS - RUN_KEYS) and "data" not in study:
+        raise RecipeError(f"study '{path}' varies corpus keys but has no 'data' corpus recipe to build from")
+    return study
+
+
+def expand(study: dict) -> list[dict]:
+    """Every combination of the grid, then every baseline point, with the fixed keys, as {key: value}."""
+    keys = list(study["grid"])
+    fixed = study.get("fixed", {})
+    grid = [{**fixed, **dict(zip(keys, values))} for values in itertools.product(*(study["grid"][k] for k in keys))]
+    return grid + [{**fixed, **{k: v for k, v in grid[0].items() if k not in fixed}, **baseline, "_baseline": baseline}
+                   for baseline in study.get("baselines", [])]
+
+
+def run_name(point: dict, study: dict) -> str:
+    if "_baseline" in point:
+        return "baseline_" + "_".join(f"{k}={v}" for k, v in point["_baseline"].items())
+    return "_".join(f"{k}={point[k]}" for k in study["grid"])
+
+
+def _flags(values: dict) -> list[str]:
+    flags = []
+    for key, value in values.items():
+        flags += [f"--{key}", *(map(str, value) if isinstance(value, list) else [str(value)])]
+    return flags
+
+
+def corpus_for(point: dict, study: dict) -> tuple[Path | None, list[str]]:
+    """The corpus folder a grid point trains on (named by its corpus keys) and the command building it."""
+    corpus_values = {k: v for k, v in point.items() if k in CORPUS_KEYS}
+    if "data" not in study or not corpus_values:
+        return None, []
+    key = hashlib.sha256(json.dumps(corpus_values, sort_keys=True).encode()).hexdigest()[:10]
+    folder = Path(study["output_dir"]) / "corpora" / key
+    return folder, ["--config", study["data"], "--output_dir", str(folder), *_flags(corpus_values)]
+
+
+def run_flags(point: dict, study: dict) -> list[str]:
+    corpus, _ = corpus_for(point, study)
+    run_values = {k: v for k, v in point.items() if k in RUN_KEYS}
+    extra = ["--corpus", str(corpus)] if corpus else []
+    return ["--config", study["base"], "--output_dir", str(Path(study["output_dir"]) / run_name(point, study)),
+            *extra, *_flags(run_values)]
+
+
+def run_sweep(study: dict) -> None:
+    for point in expand(study):
+        corpus, build_flags = corpus_for(point, study)
+        if corpus and not (corpus / MANIFEST).is_file():
+            (config,) = parse_recipe([CorpusConfig], build_flags)
+            build(config)
+        pretrain_main(run_flags(point, study))
+
+
+def print_commands(study: dict) -> None:
+    builds = set()
+    for point in expand(study):
+        corpus, build_flags = corpus_for(point, study)
+        if corpus and str(corpus) not in builds:
+            builds.add(str(corpus))
+            print("python -m data_gen build " + shlex.join(build_flags))
+    for point in expand(study):
+        print("accelerate launch -m pipeline.pretrain " + shlex.join(run_flags(point, study)))
+
+
+def fit_power_law(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """y = a x^b fitted by least squares in log-log space: (a, b, R^2 in log space)."""
+    lx, ly = np.log(x), np.log(y)
+    b, log_a = np.polyfit(lx, ly, 1)
+    residual = ly - (log_a + b * lx)
+    r2 = 1 - (residual ** 2).sum() / ((ly - ly.mean()) ** 2).sum()
+    return float(np.exp(log_a)), float(b), float(r2)
+
+
+def aggregate(study: dict) -> list[dict]:
+    """One row per finished run: its grid values, phases, and final seen and held-out metrics."""
+    rows = []
+    for point in expand(study):
+        run = Path(study["output_dir"]) / run_name(point, study)
+        if not (run / "trajectory.jsonl").is_file():
+            continue
+        trajectory = load_trajectory(run)
+        phases = run_phases(trajectory)
+        final = {r["split"]: r for r in trajectory if r["step"] == phases.max_step}
+        rows.append({**{k: point.get(k) for k in study["grid"]}, "sampler": point.get("sampler"), "run": run.name,
+                     "baseline": "_baseline" in point, "last_step": phases.max_step,
+                     "plateau_start": phases.phase1_end, "plateau_end": phases.plateau_end,
+                     "plateau_length": phases.plateau_length, "emergence": phases.emergence,
+                     "final_accuracy": final["seen"]["attribute_accuracy"],
+                     "final_loss": final["seen"]["attribute_loss"],
+                     "heldout_loss": final["heldout"]["attribute_loss"], "baseline_loss": phases.baseline})
+    out = Path(study["output_dir"]) / SUMMARY
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if rows:
+        with out.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .study_figures import draw_study_figures
+
+    parser = argparse.ArgumentParser(description="Run, print or aggregate a grid of pretraining runs.")
+    parser.add_argument("--config", required=True, help="Study YAML (base, data, output_dir, grid, fixed).")
+    parser.add_argument("--print_commands", action="store_true", help="Print the launch lines; run nothing.")
+    parser.add_argument("--aggregate_only", action="store_true", help="Only aggregate finished runs.")
+    args = parser.parse_args(argv)
+    study = load_study(args.config)
+    if args.print_commands:
+        print_commands(study)
+        return
+    if not args.aggregate_only:
+        run_sweep(study)
+    rows = aggregate(study)
+    figures = draw_study_figures(rows, study)
+    print(f"{len(rows)} runs in {Path(study['output_dir']) / SUMMARY}; figures: {', '.join(map(str, figures))}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,94 @@
+"""The sweep runner: power-law fit, grids with corpora, skipping and resuming runs, aggregation."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import yaml
+
+from data_gen import RecipeError
+from pipeline.analyze import load_trajectory
+from pipeline.pretrain import main as pretrain_main
+from pipeline.study_figures import draw_study_figures
+from pipeline.sweep import fit_power_law, load_study
+from pipeline.sweep import main as sweep_main
+from pipeline.trainer import Trainer
+
+
+def test_power_law_fit_recovers_a_known_exponent():
+    x = np.array([4e3, 8e3, 16e3, 32e3, 64e3])
+    noise = np.exp(np.random.default_rng(0).normal(0, 0.01, len(x)))
+    a, b, r2 = fit_power_law(x, 0.43 * x ** 0.81 * noise)
+    assert b == pytest.approx(0.81, abs=0.02) and a == pytest.approx(0.43, rel=0.2) and r2 > 0.99
+
+
+@pytest.fixture
+def study(tmp_path, corpus_dir):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({
+        "model_preset": "tiny", "corpus": str(corpus_dir), "batch_size": 16, "max_steps": 4, "report_to": "none",
+        "eval_points": 2, "checkpoint_points": 1, "eval_individuals": 20, "save_steps": 2}))
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"base": str(base), "output_dir": str(tmp_path / "sweep"),
+                                    "grid": {"seed": [0, 1]}, "fixed": {"learning_rate": 0.002}}))
+    return path
+
+
+def test_sweep_skips_finished_runs_and_resumes_interrupted_ones(study, tmp_path, monkeypatch, capsys):
+    original = Trainer.train_step
+
+    def crash_seed_1(self, step):
+        if self.args.seed == 1 and step == 3:
+            raise KeyboardInterrupt("killed")
+        return original(self, step)
+
+    monkeypatch.setattr(Trainer, "train_step", crash_seed_1)
+    with pytest.raises(KeyboardInterrupt):
+        sweep_main(["--config", str(study)])
+    monkeypatch.setattr(Trainer, "train_step", original)
+    sweep = tmp_path / "sweep"
+    finished = (sweep / "seed=0" / "trajectory.jsonl").read_text()
+    assert max(r["step"] for r in load_trajectory(sweep / "seed=1")) < 4  # interrupted
+    capsys.readouterr()
+
+    sweep_main(["--config", str(study)])
+    out = capsys.readouterr().out
+    assert "seed=0 already holds this run, complete" in out and "resuming" in out
+    assert (sweep / "seed=0" / "trajectory.jsonl").read_text() == finished  # untouched
+    straight = tmp_path / "straight"
+    pretrain_main(["--config", str(tmp_path / "base.yaml"), "--output_dir", str(straight), "--seed", "1",
+                   "--learning_rate", "0.002"])
+    assert load_trajectory(sweep / "seed=1") == load_trajectory(straight)
+
+    with (sweep / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["seed"] for r in rows] == ["0", "1"] and all(float(r["final_loss"]) > 0 for r in rows)
+
+
+def test_print_commands_runs_nothing(study, tmp_path, capsys):
+    sweep_main(["--config", str(study), "--print_commands"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("accelerate launch -m pipeline.pretrain --config") for line in lines)
+    assert "--seed 1" in lines[1] and "--learning_rate 0.002" in lines[1]
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_corpus_keys_need_a_data_recipe_and_unknown_keys_fail(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"base": "b.yaml", "output_dir": "o", "grid": {"n_individuals": [10]}}))
+    with pytest.raises(RecipeError, match="varies corpus keys but has no 'data'"):
+        load_study(str(path))
+    path.write_text(yaml.safe_dump({"base": "b.yaml", "output_dir": "o", "grid": {"alfa": [0.1]}}))
+    with pytest.raises(RecipeError, match=r"unknown keys \['alfa'\]"):
+        load_study(str(path))
+
+
+def test_study_figures_from_rows(tmp_path):
+    rows = [{"n_individuals": n, "alpha": a, "plateau_length": 0.43 * n ** 0.81, "final_loss": 1.0 / (1 + a),
+             "final_accuracy": 0.5, "baseline": False, "indiv_warmup": None, "epochs_warmup": None}
+            for n in (250, 500, 1000) for a in (0.0, 0.8)]
+    figures = draw_study_figures(rows, {"output_dir": str(tmp_path), "grid": {"n_individuals": [], "alpha": []}})
+    assert [f.name for f in figures] == ["plateau_vs_population.png", "alpha.png"]
+    assert all(f.stat().st_size > 10_000 for f in figures)
