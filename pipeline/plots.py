@@ -16,6 +16,14 @@ SPLIT_STYLE = {"seen": ("seen individuals (held-out templates)", "tab:blue"),
                "heldout": ("held-out individuals", "tab:red")}
 
 
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Lay out, write and close a figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _shade_phases(ax, phases: Phases, labelled: bool = False) -> None:
     """Shade the three phases (with legend labels if `labelled`) and mark knowledge emergence."""
     spans = [(0, phases.phase1_end, "1: learn the distribution", "tab:gray"),
@@ -49,10 +57,7 @@ def plot_phases(rows: list[dict], phases: Phases, path: Path) -> Path:
     ax_acc.set_xlabel("training step")
     ax_acc.legend(fontsize=8, loc="upper left")
     ax_loss.set_title("The three phases of learning facts")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_hallucinations(rows: list[dict], phases: Phases, path: Path) -> Path:
@@ -80,10 +85,7 @@ def plot_hallucinations(rows: list[dict], phases: Phases, path: Path) -> Path:
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
     axes[2].set_ylim(0.4, 1.02)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_attention(rows: list[dict], phases: Phases, path: Path) -> Path:
@@ -110,7 +112,4 @@ def plot_attention(rows: list[dict], phases: Phases, path: Path) -> Path:
     for ax in axes:
         _shade_phases(ax, phases)
         ax.set_xlabel("training step (checkpoints)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

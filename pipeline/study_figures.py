@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .plots import save_figure  # noqa: E402
 from .sweep import fit_power_law  # noqa: E402
 
 PAPER_FIT = (0.43, 0.81)  # plateau length = 0.43 N^0.81 (Zucchet et al., 2025)
@@ -35,10 +36,7 @@ def plateau_vs_population(rows: list[dict], path: Path) -> Path:
     ax.plot(grid, PAPER_FIT[0] * grid ** PAPER_FIT[1], "--", color="gray", label="paper: 0.43 N^0.81")
     ax.set(xscale="log", yscale="log", xlabel="individuals N", ylabel="plateau length (steps)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def alpha_curves(rows: list[dict], path: Path) -> Path:
@@ -52,10 +50,7 @@ def alpha_curves(rows: list[dict], path: Path) -> Path:
     for ax, name in zip(axes, ("plateau length (steps)", "final attribute loss")):
         ax.set(xlabel="alpha (power-law exponent)", ylabel=name)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def warmup_heatmap(rows: list[dict], path: Path) -> Path:
@@ -81,10 +76,7 @@ def warmup_heatmap(rows: list[dict], path: Path) -> Path:
         title += f" (baseline run: {np.mean(uniform):.0%})"
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def draw_study_figures(rows: list[dict], study: dict) -> list[Path]:
