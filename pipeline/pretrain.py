@@ -36,6 +36,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
     patching = patching or PatchingArguments()
     recipe = recipe_dict(model_args, data_args, args, patching)
     action, checkpoint = resolve_output_dir(out, recipe, args.overwrite_output_dir)
+    state = read_state(checkpoint) if checkpoint else {}
     if patching.reference_run:
         check_reference(patching, args)
     corpus = Corpus(data_args.corpus)
@@ -52,14 +53,14 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
         if action == "new":
             start_output_dir(out, recipe)
         else:
-            rewind_output_dir(out, read_state(checkpoint)["step"])
+            rewind_output_dir(out, state["step"])
             print(f"resuming {out} from {checkpoint.name}")
     accelerator.wait_for_everyone()
     hf_logging.disable_progress_bar()  # one progress bar: training's
     set_seed(args.seed)
     with whole_model_init():
         model = build_model(model_args, corpus.tokenizer)
-    run_ids = read_state(checkpoint)["tracker_run_ids"] if checkpoint else {}
+    run_ids = state.get("tracker_run_ids", {})
     accelerator.init_trackers(
         "pretrain", config={k: v for k, v in recipe.items() if isinstance(v, (int, float, str, bool))},
         init_kwargs={name: {"id": run_id, "resume": "allow"} for name, run_id in run_ids.items()})

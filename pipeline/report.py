@@ -16,19 +16,18 @@ from data_gen.recipe import run_cli
 from .analyze import load_trajectory, run_phases
 from .circuits import run_attention_table
 from .plots import plot_attention, plot_hallucinations, plot_phases
-from .run_dir import load_recipe
+from .run_dir import ATTENTION_TABLE, load_recipe
 
 REPORT = "report.md"
 FIGURE = "phases.png"
 PHASES = "phases.json"
-ATTENTION = "attention.jsonl"
 ATTENTION_FIGURE = "attention.png"
 HALLUCINATION_FIGURE = "hallucinations.png"
 
 
 def attention_table(run_dir: Path, n_biographies: int = 64, recompute: bool = False) -> list[dict]:
     """The run's attention statistics per checkpoint, layer and head, computed once into attention.jsonl."""
-    path = run_dir / ATTENTION
+    path = run_dir / ATTENTION_TABLE
     if recompute or not path.is_file():
         rows = run_attention_table(run_dir, Corpus(load_recipe(run_dir)["corpus"]), n_biographies)
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -14,6 +14,7 @@ from .callbacks import TRAJECTORY
 from .checkpoints import CHECKPOINTS, complete_checkpoints, latest_resume_checkpoint, read_state, step_of
 
 RUN_CONFIG = "run_config.yaml"
+ATTENTION_TABLE = "attention.jsonl"
 UNCHECKED_KEYS = {"overwrite_output_dir"}
 
 
@@ -65,3 +66,4 @@ def rewind_output_dir(path: Path, step: int) -> None:
     for checkpoint in complete_checkpoints(path / CHECKPOINTS):
         if step_of(checkpoint) > step:
             shutil.rmtree(checkpoint)
+    (path / ATTENTION_TABLE).unlink(missing_ok=True)  # the report recomputes it over the final checkpoints

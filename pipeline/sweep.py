@@ -60,8 +60,7 @@ def expand(study: dict) -> list[dict]:
     keys = list(study["grid"])
     fixed = study.get("fixed", {})
     grid = [{**fixed, **dict(zip(keys, values))} for values in itertools.product(*(study["grid"][k] for k in keys))]
-    return grid + [{**fixed, **{k: v for k, v in grid[0].items() if k not in fixed}, **baseline, "_baseline": baseline}
-                   for baseline in study.get("baselines", [])]
+    return grid + [{**grid[0], **baseline, "_baseline": baseline} for baseline in study.get("baselines", [])]
 
 
 def run_name(point: dict, study: dict) -> str:

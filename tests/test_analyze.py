@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.analyze import detect_phases
+from pipeline.analyze import detect_phases, hallucination_onset
 
 
 def test_three_phases_found_at_interpolated_steps():
@@ -25,3 +25,10 @@ def test_missing_phases_are_none():
     assert never.phase1_end is None and never.plateau_length is None and never.emergence is None
     stuck = detect_phases(steps, np.array([9.0, 5.0, 5.0]), np.zeros(3), baseline=5.0)
     assert stuck.plateau_end is None and stuck.plateau_length == pytest.approx(20 - stuck.phase1_end)
+
+
+def test_hallucination_onset_is_where_heldout_loss_rises_off_its_minimum():
+    steps = np.array([0, 100, 200, 300, 400])
+    heldout = np.array([9.0, 6.0, 6.1, 6.5, 8.0])  # minimum 6.0; rising 5% of baseline 5 = 0.25 above it
+    assert hallucination_onset(steps, heldout, baseline=5.0) == pytest.approx(200 + 100 * (6.25 - 6.1) / (6.5 - 6.1))
+    assert hallucination_onset(steps, np.array([9.0, 8.0, 7.0, 6.0, 5.0]), baseline=5.0) is None

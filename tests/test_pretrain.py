@@ -94,7 +94,7 @@ def test_existing_run_is_never_overwritten_without_asking(corpus_dir, tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
 
 
-def test_missing_corpus_and_bad_batch_are_clear_errors(corpus_dir, tmp_path, capsys):
+def test_missing_corpus_and_bad_batch_are_clear_errors(corpus_dir, tmp_path):
     with pytest.raises(RecipeError, match="corpus folder .* does not exist"):
         pretrain(*_args(tmp_path / "nowhere", tmp_path / "out", "--max_steps", "2"))
     with pytest.raises(RecipeError, match="micro_batch_size 5 does not divide the 16"):
