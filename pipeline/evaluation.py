@@ -13,7 +13,7 @@ from datasets import Dataset
 from data_gen import ATTRIBUTES, Corpus
 from data_gen.columns import as_array
 
-from .metrics import auroc, by_exposure, no_knowledge_baseline, query_scores
+from .metrics import auroc, by_exposure, by_rank, frequency_rank, no_knowledge_baseline, query_scores
 
 EVAL_SPLITS = {"seen": "eval_seen", "heldout": "eval_heldout"}
 METRIC_PATH = Path(__file__).parent / "attribute_recall"
@@ -90,7 +90,7 @@ class Evaluator:
     def evaluate(self, model: torch.nn.Module, accelerator: Accelerator,
                  exposures: np.ndarray | None = None) -> dict[str, dict]:
         """Metrics per split name ("seen", "heldout"); with the training individuals' `exposures`
-        (times drawn so far), seen metrics are also given by exposure bucket."""
+        (times drawn so far), seen metrics are also given by exposure bucket and by frequency rank."""
         was_training = model.training
         model.eval()
         scores = {split: self.scores(model, accelerator, split) for split in self.batches}
@@ -99,8 +99,11 @@ class Evaluator:
         results = {split: self.metric.compute(**s, baselines=self.baselines) for split, s in scores.items()}
         if exposures is not None:
             seen = scores["seen"]
-            results["seen"]["by_exposure"] = by_exposure(exposures[individuals["seen"]], seen["value_loss"],
+            seen_individuals = individuals["seen"]
+            results["seen"]["by_exposure"] = by_exposure(exposures[seen_individuals], seen["value_loss"],
                                                          seen["correct"])
+            results["seen"]["by_rank"] = by_rank(frequency_rank(exposures)[seen_individuals], seen["value_loss"],
+                                                 seen["correct"])
         separation = auroc(scores["seen"]["top_prob"], scores["heldout"]["top_prob"])
         for metrics in results.values():
             metrics["confidence_auroc"] = separation

@@ -91,14 +91,32 @@ def no_knowledge_baseline(values: dict[str, np.ndarray]) -> dict[str, float]:
     return {attribute: sum(entropy(ids[:, k]) for k in range(ids.shape[1])) for attribute, ids in values.items()}
 
 
-def by_exposure(exposures: np.ndarray, loss: np.ndarray, correct: np.ndarray) -> list[dict]:
-    """Loss and accuracy of queries grouped by how often their individual was drawn: 0, 1, 2-3,
-    4-7, ... (powers of two); buckets without queries are left out."""
-    bucket = np.where(exposures > 0, np.floor(np.log2(np.maximum(exposures, 1))).astype(int) + 1, 0)
+def _power_of_two_groups(values: np.ndarray, loss: np.ndarray, correct: np.ndarray, key: str) -> list[dict]:
+    """Loss and accuracy of queries grouped by `values` in 0, 1, 2-3, 4-7, ... (powers of two);
+    groups without queries are left out."""
+    bucket = np.where(values > 0, np.floor(np.log2(np.maximum(values, 1))).astype(int) + 1, 0)
     rows = []
     for b in np.unique(bucket):
         members = bucket == b
         low, high = (0, 0) if b == 0 else (2 ** (b - 1), 2 ** b - 1)
-        rows.append({"exposures": [int(low), int(high)], "queries": int(members.sum()),
+        rows.append({key: [int(low), int(high)], "queries": int(members.sum()),
                      "loss": float(loss[members].mean()), "accuracy": float(correct[members].mean())})
     return rows
+
+
+def by_exposure(exposures: np.ndarray, loss: np.ndarray, correct: np.ndarray) -> list[dict]:
+    """Loss and accuracy of queries grouped by how often their individual was drawn: 0, 1, 2-3, 4-7, ..."""
+    return _power_of_two_groups(exposures, loss, correct, "exposures")
+
+
+def frequency_rank(exposures: np.ndarray) -> np.ndarray:
+    """Each individual's rank (1 = drawn most often) by times drawn; ties go to the lower index, so
+    under a power law with no draws yet the rank is the sampling order."""
+    ranks = np.empty(len(exposures), dtype=np.int64)
+    ranks[np.argsort(-exposures, kind="stable")] = np.arange(1, len(exposures) + 1)
+    return ranks
+
+
+def by_rank(ranks: np.ndarray, loss: np.ndarray, correct: np.ndarray) -> list[dict]:
+    """Loss and accuracy of queries grouped by their individual's frequency rank: 1, 2-3, 4-7, ..."""
+    return _power_of_two_groups(ranks, loss, correct, "rank")

@@ -3,6 +3,8 @@ launch lines for a cluster, then aggregated into one table and the study's figur
 
     python -m pipeline.sweep --config recipes/studies/plateau_vs_population_cpu.yaml
     python -m pipeline.sweep --config ... --print_commands     # accelerate launch lines, run nothing
+    python -m pipeline.sweep --config ... --slurm_array runs/study.sbatch [--accelerate_config zero2]
+                                                             # build the corpora, write a slurm array job
     python -m pipeline.sweep --config ... --aggregate_only      # table and figures from finished runs
 
 A study file holds `base` (a pretraining recipe), optional `data` (a corpus recipe, needed when the
@@ -95,23 +97,62 @@ def run_flags(point: dict, study: dict) -> list[str]:
 
 
 def run_sweep(study: dict) -> None:
+    build_corpora(study)
     for point in expand(study):
-        corpus, build_flags = corpus_for(point, study)
-        if corpus and not (corpus / MANIFEST).is_file():
-            (config,) = parse_recipe([CorpusConfig], build_flags)
-            build(config)
         pretrain_main(run_flags(point, study))
 
 
-def print_commands(study: dict) -> None:
-    builds = set()
+def build_corpora(study: dict, dry_run: bool = False) -> list[str]:
+    """The commands building every corpus the grid needs (once each); unless `dry_run`, build the missing ones."""
+    commands = {}
     for point in expand(study):
         corpus, build_flags = corpus_for(point, study)
-        if corpus and str(corpus) not in builds:
-            builds.add(str(corpus))
-            print("python -m data_gen build " + shlex.join(build_flags))
-    for point in expand(study):
-        print("accelerate launch -m pipeline.pretrain " + shlex.join(run_flags(point, study)))
+        if corpus and str(corpus) not in commands:
+            commands[str(corpus)] = "python -m data_gen build " + shlex.join(build_flags)
+            if not dry_run and not (corpus / MANIFEST).is_file():
+                (config,) = parse_recipe([CorpusConfig], build_flags)
+                build(config)
+    return list(commands.values())
+
+
+def launch_lines(study: dict, accelerate_config: str | None = None) -> list[str]:
+    launcher = "accelerate launch " + (f"--config_file {shlex.quote(accelerate_config)} " if accelerate_config else "")
+    return [launcher + "-m pipeline.pretrain " + shlex.join(run_flags(point, study)) for point in expand(study)]
+
+
+def print_commands(study: dict, accelerate_config: str | None = None) -> None:
+    print("\n".join(build_corpora(study, dry_run=True) + launch_lines(study, accelerate_config)))
+
+
+SLURM_ARRAY = """#!/bin/bash
+#SBATCH --job-name={name}
+#SBATCH --array=0-{last}
+#SBATCH --nodes=1
+#SBATCH --gres=gpu:{gpus}
+#SBATCH --output={logs}/%x-%A_%a.out
+# Written by `python -m pipeline.sweep --config {config} --slurm_array ...`: task i runs grid point i.
+# Submit from the repository root: sbatch {script}. Finished runs are skipped, interrupted ones resume.
+set -euo pipefail
+commands=(
+{commands}
+)
+eval "${{commands[$SLURM_ARRAY_TASK_ID]}}"
+"""
+
+
+def write_slurm_array(study: dict, config: str, script: Path, accelerate_config: str | None, gpus: int) -> None:
+    """Build the study's corpora here (seconds) and write a slurm array job with one task per grid point."""
+    if script.exists():
+        raise RecipeError(f"'{script}' already exists: remove it or choose another --slurm_array path")
+    build_corpora(study)
+    lines = launch_lines(study, accelerate_config)
+    logs = Path(study["output_dir"]) / "slurm"
+    logs.mkdir(parents=True, exist_ok=True)
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(SLURM_ARRAY.format(name=Path(study["output_dir"]).name, last=len(lines) - 1, gpus=gpus, logs=logs,
+                                         config=config, script=script,
+                                         commands="\n".join(shlex.quote(line) for line in lines)))
+    print(f"{len(lines)} array tasks in {script}: sbatch {script}")
 
 
 def fit_power_law(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
@@ -156,11 +197,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run, print or aggregate a grid of pretraining runs.")
     parser.add_argument("--config", required=True, help="Study YAML (base, data, output_dir, grid, fixed).")
     parser.add_argument("--print_commands", action="store_true", help="Print the launch lines; run nothing.")
+    parser.add_argument("--slurm_array", type=Path, help="Build the corpora and write a slurm array job here.")
+    parser.add_argument("--accelerate_config", help="accelerate config file for the launch lines.")
+    parser.add_argument("--gpus_per_task", type=int, default=1, help="GPUs per array task (default 1).")
     parser.add_argument("--aggregate_only", action="store_true", help="Only aggregate finished runs.")
     args = parser.parse_args(argv)
     study = load_study(args.config)
+    if args.accelerate_config and not Path(args.accelerate_config).is_file():
+        raise RecipeError(f"accelerate config '{args.accelerate_config}' does not exist: pass a file such as "
+                          "recipes/accelerate_configs/ddp.yaml")
     if args.print_commands:
-        print_commands(study)
+        print_commands(study, args.accelerate_config)
+        return
+    if args.slurm_array:
+        write_slurm_array(study, args.config, args.slurm_array, args.accelerate_config, args.gpus_per_task)
         return
     if not args.aggregate_only:
         run_sweep(study)

@@ -12,7 +12,7 @@ from data_gen import RecipeError
 from data_gen.samplers import build_sampler
 from pipeline.analyze import load_trajectory
 from pipeline.checkpoints import checkpoint_name
-from pipeline.metrics import by_exposure
+from pipeline.metrics import by_exposure, by_rank, frequency_rank
 from pipeline.pretrain import main
 
 
@@ -81,6 +81,16 @@ def test_by_exposure_buckets():
     assert rows[2]["accuracy"] == 0.5
 
 
+def test_frequency_rank_groups():
+    ranks = frequency_rank(np.array([3, 9, 0, 3, 1]))
+    assert ranks.tolist() == [2, 1, 5, 3, 4]  # the tie between individuals 0 and 3 goes to the lower index
+    assert frequency_rank(np.zeros(3)).tolist() == [1, 2, 3]
+    rows = by_rank(ranks, np.array([1.0, 2.0, 3.0, 4.0, 5.0]), np.array([1, 1, 0, 0, 1], dtype=bool))
+    assert rows == [{"rank": [1, 1], "queries": 1, "loss": 2.0, "accuracy": 1.0},
+                    {"rank": [2, 3], "queries": 2, "loss": 2.5, "accuracy": 0.5},
+                    {"rank": [4, 7], "queries": 2, "loss": 4.0, "accuracy": 0.5}]
+
+
 def test_training_with_a_sampler_records_exposures(corpus_dir, tmp_path):
     out = tmp_path / "run"
     main(["--model_preset", "tiny", "--corpus", str(corpus_dir), "--output_dir", str(out), "--batch_size", "16",
@@ -90,5 +100,6 @@ def test_training_with_a_sampler_records_exposures(corpus_dir, tmp_path):
     assert exposures.sum() == 6 * 16 and exposures[:10].sum() > exposures[10:].sum()
     final = [r for r in load_trajectory(out) if r["step"] == 6 and r["split"] == "seen"][0]
     assert sum(b["queries"] for b in final["by_exposure"]) == 50 * 30
+    assert sum(b["queries"] for b in final["by_rank"]) == 50 * 30
     assert json.loads((out / "checkpoints" / checkpoint_name(6) / "trainer_state.json").read_text())[
         "recipe"]["sampler"] == "celebrities"

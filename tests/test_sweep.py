@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import subprocess
 
 import numpy as np
 import pytest
@@ -73,6 +74,25 @@ def test_print_commands_runs_nothing(study, tmp_path, capsys):
     assert len(lines) == 2 and all(line.startswith("accelerate launch -m pipeline.pretrain --config") for line in lines)
     assert "--seed 1" in lines[1] and "--learning_rate 0.002" in lines[1]
     assert not (tmp_path / "sweep").exists()
+
+
+def test_slurm_array_runs_one_grid_point_per_task(study, tmp_path):
+    script = tmp_path / "study.sbatch"
+    sweep_main(["--config", str(study), "--slurm_array", str(script)])
+    text = script.read_text()
+    assert "#SBATCH --array=0-1" in text
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "accelerate").write_text('#!/bin/bash\necho "$@"\n')
+    (stub / "accelerate").chmod(0o755)
+    env = {"PATH": f"{stub}:/usr/bin:/bin", "SLURM_ARRAY_TASK_ID": "1"}
+    task = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert task[:3] == ["launch", "-m", "pipeline.pretrain"]
+    assert task[task.index("--seed") + 1] == "1" and task[task.index("--output_dir") + 1].endswith("seed=1")
+    with pytest.raises(RecipeError, match="already exists"):
+        sweep_main(["--config", str(study), "--slurm_array", str(script)])
+    with pytest.raises(RecipeError, match="accelerate config 'nope.yaml' does not exist"):
+        sweep_main(["--config", str(study), "--print_commands", "--accelerate_config", "nope.yaml"])
 
 
 def test_corpus_keys_need_a_data_recipe_and_unknown_keys_fail(tmp_path):
