@@ -23,10 +23,10 @@ from .resources import ATTRIBUTES, Pools, load_pools
 from .tokenizer import build_tokenizer
 from .tokens import IndividualTokens, TemplateTokens
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: eval_finetune queries
 MANIFEST = "manifest.json"
 INDIVIDUAL_SPLITS = ("train", "heldout", "finetune")
-QUERY_SPLITS = {"eval_seen": "train", "eval_heldout": "heldout"}
+QUERY_SPLITS = {"eval_seen": "train", "eval_heldout": "heldout", "eval_finetune": "finetune"}
 
 
 def _nested(array: np.ndarray) -> pa.Array:

@@ -37,7 +37,8 @@ gives the same bytes.
 - `train`, `heldout`, `finetune`: individuals (unique full names; six attributes drawn
   uniformly and independently). `heldout` individuals are never trained on; `finetune`
   individuals are reserved for a second training stage.
-- `eval_seen`, `eval_heldout`: one query per individual, attribute and evaluation template
+- `eval_seen`, `eval_heldout`, `eval_finetune`: one query per individual of `train`, `heldout` and
+  `finetune`, attribute and evaluation template
   (`<bos>` + sentence, value tokens at `[value_start, value_end)`).
 - Each individual has {config.n_train_templates} training templates per attribute
   (`train_templates`); the others (`eval_templates`) are kept for evaluation.

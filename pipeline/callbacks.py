@@ -44,7 +44,8 @@ class EvaluationCallback(Callback):
     def on_step(self, trainer, step: int) -> None:
         if step not in self.steps:
             return
-        results = self.evaluator.evaluate(trainer.model, trainer.accelerator, trainer.exposures(step))
+        exposures = trainer.exposures(step) if self.evaluator.exposure_split else None
+        results = self.evaluator.evaluate(trainer.model, trainer.accelerator, exposures)
         tokens = trainer.tokens_seen
         if trainer.accelerator.is_main_process:
             with self.path.open("a") as f:

@@ -15,7 +15,7 @@ from data_gen.columns import as_array
 
 from .metrics import auroc, by_exposure, by_rank, frequency_rank, no_knowledge_baseline, query_scores
 
-EVAL_SPLITS = {"seen": "eval_seen", "heldout": "eval_heldout"}
+QUERY_SPLITS = {"train": "eval_seen", "heldout": "eval_heldout", "finetune": "eval_finetune"}
 METRIC_PATH = Path(__file__).parent / "attribute_recall"
 
 
@@ -42,23 +42,38 @@ def _batches(queries: Dataset, batch_size: int, pad_id: int) -> list[dict[str, t
     return batches
 
 
-class Evaluator:
-    """Attribute recall of seen individuals (held-out templates) and held-out individuals.
+def first_individuals(corpus: Corpus, split: str, n: int) -> np.ndarray:
+    """Indices of a split's first `n` individuals (all when n is 0)."""
+    total = len(corpus.dataset[split])
+    return np.arange(min(n, total) if n else total)
 
-    Evaluates the first `n_individuals` individuals of each split (all when 0). Batches are spread
-    over processes, per-query scores gathered, and the numbers computed by the `attribute_recall`
-    evaluate module; every process gets them. Also reports how well the first value token's top
-    probability separates seen from held-out individuals (`confidence_auroc`).
+
+def pretraining_splits(corpus: Corpus, n_individuals: int) -> dict[str, tuple[str, np.ndarray]]:
+    """What pretraining evaluates: seen (trained) and held-out individuals, the first n of each."""
+    return {"seen": ("train", first_individuals(corpus, "train", n_individuals)),
+            "heldout": ("heldout", first_individuals(corpus, "heldout", n_individuals))}
+
+
+class Evaluator:
+    """Attribute recall (on held-out templates) of named groups of individuals.
+
+    `splits` maps a name to (individual split, indices of its individuals evaluated), e.g. pretraining's
+    seen and held-out individuals. Batches are spread over processes, per-query scores gathered, and
+    the numbers computed by the `attribute_recall` evaluate module; every process gets them. Also
+    reports how well the first value token's top probability separates the first group (known
+    individuals) from "heldout" (`confidence_auroc`). With `exposure_split`, that group's metrics
+    are also given by exposure and frequency rank of the training stream's individuals.
     """
 
-    def __init__(self, corpus: Corpus, n_individuals: int, batch_size: int):
+    def __init__(self, corpus: Corpus, splits: dict[str, tuple[str, np.ndarray]], batch_size: int,
+                 exposure_split: str | None = None):
         self.baselines = no_knowledge_baseline(corpus.individuals("train").values)
         self.metric = evaluate.load(str(METRIC_PATH))
+        self.exposure_split = exposure_split
         self.batches = {}
-        for name, split in EVAL_SPLITS.items():
-            queries = corpus.dataset[split]
-            if n_individuals:
-                queries = queries.select(np.flatnonzero(as_array(queries, "individual") < n_individuals))
+        for name, (split, individuals) in splits.items():
+            queries = corpus.split(QUERY_SPLITS[split])
+            queries = queries.select(np.flatnonzero(np.isin(as_array(queries, "individual"), individuals)))
             self.batches[name] = _batches(queries, batch_size, corpus.tokenizer.pad_token_id)
 
     @torch.no_grad()
@@ -89,22 +104,21 @@ class Evaluator:
 
     def evaluate(self, model: torch.nn.Module, accelerator: Accelerator,
                  exposures: np.ndarray | None = None) -> dict[str, dict]:
-        """Metrics per split name ("seen", "heldout"); with the training individuals' `exposures`
-        (times drawn so far), seen metrics are also given by exposure bucket and by frequency rank."""
+        """Metrics per group name; `exposures` (times each training individual was drawn so far)
+        gives the exposure split's metrics by exposure bucket and by frequency rank."""
         was_training = model.training
         model.eval()
         scores = {split: self.scores(model, accelerator, split) for split in self.batches}
         model.train(was_training)
         individuals = {split: s.pop("individual") for split, s in scores.items()}
         results = {split: self.metric.compute(**s, baselines=self.baselines) for split, s in scores.items()}
-        if exposures is not None:
-            seen = scores["seen"]
-            seen_individuals = individuals["seen"]
-            results["seen"]["by_exposure"] = by_exposure(exposures[seen_individuals], seen["value_loss"],
-                                                         seen["correct"])
-            results["seen"]["by_rank"] = by_rank(frequency_rank(exposures)[seen_individuals], seen["value_loss"],
-                                                 seen["correct"])
-        separation = auroc(scores["seen"]["top_prob"], scores["heldout"]["top_prob"])
+        if exposures is not None and self.exposure_split:
+            known, who = scores[self.exposure_split], individuals[self.exposure_split]
+            results[self.exposure_split]["by_exposure"] = by_exposure(exposures[who], known["value_loss"],
+                                                                      known["correct"])
+            results[self.exposure_split]["by_rank"] = by_rank(frequency_rank(exposures)[who], known["value_loss"],
+                                                              known["correct"])
+        separation = auroc(next(iter(scores.values()))["top_prob"], scores["heldout"]["top_prob"])
         for metrics in results.values():
             metrics["confidence_auroc"] = separation
         return results

@@ -35,7 +35,8 @@ def test_same_config_gives_identical_bytes(tmp_path, corpus_dir):
 def test_loads_with_plain_hf_calls(corpus_dir):
     dataset = load_from_disk(str(corpus_dir))
     assert {s: len(d) for s, d in dataset.items()} == {
-        "train": 200, "heldout": 50, "finetune": 50, "eval_seen": 200 * 6 * 5, "eval_heldout": 50 * 6 * 5}
+        "train": 200, "heldout": 50, "finetune": 50, "eval_seen": 200 * 6 * 5, "eval_heldout": 50 * 6 * 5,
+        "eval_finetune": 50 * 6 * 5}
     tokenizer = AutoTokenizer.from_pretrained(str(corpus_dir))
     assert tokenizer.bos_token == "<bos>" and tokenizer.pad_token == "<pad>"
     manifest = json.loads((corpus_dir / "manifest.json").read_text())

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM
 
 from pipeline.analyze import load_trajectory
 from pipeline.checkpoints import checkpoint_name, latest_resume_checkpoint
-from pipeline.evaluation import Evaluator
+from pipeline.evaluation import Evaluator, pretraining_splits
 from pipeline.pretrain import main
 
 CONFIGS = Path(__file__).parent.parent / "recipes" / "accelerate_configs"
@@ -56,7 +56,7 @@ def test_deepspeed_saves_weights_that_from_pretrained_loads(corpus, corpus_dir, 
           "--num_processes", "1", "--mixed_precision", "no", "-m", "pipeline.pretrain",
           *_flags(corpus_dir, out, 6, "--save_steps", "3")])
     model = AutoModelForCausalLM.from_pretrained(out / "checkpoints" / checkpoint_name(6))
-    metrics = Evaluator(corpus, 30, 1024).evaluate(model, Accelerator(cpu=True))
+    metrics = Evaluator(corpus, pretraining_splits(corpus, 30), 1024).evaluate(model, Accelerator(cpu=True))
     logged = {r["split"]: r for r in load_trajectory(out) if r["step"] == 6}
     assert metrics["seen"]["attribute_loss"] == pytest.approx(logged["seen"]["attribute_loss"], rel=1e-5)
     assert (out / "resume" / checkpoint_name(6) / "trainer_state.json").is_file()

@@ -1,0 +1,87 @@
+"""One training stage from start to report, shared by pretraining and fine-tuning: the run folder
+(new, resumed or done), trackers, evaluation, checkpoints, the training loop and the report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from transformers import set_seed
+from transformers.utils import logging as hf_logging
+
+from data_gen import Corpus
+from data_gen.stream import BiographyStream
+
+from .callbacks import Callback, EvaluationCallback, log_spaced_steps
+from .checkpoints import CheckpointCallback, ResumeCallback, read_state
+from .config import TrainArguments
+from .evaluation import Evaluator
+from .model import count_parameters, whole_model_init
+from .run_dir import resolve_output_dir, rewind_output_dir, start_output_dir
+from .trainer import Trainer, make_accelerator
+
+
+@dataclass
+class Stage:
+    """What differs between stages: the model, the stream, what is evaluated, extra callbacks, the report."""
+
+    name: str
+    recipe: dict
+    corpus: Corpus
+    stream: BiographyStream
+    evaluator: Callable[[], Evaluator]
+    make_model: Callable[[], torch.nn.Module]
+    write_report: Callable[[Path], Path]
+    extra_callbacks: Callable[[torch.nn.Module, Accelerator], list[Callback]] = field(default=lambda m, a: [])
+
+
+def run_stage(stage: Stage, args: TrainArguments) -> Path:
+    """Train (or resume) `stage` to args.max_steps in args.output_dir, evaluating along the way, then
+    write its report. A finished run is not retrained; a folder holding another run is refused."""
+    out = Path(args.output_dir)
+    action, checkpoint = resolve_output_dir(out, stage.recipe, args.overwrite_output_dir)
+    state = read_state(checkpoint) if checkpoint else {}
+    accelerator = make_accelerator(args, out)
+    if action == "done":
+        if accelerator.is_main_process:
+            print(f"{out} already holds this run, complete; report: {stage.write_report(out)}")
+        return out
+    if accelerator.is_main_process:
+        if action == "new":
+            start_output_dir(out, stage.recipe)
+        else:
+            rewind_output_dir(out, state["step"])
+            print(f"resuming {out} from {checkpoint.name}")
+    accelerator.wait_for_everyone()
+    hf_logging.disable_progress_bar()  # one progress bar: training's
+    set_seed(args.seed)
+    with whole_model_init():
+        model = stage.make_model()
+    run_ids = state.get("tracker_run_ids", {})
+    accelerator.init_trackers(
+        stage.name, config={k: v for k, v in stage.recipe.items() if isinstance(v, (int, float, str, bool))},
+        init_kwargs={name: {"id": run_id, "resume": "allow"} for name, run_id in run_ids.items()})
+    callbacks = [
+        *stage.extra_callbacks(model, accelerator),
+        EvaluationCallback(stage.evaluator(), log_spaced_steps(args.max_steps, args.eval_points, args.eval_every),
+                           out, stage.name),
+        CheckpointCallback(sorted(set(log_spaced_steps(args.max_steps, args.checkpoint_points))
+                                  | set(args.checkpoint_steps)), out, stage.corpus.tokenizer, stage.recipe),
+    ]
+    if args.save_steps:
+        callbacks.append(ResumeCallback(args.save_steps, args.max_steps, out, stage.recipe))
+    if accelerator.is_main_process:
+        sizes = count_parameters(model)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        print(f"model: {sizes['non_embedding']:,} non-embedding parameters ({sizes['total']:,} in all, "
+              f"{trainable:,} trained); stream: {len(stage.stream.people):,} individuals, "
+              f"{len(stage.corpus.tokenizer):,} tokens")
+    trainer = Trainer(args, model, stage.stream, accelerator, callbacks)
+    trainer.fit(trainer.load(checkpoint) if action == "resume" else 0)
+    accelerator.end_training()
+    if accelerator.is_main_process:
+        print(f"report: {stage.write_report(out)}")
+    return out
