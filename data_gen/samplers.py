@@ -65,6 +65,32 @@ class Schedule:
         return self._at(step).probabilities(step, population)
 
 
+@dataclass(frozen=True)
+class Replay:
+    """Fine-tuning with replay: each row is one of the n_old individuals after the first n_new (drawn
+    uniformly) with probability weight / (1 + weight), else drawn by `new` among the first n_new; so
+    old biographies are `weight` times as many as new ones (none at weight 0)."""
+
+    new: object
+    n_new: int
+    n_old: int
+    weight: float
+
+    def draw(self, rng: np.random.Generator, step: int, size: int) -> np.ndarray:
+        who = self.new.draw(rng, step, size)
+        if not self.weight:
+            return who
+        old = rng.random(size) < self.weight / (1 + self.weight)
+        return np.where(old, self.n_new + rng.integers(0, self.n_old, size=size), who)
+
+    def probabilities(self, step: int, population: int) -> np.ndarray:
+        p = np.zeros(population)
+        p[: self.n_new] = self.new.probabilities(step, self.n_new) / (1 + self.weight)
+        if self.weight:
+            p[self.n_new: self.n_new + self.n_old] = self.weight / (1 + self.weight) / self.n_old
+        return p
+
+
 def power_law(n: int, alpha: float) -> Weighted:
     """Individual i (0-based) with probability proportional to (i + 1)^-alpha."""
     return Weighted(np.arange(1, n + 1, dtype=float) ** -alpha)

@@ -69,3 +69,15 @@ class IndividualTokens:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def take(self, rows: np.ndarray) -> IndividualTokens:
+        """The individuals at `rows`, in that order."""
+        return IndividualTokens(self.names[rows], {a: v[rows] for a, v in self.values.items()},
+                                self.train_templates[rows], self.eval_templates[rows])
+
+    @classmethod
+    def concatenate(cls, parts: list[IndividualTokens]) -> IndividualTokens:
+        return cls(np.concatenate([p.names for p in parts]),
+                   {a: np.concatenate([p.values[a] for p in parts]) for a in parts[0].values},
+                   np.concatenate([p.train_templates for p in parts]),
+                   np.concatenate([p.eval_templates for p in parts]))

@@ -9,11 +9,13 @@ always complete; resume also requires the state file, which is written last.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
+from peft import PeftModel
 
 from .callbacks import Callback
 
@@ -55,7 +57,7 @@ def _publish(tmp: Path, final: Path, state: dict) -> None:
 
 class CheckpointCallback(Callback):
     """Permanent checkpoints loadable with `from_pretrained`: weights gathered on every process
-    (full weights under ZeRO-3 and FSDP), saved by the main one with the tokenizer."""
+    (full weights under ZeRO-3 and FSDP; LoRA adapters merged), saved by the main one with the tokenizer."""
 
     def __init__(self, steps: list[int], output_dir: Path, tokenizer, recipe: dict):
         self.steps, self.tokenizer, self.recipe = set(steps), tokenizer, recipe
@@ -70,7 +72,11 @@ class CheckpointCallback(Callback):
             final = self.folder / checkpoint_name(step)
             tmp = self.folder / f".tmp-{final.name}"
             shutil.rmtree(tmp, ignore_errors=True)
-            accelerator.unwrap_model(trainer.model).save_pretrained(tmp, state_dict=state_dict)
+            model = accelerator.unwrap_model(trainer.model)
+            if isinstance(model, PeftModel):  # adapters merged into a copy: a plain transformers checkpoint
+                copy.deepcopy(model).merge_and_unload().save_pretrained(tmp)
+            else:
+                model.save_pretrained(tmp, state_dict=state_dict)
             self.tokenizer.save_pretrained(tmp)
             np.save(tmp / EXPOSURES, trainer.exposures(step))
             _publish(tmp, final, {"step": step, "recipe": self.recipe})

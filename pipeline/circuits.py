@@ -55,12 +55,21 @@ def attention_statistics(attentions: list[torch.Tensor], batch: dict[str, torch.
     return {name: v.cpu().numpy() for name, v in zip(STATISTICS, values)}
 
 
-@torch.no_grad()
-def checkpoint_statistics(checkpoint: Path, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+def load_eager(checkpoint: Path) -> torch.nn.Module:
+    """A checkpoint's model in eval mode, with eager attention so that patterns can be returned."""
     with whole_model_init():
-        model = AutoModelForCausalLM.from_pretrained(checkpoint, attn_implementation="eager").eval()
+        return AutoModelForCausalLM.from_pretrained(checkpoint, attn_implementation="eager").eval()
+
+
+@torch.no_grad()
+def attention_patterns(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Attention patterns [b, H, T, T] of every layer on a batch."""
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True)
-    return attention_statistics(list(out.attentions), batch)
+    return list(out.attentions)
+
+
+def checkpoint_statistics(checkpoint: Path, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return attention_statistics(attention_patterns(load_eager(checkpoint), batch), batch)
 
 
 def analysis_batch(corpus: Corpus, n_biographies: int) -> dict[str, torch.Tensor]:

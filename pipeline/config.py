@@ -137,6 +137,57 @@ class PatchingArguments:
             raise RecipeError(f"start_patching must be 0 or more, got {self.start_patching}")
 
 
+@dataclass
+class FinetuneTrainArguments(TrainArguments):
+    """Training arguments with the fine-tuning defaults of the paper: constant learning rate 3e-5."""
+
+    learning_rate: float = field(default=3e-5, metadata={"help": "Learning rate."})
+    lr_scheduler_type: str = field(default="constant", metadata={"help": f"One of {', '.join(SCHEDULERS)}."})
+
+
+FREEZE = ("none", "mlp", "attention")
+LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class FinetuneArguments:
+    """Fine-tuning: the pretrained weights, the individuals trained on, replay, and what is trained."""
+
+    init_from: str = field(metadata={"help": "Pretrained weights: a checkpoint folder (runs/demo/checkpoints/"
+                                             "step-000001500) or a Hub model id."})
+    init_revision: str | None = field(default=None, metadata={"help": "Hub revision of init_from (branch, tag or "
+                                                                      "commit, e.g. step-000016000)."})
+    new_split: str = field(default="finetune", metadata={"help": "Where the fine-tuned individuals come from: "
+                                                                 "finetune (never seen) or train (seen in "
+                                                                 "pretraining, e.g. the rare ones)."})
+    n_individuals_finetune: int = field(default=1000, metadata={"help": "How many individuals are fine-tuned on."})
+    new_offset: int = field(default=0, metadata={"help": "Index in new_split of the first one (e.g. n_individuals -"
+                                                         " n_individuals_finetune: the rarest of a power law)."})
+    replay_weight: float = field(default=0.0, metadata={"help": "Biographies of pretraining individuals (drawn "
+                                                                "uniformly) per new biography; 0: no replay."})
+    freeze: str = field(default="none", metadata={"help": f"Parameters kept fixed: {', '.join(FREEZE)}."})
+    lora_rank: int = field(default=0, metadata={"help": "Train LoRA adapters of this rank (peft) instead of the "
+                                                        "weights; 0: off."})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator."})
+    lora_target_modules: list[str] = field(default_factory=lambda: list(LORA_MODULES),
+                                           metadata={"help": "Modules given adapters (default: every projection)."})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2."})
+
+    def __post_init__(self):
+        if self.new_split not in ("finetune", "train"):
+            raise RecipeError(f"new_split must be finetune or train, got '{self.new_split}'")
+        if self.n_individuals_finetune < 1:
+            raise RecipeError(f"n_individuals_finetune must be at least 1, got {self.n_individuals_finetune}")
+        for name in ("new_offset", "replay_weight", "lora_rank"):
+            if getattr(self, name) < 0:
+                raise RecipeError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.freeze not in FREEZE:
+            raise RecipeError(f"freeze must be one of {', '.join(FREEZE)}, got '{self.freeze}'")
+        if self.lora_rank and self.freeze != "none":
+            raise RecipeError("lora_rank and freeze both set: LoRA already keeps every pretrained weight fixed, "
+                              "use one of them")
+
+
 def recipe_dict(*configs) -> dict:
     """The resolved recipe: every field of every config, flat, as saved with a run."""
     return {key: value for config in configs for key, value in asdict(config).items()}

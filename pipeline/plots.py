@@ -113,3 +113,31 @@ def plot_attention(rows: list[dict], phases: Phases, path: Path) -> Path:
         _shade_phases(ax, phases)
         ax.set_xlabel("training step (checkpoints)")
     return save_figure(fig, path)
+
+
+def plot_forgetting(runs: dict[str, list[dict]], path: Path, drift: list[dict] | None = None) -> Path:
+    """Fine-tuning: old individuals' accuracy and loss (the collapse) and new individuals' accuracy
+    against steps, one line per run; with `drift`, how far attention and weights moved."""
+    panels = 4 if drift else 3
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8))
+    for label, rows in runs.items():
+        for ax, split, key in zip(axes, ("old", "old", "new"), ("attribute_accuracy", "attribute_loss",
+                                                                 "attribute_accuracy")):
+            steps, values = series(rows, split, key, "finetune")
+            ax.plot(steps, values, "-o", ms=2.5, label=label)
+    for ax, title in zip(axes, ("old individuals: accuracy", "old individuals: loss", "new individuals: accuracy")):
+        ax.set(xscale="symlog", xlabel="fine-tuning step", title=title)
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[2].set_ylim(-0.02, 1.02)
+    axes[0].legend(fontsize=7)
+    if drift:
+        steps = [r["step"] for r in drift]
+        ax = axes[3]
+        ax.plot(steps, [r["attention_distance"] for r in drift], "-o", ms=3, color="black",
+                label="attention patterns (total variation)")
+        for block, color in (("attention", "tab:blue"), ("mlp", "tab:orange"), ("embeddings", "tab:gray")):
+            ax.plot(steps, [r[f"weight_change_{block}"] for r in drift], "--", color=color,
+                    label=f"{block} weights (relative change)")
+        ax.set(xscale="symlog", xlabel="fine-tuning step", title="distance to the pretrained model")
+        ax.legend(fontsize=7)
+    return save_figure(fig, path)

@@ -15,6 +15,7 @@ from .checkpoints import CHECKPOINTS, complete_checkpoints, latest_resume_checkp
 
 RUN_CONFIG = "run_config.yaml"
 ATTENTION_TABLE = "attention.jsonl"
+DRIFT_TABLE = "drift.jsonl"
 UNCHECKED_KEYS = {"overwrite_output_dir"}
 
 
@@ -66,4 +67,5 @@ def rewind_output_dir(path: Path, step: int) -> None:
     for checkpoint in complete_checkpoints(path / CHECKPOINTS):
         if step_of(checkpoint) > step:
             shutil.rmtree(checkpoint)
-    (path / ATTENTION_TABLE).unlink(missing_ok=True)  # the report recomputes it over the final checkpoints
+    for table in (ATTENTION_TABLE, DRIFT_TABLE):  # the report recomputes them over the final checkpoints
+        (path / table).unlink(missing_ok=True)

@@ -1,0 +1,101 @@
+"""Fine-tuning a pretrained model on new individuals, measuring what happens to the old ones.
+
+    accelerate launch -m pipeline.finetune --config recipes/demo/finetune.yaml [--key value ...]
+    python -m pipeline.finetune --config recipes/demo/finetune.yaml
+
+Starts from the weights of `init_from` (a fresh optimizer), trains on `n_individuals_finetune`
+individuals of `new_split` (optionally replaying pretraining individuals), and evaluates at
+log-spaced steps from step 0 the old (pretraining), new and held-out individuals. Re-running
+the same command resumes, as in pretraining.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+from data_gen import Corpus
+from data_gen.recipe import RecipeError, parse_recipe, run_cli
+from data_gen.samplers import Replay
+from data_gen.tokens import IndividualTokens
+
+from .config import DataArguments, FinetuneArguments, FinetuneTrainArguments, recipe_dict
+from .evaluation import Evaluator, first_individuals
+from .hub import resolve_checkpoint
+from .pretrain import make_sampler
+from .report import write_finetune_report
+from .stage import Stage, run_stage
+
+FROZEN = {"mlp": ".mlp.", "attention": ".self_attn."}
+
+
+def new_and_old(corpus: Corpus, ft: FinetuneArguments) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the individuals fine-tuned on (in ft.new_split) and of the old ones (in train)."""
+    available = len(corpus.split(ft.new_split))
+    stop = ft.new_offset + ft.n_individuals_finetune
+    if stop > available:
+        raise RecipeError(f"new_offset {ft.new_offset} + n_individuals_finetune {ft.n_individuals_finetune} = {stop} "
+                          f"individuals, but split '{ft.new_split}' of corpus '{corpus.path}' has {available}: lower "
+                          f"them or build the corpus with more")
+    new = np.arange(ft.new_offset, stop)
+    old = np.arange(len(corpus.split("train")))
+    return new, (np.setdiff1d(old, new) if ft.new_split == "train" else old)
+
+
+def check_tokenizer(checkpoint: Path, corpus: Corpus) -> None:
+    """The checkpoint must have been trained with the corpus's tokenizer: the same tokens and ids (or,
+    for weights saved without a tokenizer, the same vocabulary size)."""
+    if (checkpoint / "tokenizer.json").is_file():
+        same = PreTrainedTokenizerFast.from_pretrained(str(checkpoint)).get_vocab() == corpus.tokenizer.get_vocab()
+    else:
+        same = json.loads((checkpoint / "config.json").read_text()).get("vocab_size") == len(corpus.tokenizer)
+    if not same:
+        raise RecipeError(f"init_from '{checkpoint}' was trained with another tokenizer than corpus '{corpus.path}': "
+                          f"fine-tune on the corpus it was pretrained on (its run_config.yaml names it)")
+
+
+def load_model(checkpoint: Path, ft: FinetuneArguments) -> torch.nn.Module:
+    """The pretrained weights, with the parameters ft.freeze names fixed or LoRA adapters added."""
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, attn_implementation=ft.attn_implementation)
+    if ft.lora_rank:
+        return get_peft_model(model, LoraConfig(r=ft.lora_rank, lora_alpha=ft.lora_alpha, lora_dropout=0.0,
+                                                target_modules=ft.lora_target_modules))
+    if ft.freeze != "none":
+        for name, parameter in model.named_parameters():
+            if FROZEN[ft.freeze] in name:
+                parameter.requires_grad_(False)
+    return model
+
+
+def finetune(data_args: DataArguments, args: FinetuneTrainArguments, ft: FinetuneArguments) -> Path:
+    """Fine-tune (or resume), evaluating old, new and held-out individuals, then write the report."""
+    corpus = Corpus(data_args.corpus)
+    new, old = new_and_old(corpus, ft)
+    checkpoint = resolve_checkpoint(ft.init_from, ft.init_revision)
+    check_tokenizer(checkpoint, corpus)
+    people = IndividualTokens.concatenate([corpus.individuals(ft.new_split).take(new),
+                                           corpus.individuals("train").take(old)])
+    sampler = Replay(make_sampler(data_args, len(new), args), len(new), len(old), ft.replay_weight)
+    n_eval = data_args.eval_individuals or None
+    splits = {"old": ("train", old[:n_eval]), "new": (ft.new_split, new[:n_eval]),
+              "heldout": ("heldout", first_individuals(corpus, "heldout", data_args.eval_individuals))}
+    stage = Stage(
+        name="finetune", recipe=recipe_dict(data_args, args, ft), corpus=corpus,
+        stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler, people=people),
+        evaluator=lambda: Evaluator(corpus, splits, args.eval_batch_size),
+        make_model=lambda: load_model(checkpoint, ft), write_report=write_finetune_report)
+    return run_stage(stage, args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    finetune(*parse_recipe([DataArguments, FinetuneTrainArguments, FinetuneArguments], argv))
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
