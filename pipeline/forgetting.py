@@ -40,6 +40,7 @@ def forgetting_summary(rows: list[dict]) -> dict:
             "new_half_step": _first_step(steps, new >= 0.5), "heldout_loss_final": float(heldout_loss[-1])}
 
 
+@torch.no_grad()
 def weight_change(reference: torch.nn.Module, model: torch.nn.Module) -> dict[str, float]:
     """Per block type, ||W - W_ref|| / ||W_ref|| over all its parameters."""
     ref = dict(reference.named_parameters())

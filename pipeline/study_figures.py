@@ -10,7 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .plots import save_figure  # noqa: E402
+from .analyze import load_trajectory  # noqa: E402
+from .plots import plot_forgetting, save_figure  # noqa: E402
 from .sweep import fit_power_law  # noqa: E402
 
 PAPER_FIT = (0.43, 0.81)  # plateau length = 0.43 N^0.81 (Zucchet et al., 2025)
@@ -80,11 +81,14 @@ def warmup_heatmap(rows: list[dict], path: Path) -> Path:
 
 
 def draw_study_figures(rows: list[dict], study: dict) -> list[Path]:
-    """The figures the grid's keys call for: plateau against N, curves against alpha, the warm-up heatmap."""
+    """The figures the grid's keys call for: plateau against N, curves against alpha, the warm-up heatmap;
+    for a fine-tuning study, every run's collapse and acquisition curves on one figure."""
     out, keys, figures = Path(study["output_dir"]), set(study["grid"]), []
     if not rows:
         return figures
-    if "n_individuals" in keys:
+    if study.get("stage") == "finetune":
+        return [plot_forgetting({r["run"]: load_trajectory(out / r["run"]) for r in rows}, out / "forgetting.png")]
+    if "n_individuals" in keys and "alpha" not in keys:
         figures.append(plateau_vs_population(rows, out / "plateau_vs_population.png"))
     if "alpha" in keys:
         figures.append(alpha_curves(rows, out / "alpha.png"))

@@ -11,8 +11,12 @@ A study file holds `base` (a pretraining recipe), optional `data` (a corpus reci
 grid varies corpus keys such as n_individuals; with it, a key of both, like seed, goes to both), `output_dir`,
 `grid` (key: list of values), `fixed` (key: value) and `baselines` (a list of extra points, e.g.
 uniform sampling beside a warm-up grid, which take the first grid point's values for the keys they
-do not set). Finished runs are skipped and interrupted ones resumed, since each run is a
-pretraining run that resumes from its output_dir.
+do not set). Finished runs are skipped and interrupted ones resumed, since each run resumes from
+its output_dir.
+
+A fine-tuning study sets `stage: finetune` (its base is a fine-tuning recipe) and may set
+`pretrain: {recipe: ..., with: {key: value}}`: that pretraining run goes first, into
+<output_dir>/pretrained, and every fine-tuning run starts from its final checkpoint.
 """
 
 from __future__ import annotations
@@ -34,13 +38,22 @@ from data_gen.config import CorpusConfig
 from data_gen.recipe import RecipeError, load_yaml, parse_recipe, run_cli
 
 from .analyze import load_trajectory, run_phases
-from .config import DataArguments, ModelArguments, PatchingArguments, TrainArguments
+from .checkpoints import CHECKPOINTS, checkpoint_name
+from .config import (DataArguments, FinetuneArguments, FinetuneTrainArguments, ModelArguments, PatchingArguments,
+                     TrainArguments)
+from .finetune import main as finetune_main
+from .forgetting import forgetting_summary
 from .pretrain import main as pretrain_main
 
 SUMMARY = "summary.csv"
 CORPUS_KEYS = {f.name for f in dataclasses.fields(CorpusConfig)} - {"output_dir", "overwrite"}
-RUN_KEYS = {f.name for t in (ModelArguments, DataArguments, TrainArguments, PatchingArguments)
-            for f in dataclasses.fields(t)}
+PRETRAIN_ARGUMENTS = (ModelArguments, DataArguments, TrainArguments, PatchingArguments)
+STAGES = {"pretrain": (pretrain_main, PRETRAIN_ARGUMENTS),
+          "finetune": (finetune_main, (DataArguments, FinetuneTrainArguments, FinetuneArguments))}
+
+
+def run_keys(study: dict) -> set[str]:
+    return {f.name for t in STAGES[study.get("stage", "pretrain")][1] for f in dataclasses.fields(t)}
 
 
 def load_study(path: str) -> dict:
@@ -48,11 +61,16 @@ def load_study(path: str) -> dict:
     for key in ("base", "output_dir", "grid"):
         if key not in study:
             raise RecipeError(f"study '{path}' has no '{key}': it needs base, output_dir and grid")
+    if study.get("stage", "pretrain") not in STAGES:
+        raise RecipeError(f"study '{path}' has stage '{study['stage']}': use one of {', '.join(STAGES)}")
+    if "pretrain" in study and ("recipe" not in study["pretrain"] or study.get("stage") != "finetune"):
+        raise RecipeError(f"study '{path}': 'pretrain' needs stage: finetune and a 'recipe' (with optional 'with')")
     keys = set(study["grid"]) | set(study.get("fixed", {})) | {k for b in study.get("baselines", []) for k in b}
-    unknown = sorted(keys - CORPUS_KEYS - RUN_KEYS)
+    unknown = sorted(keys - CORPUS_KEYS - run_keys(study))
     if unknown:
-        raise RecipeError(f"study '{path}' varies unknown keys {unknown}: use pretraining or corpus recipe keys")
-    if set(study["grid"]) & (CORPUS_KEYS - RUN_KEYS) and "data" not in study:
+        raise RecipeError(f"study '{path}' varies unknown keys {unknown}: use {study.get('stage', 'pretrain')} or "
+                          f"corpus recipe keys")
+    if set(study["grid"]) & (CORPUS_KEYS - run_keys(study)) and "data" not in study:
         raise RecipeError(f"study '{path}' varies corpus keys but has no 'data' corpus recipe to build from")
     return study
 
@@ -88,18 +106,36 @@ def corpus_for(point: dict, study: dict) -> tuple[Path | None, list[str]]:
     return folder, ["--config", study["data"], "--output_dir", str(folder), *_flags(corpus_values)]
 
 
+def pretrain_flags(study: dict) -> list[str]:
+    """The flags of a fine-tuning study's pretraining run."""
+    pretrain = study["pretrain"]
+    return ["--config", pretrain["recipe"], "--output_dir", str(Path(study["output_dir"]) / "pretrained"),
+            *_flags(pretrain.get("with", {}))]
+
+
+def pretrained_checkpoint(study: dict) -> Path:
+    """The final permanent checkpoint of a fine-tuning study's pretraining run."""
+    args = parse_recipe(list(PRETRAIN_ARGUMENTS), pretrain_flags(study))[2]
+    return Path(args.output_dir) / CHECKPOINTS / checkpoint_name(args.max_steps)
+
+
 def run_flags(point: dict, study: dict) -> list[str]:
     corpus, _ = corpus_for(point, study)
-    run_values = {k: v for k, v in point.items() if k in RUN_KEYS}
+    run_values = {k: v for k, v in point.items() if k in run_keys(study)}
     extra = ["--corpus", str(corpus)] if corpus else []
+    if "pretrain" in study:
+        extra += ["--init_from", str(pretrained_checkpoint(study))]
     return ["--config", study["base"], "--output_dir", str(Path(study["output_dir"]) / run_name(point, study)),
             *extra, *_flags(run_values)]
 
 
 def run_sweep(study: dict) -> None:
     build_corpora(study)
+    if "pretrain" in study:
+        pretrain_main(pretrain_flags(study))
+    train = STAGES[study.get("stage", "pretrain")][0]
     for point in expand(study):
-        pretrain_main(run_flags(point, study))
+        train(run_flags(point, study))
 
 
 def build_corpora(study: dict, dry_run: bool = False) -> list[str]:
@@ -115,13 +151,19 @@ def build_corpora(study: dict, dry_run: bool = False) -> list[str]:
     return list(commands.values())
 
 
+def _launcher(accelerate_config: str | None) -> str:
+    return "accelerate launch " + (f"--config_file {shlex.quote(accelerate_config)} " if accelerate_config else "")
+
+
 def launch_lines(study: dict, accelerate_config: str | None = None) -> list[str]:
-    launcher = "accelerate launch " + (f"--config_file {shlex.quote(accelerate_config)} " if accelerate_config else "")
-    return [launcher + "-m pipeline.pretrain " + shlex.join(run_flags(point, study)) for point in expand(study)]
+    module = f"-m pipeline.{study.get('stage', 'pretrain')} "
+    return [_launcher(accelerate_config) + module + shlex.join(run_flags(point, study)) for point in expand(study)]
 
 
 def print_commands(study: dict, accelerate_config: str | None = None) -> None:
-    print("\n".join(build_corpora(study, dry_run=True) + launch_lines(study, accelerate_config)))
+    first = [_launcher(accelerate_config) + "-m pipeline.pretrain " + shlex.join(pretrain_flags(study))
+             ] if "pretrain" in study else []
+    print("\n".join(build_corpora(study, dry_run=True) + first + launch_lines(study, accelerate_config)))
 
 
 SLURM_ARRAY = """#!/bin/bash
@@ -144,6 +186,9 @@ def write_slurm_array(study: dict, config: str, script: Path, accelerate_config:
     """Build the study's corpora here (seconds) and write a slurm array job with one task per grid point."""
     if script.exists():
         raise RecipeError(f"'{script}' already exists: remove it or choose another --slurm_array path")
+    if "pretrain" in study and not pretrained_checkpoint(study).is_dir():
+        raise RecipeError(f"the study's pretraining run has not finished ({pretrained_checkpoint(study)} is missing): "
+                          f"run it first with accelerate launch -m pipeline.pretrain {shlex.join(pretrain_flags(study))}")
     build_corpora(study)
     lines = launch_lines(study, accelerate_config)
     logs = Path(study["output_dir"]) / "slurm"
@@ -172,10 +217,13 @@ def aggregate(study: dict) -> list[dict]:
         if not (run / "trajectory.jsonl").is_file():
             continue
         trajectory = load_trajectory(run)
+        values = {**{k: point.get(k) for k in study["grid"]}, "run": run.name, "baseline": "_baseline" in point}
+        if study.get("stage") == "finetune":
+            rows.append({**values, **forgetting_summary(trajectory)})
+            continue
         phases = run_phases(trajectory)
         final = {r["split"]: r for r in trajectory if r["step"] == phases.max_step}
-        rows.append({**{k: point.get(k) for k in study["grid"]}, "sampler": point.get("sampler"), "run": run.name,
-                     "baseline": "_baseline" in point, "last_step": phases.max_step,
+        rows.append({**values, "sampler": point.get("sampler"), "last_step": phases.max_step,
                      "plateau_start": phases.phase1_end, "plateau_end": phases.plateau_end,
                      "plateau_length": phases.plateau_length, "emergence": phases.emergence,
                      "final_accuracy": final["seen"]["attribute_accuracy"],
