@@ -15,8 +15,9 @@ do not set). Finished runs are skipped and interrupted ones resumed, since each 
 its output_dir.
 
 A fine-tuning study sets `stage: finetune` (its base is a fine-tuning recipe) and may set
-`pretrain: {recipe: ..., with: {key: value}}`: that pretraining run goes first, into
-<output_dir>/pretrained, and every fine-tuning run starts from its final checkpoint.
+`pretrain: {recipe: ..., with: {key: value}, output_dir: ...}`: that pretraining run goes first (into
+<output_dir>/pretrained unless named; studies may share it) and every fine-tuning run starts from
+its final checkpoint.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def load_study(path: str) -> dict:
     if study.get("stage", "pretrain") not in STAGES:
         raise RecipeError(f"study '{path}' has stage '{study['stage']}': use one of {', '.join(STAGES)}")
     if "pretrain" in study and ("recipe" not in study["pretrain"] or study.get("stage") != "finetune"):
-        raise RecipeError(f"study '{path}': 'pretrain' needs stage: finetune and a 'recipe' (with optional 'with')")
+        raise RecipeError(f"study '{path}': 'pretrain' needs stage: finetune and a 'recipe' (optional: 'with', "
+                          f"'output_dir')")
     keys = set(study["grid"]) | set(study.get("fixed", {})) | {k for b in study.get("baselines", []) for k in b}
     unknown = sorted(keys - CORPUS_KEYS - run_keys(study))
     if unknown:
@@ -109,7 +111,8 @@ def corpus_for(point: dict, study: dict) -> tuple[Path | None, list[str]]:
 def pretrain_flags(study: dict) -> list[str]:
     """The flags of a fine-tuning study's pretraining run."""
     pretrain = study["pretrain"]
-    return ["--config", pretrain["recipe"], "--output_dir", str(Path(study["output_dir"]) / "pretrained"),
+    out = pretrain.get("output_dir", str(Path(study["output_dir"]) / "pretrained"))
+    return ["--config", pretrain["recipe"], "--output_dir", out,
             *_flags(pretrain.get("with", {}))]
 
 
