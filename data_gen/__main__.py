@@ -1,21 +1,38 @@
-"""`python -m data_gen build --config recipes/demo/data.yaml [--key value ...]`"""
+"""`python -m data_gen build --config recipes/demo/data.yaml [--key value ...]`
+`python -m data_gen push --corpus corpora/demo --repo_id you/biographies [--private]`"""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 import time
 
 from .builder import build
 from .config import CorpusConfig
+from .corpus import Corpus
+from .hub import push_corpus
 from .recipe import RecipeError, parse_recipe, run_cli
 
-USAGE = "usage: python -m data_gen build --config <data.yaml> [--key value ...]"
+USAGE = ("usage: python -m data_gen build --config <data.yaml> [--key value ...] | "
+         "python -m data_gen push --corpus <folder> --repo_id <owner/name> [--private] [--revision R]")
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
+        return
+    if argv[0] == "push":
+        parser = argparse.ArgumentParser(prog="python -m data_gen push")
+        parser.add_argument("--corpus", required=True, help="A corpus folder written by `python -m data_gen build`.")
+        parser.add_argument("--repo_id", required=True, help="Dataset repository, owner/name.")
+        parser.add_argument("--private", action="store_true")
+        parser.add_argument("--revision", default=None, help="Branch to push to (default: main).")
+        args = parser.parse_args(argv[1:])
+        Corpus(args.corpus)  # complete and uncorrupted, or a clear error
+        push_corpus(Path(args.corpus), args.repo_id, args.private, args.revision)
+        print(f"pushed {args.corpus} to https://huggingface.co/datasets/{args.repo_id}")
         return
     if argv[0] != "build":
         raise RecipeError(f"unknown command '{argv[0]}': {USAGE}")

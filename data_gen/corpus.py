@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from pathlib import Path
 
 import yaml
-from datasets import DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict, load_from_disk
 from transformers import PreTrainedTokenizerFast
 
 from .builder import FORMAT_VERSION, MANIFEST
+from .hub import HUB_DATA, fetch_corpus, is_hub_id
 from .recipe import RecipeError
 from .stream import BiographyStream
 from .tokens import IndividualTokens, TemplateTokens
@@ -20,20 +22,38 @@ class Corpus:
     """A corpus folder written by `python -m data_gen build`."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = fetch_corpus(str(path)) if is_hub_id(str(path)) else Path(path)
         if not (self.path / MANIFEST).is_file():
             raise RecipeError(f"corpus folder '{self.path}' does not exist or was not built by data_gen: "
                               f"build it with `python -m data_gen build --config <data.yaml>` or fix the path")
-        version = json.loads((self.path / MANIFEST).read_text()).get("format_version")
-        if version != FORMAT_VERSION:
-            raise RecipeError(f"corpus '{self.path}' has format {version} but this data_gen reads format "
-                              f"{FORMAT_VERSION}: rebuild it with `python -m data_gen build --config <data.yaml> "
-                              f"--overwrite true`")
-        self.dataset: DatasetDict = load_from_disk(str(self.path))
+        manifest = json.loads((self.path / MANIFEST).read_text())
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise RecipeError(f"corpus '{self.path}' has format {manifest.get('format_version')} but this data_gen "
+                              f"reads format {FORMAT_VERSION}: rebuild it with `python -m data_gen build --config "
+                              f"<data.yaml> --overwrite true`")
+        if (self.path / HUB_DATA).is_dir():  # a Hub snapshot: parquet shards
+            self.dataset = DatasetDict({split: Dataset.from_parquet(sorted(map(str, (self.path / HUB_DATA).glob(
+                f"{split}-*.parquet")))) for split in manifest["num_rows"]})
+        else:
+            self._verify(manifest)
+            self.dataset = load_from_disk(str(self.path))
+        rows = {split: len(ds) for split, ds in self.dataset.items()}
+        if rows != manifest["num_rows"]:
+            raise RecipeError(f"corpus '{self.path}' holds {rows} rows but its manifest says {manifest['num_rows']}: "
+                              f"it is incomplete, rebuild or fetch it again")
         self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(self.path))
         self.config = yaml.safe_load((self.path / "builder_config.yaml").read_text())
         self.template_texts = yaml.safe_load((self.path / "templates.yaml").read_text())
         self.templates = TemplateTokens.from_texts(self.template_texts, self.tokenizer)
+
+    def _verify(self, manifest: dict) -> None:
+        """Every file listed in the manifest is there with its checksum."""
+        for name, digest in manifest["sha256"].items():
+            file = self.path / name
+            if not file.is_file() or hashlib.sha256(file.read_bytes()).hexdigest() != digest:
+                raise RecipeError(f"corpus file '{file}' is {'corrupted' if file.is_file() else 'missing'} (it does "
+                                  f"not match manifest.json): rebuild the corpus with `python -m data_gen build "
+                                  f"--config <data.yaml> --overwrite true`")
 
     def split(self, name: str):
         """One split of the DatasetDict, with a clear error when the corpus lacks it."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +25,11 @@ class RecipeError(ValueError):
 
 
 class _Parser(HfArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # "-1e-3" is a value, not a flag (argparse only knows "-1" and "-0.5"), so that it meets a clear check
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
     def error(self, message: str):  # argparse would print the whole usage and exit
         raise RecipeError(message)
 
@@ -86,11 +92,24 @@ def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = N
     return tuple(parsed[: len(dataclass_types)])
 
 
+class RunError(RuntimeError):
+    """A fault during a run (non-finite loss, disk full, a stop signal): what happened, what was kept,
+    what to do; `exit_code` is the process's exit status."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def run_cli(main: Callable[[], Any]) -> int:
-    """Run an entry point; a RecipeError becomes one line on stderr and exit status 2."""
+    """Run an entry point; a RecipeError (bad input) becomes one line on stderr and exit status 2, a
+    RunError (a fault) one line and its exit code."""
     try:
         main()
     except RecipeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RunError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     return 0

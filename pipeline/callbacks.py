@@ -33,6 +33,10 @@ class Callback:
     def on_step(self, trainer, step: int) -> None:
         pass
 
+    def saves_at(self, step: int) -> bool:
+        """Whether on_step writes weights at `step` (the trainer checks the loss is finite first)."""
+        return False
+
 
 class EvaluationCallback(Callback):
     """Evaluates at scheduled steps; the main process appends one JSON line per split."""

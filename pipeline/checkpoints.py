@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from peft import PeftModel
 
+from data_gen.recipe import RunError
+
 from .callbacks import Callback
 
 CHECKPOINTS = "checkpoints"
@@ -49,6 +51,12 @@ def read_state(checkpoint: Path) -> dict:
     return json.loads((checkpoint / STATE).read_text())
 
 
+def _disk_error(err: OSError, tmp: Path, final: Path) -> RunError:
+    shutil.rmtree(tmp, ignore_errors=True)
+    return RunError(f"could not write checkpoint {final} ({err.strerror or err}): free disk space or choose another "
+                    f"output_dir; the earlier checkpoints are intact and rerunning the command resumes from the last")
+
+
 def _publish(tmp: Path, final: Path, state: dict) -> None:
     (tmp / STATE).write_text(json.dumps(state, indent=1))
     shutil.rmtree(final, ignore_errors=True)  # a same-step leftover of an interrupted continuation
@@ -63,6 +71,9 @@ class CheckpointCallback(Callback):
         self.steps, self.tokenizer, self.recipe = set(steps), tokenizer, recipe
         self.folder = output_dir / CHECKPOINTS
 
+    def saves_at(self, step: int) -> bool:
+        return step in self.steps
+
     def on_step(self, trainer, step: int) -> None:
         if step not in self.steps:
             return
@@ -72,14 +83,17 @@ class CheckpointCallback(Callback):
             final = self.folder / checkpoint_name(step)
             tmp = self.folder / f".tmp-{final.name}"
             shutil.rmtree(tmp, ignore_errors=True)
-            model = accelerator.unwrap_model(trainer.model)
-            if isinstance(model, PeftModel):  # adapters merged into a copy: a plain transformers checkpoint
-                copy.deepcopy(model).merge_and_unload().save_pretrained(tmp)
-            else:
-                model.save_pretrained(tmp, state_dict=state_dict)
-            self.tokenizer.save_pretrained(tmp)
-            np.save(tmp / EXPOSURES, trainer.exposures(step))
-            _publish(tmp, final, {"step": step, "recipe": self.recipe})
+            try:
+                model = accelerator.unwrap_model(trainer.model)
+                if isinstance(model, PeftModel):  # adapters merged into a copy: a plain transformers checkpoint
+                    copy.deepcopy(model).merge_and_unload().save_pretrained(tmp)
+                else:
+                    model.save_pretrained(tmp, state_dict=state_dict)
+                self.tokenizer.save_pretrained(tmp)
+                np.save(tmp / EXPOSURES, trainer.exposures(step))
+                _publish(tmp, final, {"step": step, "recipe": self.recipe})
+            except OSError as err:
+                raise _disk_error(err, tmp, final) from err
         accelerator.wait_for_everyone()
 
 
@@ -90,10 +104,12 @@ class ResumeCallback(Callback):
         self.every, self.max_steps, self.recipe = every, max_steps, recipe
         self.folder = output_dir / RESUME
 
+    def saves_at(self, step: int) -> bool:
+        return step > 0 and (step % self.every == 0 or step == self.max_steps)
+
     def on_step(self, trainer, step: int) -> None:
-        if step == 0 or (step % self.every and step != self.max_steps):
-            return
-        save(trainer, self.folder, step, self.recipe)
+        if self.saves_at(step):
+            save(trainer, self.folder, step, self.recipe)
 
 
 def save(trainer, folder: Path, step: int, recipe: dict) -> Path:
@@ -104,12 +120,16 @@ def save(trainer, folder: Path, step: int, recipe: dict) -> Path:
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            _publish(tmp, final, {"step": step, "tokens_seen": trainer.tokens_seen,
+                                  "tracker_run_ids": trainer.tracker_run_ids(), "recipe": recipe})
+    except OSError as err:
+        raise _disk_error(err, tmp, final) from err
     if accelerator.is_main_process:
-        _publish(tmp, final, {"step": step, "tokens_seen": trainer.tokens_seen,
-                              "tracker_run_ids": trainer.tracker_run_ids(), "recipe": recipe})
-        for old in complete_checkpoints(folder)[:-1]:
+        for old in complete_checkpoints(folder)[:-1]:  # only once the new one is complete
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final

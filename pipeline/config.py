@@ -94,6 +94,13 @@ class TrainArguments:
                                         "0 on a CPU, whose cores the thread would take from training)."})
     peak_tflops: float | None = field(default=None, metadata={"help": "Peak 16-bit TFLOP/s per device for MFU "
                                                                       "(default: looked up from the GPU's name)."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push each permanent checkpoint to its own revision "
+                                                               "of hub_model_id, in the background (token: "
+                                                               "`hf auth login` or HF_TOKEN)."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Model repository, owner/name."})
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the repository private."})
+    hub_min_commit_interval: float = field(default=30.0, metadata={"help": "Seconds between two commits (the Hub "
+                                                                           "limits commits per hour)."})
 
     def __post_init__(self):
         for name in ("max_steps", "batch_size", "eval_batch_size", "logging_steps"):
@@ -113,6 +120,9 @@ class TrainArguments:
                               f"{', '.join(SCHEDULERS)}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise RecipeError(f"mixed_precision must be no, fp16 or bf16, got '{self.mixed_precision}'")
+        if self.push_to_hub and not self.hub_model_id:
+            raise RecipeError("push_to_hub is set but hub_model_id is not: name the repository, e.g. --hub_model_id "
+                              "you/fact-model")
         if self.data_seed is None:
             self.data_seed = self.seed
 

@@ -16,9 +16,10 @@ from data_gen import Corpus
 from data_gen.stream import BiographyStream
 
 from .callbacks import Callback, EvaluationCallback, log_spaced_steps
-from .checkpoints import CheckpointCallback, ResumeCallback, read_state
+from .checkpoints import CHECKPOINTS, CheckpointCallback, ResumeCallback, checkpoint_name, read_state
 from .config import TrainArguments
 from .evaluation import Evaluator
+from .hub import HUB_LOG, HubPushCallback, HubPusher, push_run_files
 from .model import count_parameters, whole_model_init
 from .run_dir import resolve_output_dir, rewind_output_dir, start_output_dir
 from .trainer import Trainer, make_accelerator
@@ -64,12 +65,16 @@ def run_stage(stage: Stage, args: TrainArguments) -> Path:
     accelerator.init_trackers(
         stage.name, config={k: v for k, v in stage.recipe.items() if isinstance(v, (int, float, str, bool))},
         init_kwargs={name: {"id": run_id, "resume": "allow"} for name, run_id in run_ids.items()})
+    checkpoint_steps = sorted(set(log_spaced_steps(args.max_steps, args.checkpoint_points)) | set(args.checkpoint_steps))
+    pusher = (HubPusher(args.hub_model_id, out / HUB_LOG, args.hub_private_repo,
+                        min_interval=args.hub_min_commit_interval)
+              if args.push_to_hub and accelerator.is_main_process else None)
     callbacks = [
         *stage.extra_callbacks(model, accelerator),
         EvaluationCallback(stage.evaluator(), log_spaced_steps(args.max_steps, args.eval_points, args.eval_every),
                            out, stage.name),
-        CheckpointCallback(sorted(set(log_spaced_steps(args.max_steps, args.checkpoint_points))
-                                  | set(args.checkpoint_steps)), out, stage.corpus.tokenizer, stage.recipe),
+        CheckpointCallback(checkpoint_steps, out, stage.corpus.tokenizer, stage.recipe),
+        HubPushCallback(pusher, checkpoint_steps, out / CHECKPOINTS),
     ]
     if args.save_steps:
         callbacks.append(ResumeCallback(args.save_steps, args.max_steps, out, stage.recipe))
@@ -80,8 +85,16 @@ def run_stage(stage: Stage, args: TrainArguments) -> Path:
               f"{trainable:,} trained); stream: {len(stage.stream.people):,} individuals, "
               f"{len(stage.corpus.tokenizer):,} tokens")
     trainer = Trainer(args, model, stage.stream, accelerator, callbacks)
-    trainer.fit(trainer.load(checkpoint) if action == "resume" else 0)
-    accelerator.end_training()
-    if accelerator.is_main_process:
-        print(f"report: {stage.write_report(out)}")
+    try:
+        trainer.fit(trainer.load(checkpoint) if action == "resume" else 0)
+        accelerator.end_training()
+        if accelerator.is_main_process:
+            print(f"report: {stage.write_report(out)}")
+        if pusher:
+            push_run_files(pusher, out, out / CHECKPOINTS / checkpoint_name(args.max_steps))
+    finally:
+        if pusher:  # the uploads of the checkpoints already saved finish, even when training stopped
+            pushed, failed = pusher.close()
+            print(f"hub: {len(pushed)} pushes to {args.hub_model_id} done, {len(failed)} failed"
+                  + (f" ({', '.join(failed)}; see {out / HUB_LOG})" if failed else ""))
     return out

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -13,11 +15,11 @@ from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from data_gen.recipe import RecipeError
+from data_gen.recipe import RecipeError, RunError
 from data_gen.stream import BiographyStream
 
 from .callbacks import Callback
-from .checkpoints import read_state
+from .checkpoints import ResumeCallback, checkpoint_name, read_state, save
 from .config import TrainArguments
 from .flops import flops_per_token, peak_flops
 from .loader import StreamLoader
@@ -144,7 +146,15 @@ class Trainer:
         return speed
 
     def fit(self, start_step: int = 0) -> None:
-        """Train from `start_step` (0, or the step of a loaded resume checkpoint) to args.max_steps."""
+        """Train from `start_step` (0, or the step of a loaded resume checkpoint) to args.max_steps; on
+        SIGTERM, save a resume checkpoint after the current step and stop."""
+        with StopSignal() as self.stop:
+            try:
+                self._fit(start_step)
+            finally:
+                self.loader.close()
+
+    def _fit(self, start_step: int) -> None:
         accelerator, args = self.accelerator, self.args
         self.model.train()
         for callback in self.callbacks:
@@ -155,22 +165,73 @@ class Trainer:
                    desc="training")
         running = torch.zeros((), device=accelerator.device)
         window_start, window_tokens, window_steps, in_callbacks = time.perf_counter(), self.tokens_seen, 0, 0.0
-        for step in range(start_step + 1, args.max_steps + 1):
-            running += self.train_step(step - 1)
-            window_steps += 1
-            if step % args.logging_steps == 0 or step == args.max_steps:
-                loss = accelerator.reduce(running, reduction="sum").item() / window_steps  # waits for the device
-                if not math.isfinite(loss):
-                    raise RuntimeError(f"training loss is {loss} at step {step}: lower learning_rate")
-                seconds = time.perf_counter() - window_start - in_callbacks
-                speed = self._speed(window_steps, self.tokens_seen - window_tokens, seconds)
-                accelerator.log({"train/loss": loss, "train/lr": self.scheduler.get_last_lr()[0], **speed}, step=step)
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed['perf/tokens_per_s']:,.0f}")
-                running.zero_()
-                window_start, window_tokens, window_steps, in_callbacks = time.perf_counter(), self.tokens_seen, 0, 0.0
-            bar.update()
-            callbacks_start = time.perf_counter()
-            self._call(step)
-            in_callbacks += time.perf_counter() - callbacks_start
-        bar.close()
-        self.loader.close()
+        try:  # the bar is closed before any error is printed
+            for step in range(start_step + 1, args.max_steps + 1):
+                running += self.train_step(step - 1)
+                window_steps += 1
+                if step % args.logging_steps == 0 or step == args.max_steps:
+                    loss = accelerator.reduce(running, reduction="sum").item() / window_steps  # waits for the device
+                    _check_finite(loss, step)
+                    seconds = time.perf_counter() - window_start - in_callbacks
+                    speed = self._speed(window_steps, self.tokens_seen - window_tokens, seconds)
+                    lr = self.scheduler.get_last_lr()[0]
+                    accelerator.log({"train/loss": loss, "train/lr": lr, **speed}, step=step)
+                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed['perf/tokens_per_s']:,.0f}")
+                    running.zero_()
+                    window_start, window_tokens, window_steps = time.perf_counter(), self.tokens_seen, 0
+                    in_callbacks = 0.0
+                elif any(c.saves_at(step) for c in self.callbacks):  # never save weights after a non-finite loss
+                    _check_finite(accelerator.reduce(running.clone(), reduction="sum").item(), step)
+                bar.update()
+                callbacks_start = time.perf_counter()
+                self._call(step)
+                in_callbacks += time.perf_counter() - callbacks_start
+                if self.stop.requested(accelerator):
+                    self._stop_after(step)
+        finally:
+            bar.close()
+
+    def _stop_after(self, step: int) -> None:
+        """Save a resume checkpoint after `step` (unless one was just saved) and stop with exit status 143."""
+        resume = next((c for c in self.callbacks if isinstance(c, ResumeCallback)), None)
+        if resume is None:
+            raise RunError(f"stopped by SIGTERM after step {step}; save_steps is 0, so no resume checkpoint was "
+                           f"saved and a rerun starts over", exit_code=143)
+        saved = resume.folder / checkpoint_name(step)
+        if not resume.saves_at(step):
+            save(self, resume.folder, step, resume.recipe)
+        raise RunError(f"stopped by SIGTERM after step {step}; resume checkpoint {saved} saved: rerun the same "
+                       f"command to continue", exit_code=143)
+
+
+def _check_finite(loss: float, step: int) -> None:
+    if not math.isfinite(loss):
+        raise RunError(f"training loss is {loss} at step {step}: lower learning_rate (or add warmup_steps); no "
+                       f"checkpoint was written after it, so rerunning resumes from the last good one")
+
+
+class StopSignal:
+    """Turns SIGTERM (a cluster's pre-emption, `kill`) into a request to stop after the current step."""
+
+    def __init__(self):
+        self.flag = False
+        self.previous = None
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+    def _handle(self, signum, frame) -> None:
+        self.flag = True
+
+    def requested(self, accelerator: Accelerator) -> bool:
+        """Whether any process got the signal (so that all of them stop after the same step)."""
+        if accelerator.num_processes == 1:
+            return self.flag
+        flag = torch.tensor(float(self.flag), device=accelerator.device)
+        return accelerator.reduce(flag, reduction="sum").item() > 0

@@ -181,7 +181,7 @@ def test_bad_init_from_is_a_clear_error(corpus_dir, tmp_path, monkeypatch):
         raise LocalEntryNotFoundError("cannot reach the Hub and the files are not in the local cache")
 
     monkeypatch.setattr(hub.huggingface_hub, "snapshot_download", missing)
-    with pytest.raises(RecipeError, match="could not be fetched from the Hub"):
+    with pytest.raises(RecipeError, match="neither a local folder nor a model fetched from the Hub"):
         finetune_main(_finetune_flags(corpus_dir, "someone/nothing", tmp_path / "a"))
     with pytest.raises(RecipeError, match="neither an existing folder nor a Hub id"):
         finetune_main(_finetune_flags(corpus_dir, "runs/nothing/here", tmp_path / "b"))

@@ -1,0 +1,56 @@
+"""Corpora on the Hugging Face Hub: push a built corpus, fetch one by its id. Every call to the Hub
+for corpora goes through this module (tokens come from `huggingface_hub`'s login or HF_TOKEN)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import huggingface_hub
+import yaml
+from datasets import load_from_disk
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+from .recipe import RecipeError
+
+SIDE_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "templates.yaml",
+              "builder_config.yaml", "manifest.json", "README.md"]
+HUB_DATA = "data"  # where push_to_hub writes the parquet shards: data/<split>-*.parquet
+
+
+def is_hub_id(text: str) -> bool:
+    return text.count("/") == 1 and not text.startswith((".", "/", "~")) and not Path(text).exists()
+
+
+def hub_card(card: str, splits: list[str]) -> str:
+    """The corpus's dataset card with the parquet layout in its metadata, so `load_dataset(repo_id)` finds the splits."""
+    _, header, body = card.split("---\n", 2)
+    metadata = yaml.safe_load(header)
+    metadata["configs"] = [{"config_name": "default",
+                            "data_files": [{"split": s, "path": f"{HUB_DATA}/{s}-*"} for s in splits]}]
+    return f"---\n{yaml.safe_dump(metadata, sort_keys=False)}---\n{body}"
+
+
+def push_corpus(folder: Path, repo_id: str, private: bool = False, revision: str | None = None) -> None:
+    """Upload a built corpus: the splits as parquet (DatasetDict.push_to_hub), then the tokenizer,
+    templates, builder config (with its seed), manifest and dataset card."""
+    dataset = load_from_disk(str(folder))
+    dataset.push_to_hub(repo_id, private=private, revision=revision, commit_message="Corpus splits")
+    api = huggingface_hub.HfApi()
+    with tempfile.TemporaryDirectory() as staging:
+        for name in SIDE_FILES:
+            shutil.copy(folder / name, staging)
+        (Path(staging) / "README.md").write_text(hub_card((folder / "README.md").read_text(), list(dataset)))
+        api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=staging, revision=revision,
+                          commit_message="Tokenizer, templates, builder config, manifest and dataset card")
+
+
+def fetch_corpus(repo_id: str, revision: str | None = None) -> Path:
+    """A local snapshot (in the Hugging Face cache) of a corpus pushed by `push_corpus`."""
+    try:
+        return Path(huggingface_hub.snapshot_download(repo_id, repo_type="dataset", revision=revision))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as err:
+        raise RecipeError(f"corpus '{repo_id}' is neither a local folder nor a dataset fetched from the Hub "
+                          f"({type(err).__name__}): build it with `python -m data_gen build --config <data.yaml>`, "
+                          f"or fix the path or the dataset id") from err
