@@ -3,6 +3,7 @@ for corpora goes through this module (tokens come from `huggingface_hub`'s login
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,8 +15,6 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
 from .recipe import RecipeError
 
-SIDE_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "templates.yaml",
-              "builder_config.yaml", "manifest.json", "README.md"]
 HUB_DATA = "data"  # where push_to_hub writes the parquet shards: data/<split>-*.parquet
 
 
@@ -32,6 +31,12 @@ def hub_card(card: str, splits: list[str]) -> str:
     return f"---\n{yaml.safe_dump(metadata, sort_keys=False)}---\n{body}"
 
 
+def side_files(folder: Path) -> list[str]:
+    """The corpus's files beside its splits: tokenizer, templates, builder config, card and manifest."""
+    listed = json.loads((folder / "manifest.json").read_text())["sha256"]
+    return sorted(name for name in listed if "/" not in name and name != "dataset_dict.json") + ["manifest.json"]
+
+
 def push_corpus(folder: Path, repo_id: str, private: bool = False, revision: str | None = None) -> None:
     """Upload a built corpus: the splits as parquet (DatasetDict.push_to_hub), then the tokenizer,
     templates, builder config (with its seed), manifest and dataset card."""
@@ -39,7 +44,7 @@ def push_corpus(folder: Path, repo_id: str, private: bool = False, revision: str
     dataset.push_to_hub(repo_id, private=private, revision=revision, commit_message="Corpus splits")
     api = huggingface_hub.HfApi()
     with tempfile.TemporaryDirectory() as staging:
-        for name in SIDE_FILES:
+        for name in side_files(folder):
             shutil.copy(folder / name, staging)
         (Path(staging) / "README.md").write_text(hub_card((folder / "README.md").read_text(), list(dataset)))
         api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=staging, revision=revision,
