@@ -101,7 +101,7 @@ class HubPusher:
                 self.pushed.append(revision)
                 self._record(revision=revision, folder=str(folder), status="pushed", attempt=attempt)
                 return
-            except Exception as err:  # any network or server error: retried, reported, never fatal
+            except Exception as err:  # noqa: BLE001 - any network or server error: retried, reported, never fatal
                 self._last_commit = time.monotonic()
                 delay = self.backoff * 2 ** (attempt - 1)
                 response = getattr(err, "response", None)

@@ -40,8 +40,14 @@ from data_gen.recipe import RecipeError, load_yaml, parse_recipe, run_cli
 
 from .analyze import load_trajectory, run_phases
 from .checkpoints import CHECKPOINTS, checkpoint_name
-from .config import (DataArguments, FinetuneArguments, FinetuneTrainArguments, ModelArguments, PatchingArguments,
-                     TrainArguments)
+from .config import (
+    DataArguments,
+    FinetuneArguments,
+    FinetuneTrainArguments,
+    ModelArguments,
+    PatchingArguments,
+    TrainArguments,
+)
 from .finetune import main as finetune_main
 from .forgetting import forgetting_summary
 from .pretrain import main as pretrain_main

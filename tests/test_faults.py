@@ -94,7 +94,7 @@ def _copy_corpus(corpus_dir: Path, to: Path) -> Path:
 
 def test_corrupted_missing_or_outdated_corpus(corpus_dir, tmp_path, capsys):
     broken = _copy_corpus(corpus_dir, tmp_path / "broken")
-    arrow = sorted((broken / "train").glob("*.arrow"))[0]
+    arrow = min((broken / "train").glob("*.arrow"))
     data = bytearray(arrow.read_bytes())
     data[len(data) // 2] ^= 0xFF
     arrow.write_bytes(bytes(data))

@@ -110,5 +110,8 @@ def test_study_figures_from_rows(tmp_path):
              "final_accuracy": 0.5, "baseline": False, "indiv_warmup": None, "epochs_warmup": None}
             for n in (250, 500, 1000) for a in (0.0, 0.8)]
     figures = draw_study_figures(rows, {"output_dir": str(tmp_path), "grid": {"n_individuals": [], "alpha": []}})
-    assert [f.name for f in figures] == ["plateau_vs_population.png", "alpha.png"]
+    assert [f.name for f in figures] == ["alpha.png"]  # no power-law fit across alphas
+    uniform = [r for r in rows if r["alpha"] == 0.0]
+    figures += draw_study_figures(uniform, {"output_dir": str(tmp_path), "grid": {"n_individuals": []}})
+    assert [f.name for f in figures] == ["alpha.png", "plateau_vs_population.png"]
     assert all(f.stat().st_size > 10_000 for f in figures)
