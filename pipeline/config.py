@@ -38,7 +38,8 @@ class DataArguments:
 
     corpus: str = field(metadata={"help": "Corpus folder written by `python -m data_gen build`."})
     eval_individuals: int = field(
-        default=1000, metadata={"help": "Individuals evaluated per split (seen, held-out); 0 evaluates all."})
+        default=1000, metadata={"help": "Individuals evaluated per split (seen, held-out), spread evenly over its "
+                                        "indices; 0 evaluates all."})
     sampler: str = field(default="uniform", metadata={"help": "Which individuals steps draw: uniform, power_law, "
                                                                 "celebrities, warmup or schedule."})
     alpha: float = field(default=0.0, metadata={"help": "power_law: individual i drawn with weight (i+1)^-alpha."})

@@ -42,16 +42,18 @@ def _batches(queries: Dataset, batch_size: int, pad_id: int) -> list[dict[str, t
     return batches
 
 
-def first_individuals(corpus: Corpus, split: str, n: int) -> np.ndarray:
-    """Indices of a split's first `n` individuals (all when n is 0)."""
-    total = len(corpus.dataset[split])
-    return np.arange(min(n, total) if n else total)
+def spread(individuals: np.ndarray, n: int) -> np.ndarray:
+    """`n` of `individuals` spread evenly over them (all when n is 0). Samplers weight individuals by
+    index (power law, celebrities, warm-up), so the first n would all be the frequent ones."""
+    if not n or n >= len(individuals):
+        return individuals
+    return individuals[np.unique(np.linspace(0, len(individuals) - 1, n).round().astype(np.int64))]
 
 
 def pretraining_splits(corpus: Corpus, n_individuals: int) -> dict[str, tuple[str, np.ndarray]]:
-    """What pretraining evaluates: seen (trained) and held-out individuals, the first n of each."""
-    return {"seen": ("train", first_individuals(corpus, "train", n_individuals)),
-            "heldout": ("heldout", first_individuals(corpus, "heldout", n_individuals))}
+    """What pretraining evaluates: n seen (trained) and n held-out individuals, spread over each split."""
+    return {split: (source, spread(np.arange(len(corpus.split(source))), n_individuals))
+            for split, source in (("seen", "train"), ("heldout", "heldout"))}
 
 
 class Evaluator:
