@@ -26,7 +26,7 @@ from data_gen.samplers import Replay
 from data_gen.tokens import IndividualTokens
 
 from .config import DataArguments, FinetuneArguments, FinetuneTrainArguments, recipe_dict
-from .evaluation import Evaluator, spread
+from .evaluation import Evaluator, pretraining_splits, spread
 from .hub import resolve_checkpoint
 from .pretrain import make_sampler
 from .report import write_finetune_report
@@ -84,7 +84,7 @@ def finetune(data_args: DataArguments, args: FinetuneTrainArguments, ft: Finetun
     sampler = Replay(make_sampler(data_args, len(new), args), len(new), len(old), ft.replay_weight)
     n_eval = data_args.eval_individuals
     splits = {"old": ("train", spread(old, n_eval)), "new": (ft.new_split, spread(new, n_eval)),
-              "heldout": ("heldout", spread(np.arange(len(corpus.split("heldout"))), n_eval))}
+              "heldout": pretraining_splits(corpus, n_eval)["heldout"]}
     stage = Stage(
         name="finetune", recipe=recipe_dict(data_args, args, ft), corpus=corpus,
         stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler, people=people),

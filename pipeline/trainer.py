@@ -186,7 +186,7 @@ class Trainer:
                 callbacks_start = time.perf_counter()
                 self._call(step)
                 in_callbacks += time.perf_counter() - callbacks_start
-                if self.stop.requested(accelerator):
+                if self.stop.requested(accelerator, step, args.logging_steps):
                     self._stop_after(step)
         finally:
             bar.close()
@@ -229,9 +229,12 @@ class StopSignal:
     def _handle(self, signum, frame) -> None:
         self.flag = True
 
-    def requested(self, accelerator: Accelerator) -> bool:
-        """Whether any process got the signal (so that all of them stop after the same step)."""
+    def requested(self, accelerator: Accelerator, step: int, every: int) -> bool:
+        """Whether any process got the signal, so that all of them stop after the same step. With
+        several processes that takes a collective, so they agree only every `every` steps."""
         if accelerator.num_processes == 1:
             return self.flag
+        if step % every:
+            return False
         flag = torch.tensor(float(self.flag), device=accelerator.device)
         return accelerator.reduce(flag, reduction="sum").item() > 0
