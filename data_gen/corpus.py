@@ -67,7 +67,9 @@ class Corpus:
 
     def stream(self, batch_size: int, seed: int, split: str = "train", sampler=None,
                people: IndividualTokens | None = None) -> BiographyStream:
-        """Training biographies of a split's individuals (or of `people`), drawn by `sampler` (default: uniformly)."""
+        """Training biographies of a split's individuals (or of `people`), drawn by `sampler` (default:
+        uniformly)."""
         t = self.tokenizer
-        return BiographyStream(self.individuals(split) if people is None else people, self.templates, t.bos_token_id, t.eos_token_id,
-                               t.pad_token_id, batch_size, seed, sampler)
+        people = self.individuals(split) if people is None else people
+        return BiographyStream(people, self.templates, t.bos_token_id, t.eos_token_id, t.pad_token_id, batch_size,
+                               seed, sampler)

@@ -23,7 +23,8 @@ def is_hub_id(text: str) -> bool:
 
 
 def hub_card(card: str, splits: list[str]) -> str:
-    """The corpus's dataset card with the parquet layout in its metadata, so `load_dataset(repo_id)` finds the splits."""
+    """The corpus's dataset card with the parquet layout in its metadata, so `load_dataset(repo_id)` finds
+    the splits."""
     _, header, body = card.split("---\n", 2)
     metadata = yaml.safe_load(header)
     metadata["configs"] = [{"config_name": "default",
@@ -51,11 +52,17 @@ def push_corpus(folder: Path, repo_id: str, private: bool = False, revision: str
                           commit_message="Tokenizer, templates, builder config, manifest and dataset card")
 
 
-def fetch_corpus(repo_id: str, revision: str | None = None) -> Path:
-    """A local snapshot (in the Hugging Face cache) of a corpus pushed by `push_corpus`."""
+def snapshot(repo_id: str, problem: str, **kwargs) -> Path:
+    """A local snapshot (in the Hugging Face cache) of a Hub repository; `problem` starts the one-line
+    error when it cannot be had (offline and not cached, unknown id or revision, no access)."""
     try:
-        return Path(huggingface_hub.snapshot_download(repo_id, repo_type="dataset", revision=revision))
+        return Path(huggingface_hub.snapshot_download(repo_id, **kwargs))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as err:
-        raise RecipeError(f"corpus '{repo_id}' is neither a local folder nor a dataset fetched from the Hub "
-                          f"({type(err).__name__}): build it with `python -m data_gen build --config <data.yaml>`, "
-                          f"or fix the path or the dataset id") from err
+        raise RecipeError(problem.format(error=type(err).__name__)) from err
+
+
+def fetch_corpus(repo_id: str, revision: str | None = None) -> Path:
+    """A local snapshot of a corpus pushed by `push_corpus`."""
+    return snapshot(repo_id, f"corpus '{repo_id}' is neither a local folder nor a dataset fetched from the Hub "
+                             "({error}): build it with `python -m data_gen build --config <data.yaml>`, or fix the "
+                             "path or the dataset id", repo_type="dataset", revision=revision)

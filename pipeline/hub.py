@@ -13,9 +13,8 @@ from pathlib import Path
 
 import huggingface_hub
 import yaml
-from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-from data_gen.hub import is_hub_id
+from data_gen.hub import is_hub_id, snapshot
 from data_gen.recipe import RecipeError
 
 from .callbacks import Callback
@@ -41,12 +40,9 @@ def resolve_checkpoint(init_from: str, revision: str | None = None) -> Path:
     if not is_hub_id(init_from):
         raise RecipeError(f"init_from '{init_from}' is neither an existing folder nor a Hub id 'owner/name': fix "
                           f"the path")
-    try:
-        return Path(huggingface_hub.snapshot_download(init_from, revision=revision, allow_patterns=WEIGHT_FILES))
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as err:
-        raise RecipeError(f"init_from '{init_from}' is neither a local folder nor a model fetched from the Hub at "
-                          f"revision {revision or 'main'} ({type(err).__name__}): fix the path, or the id, revision "
-                          f"and your login") from err
+    return snapshot(init_from, f"init_from '{init_from}' is neither a local folder nor a model fetched from the "
+                               f"Hub at revision {revision or 'main'} ({{error}}): fix the path, or the id, revision "
+                               f"and your login", revision=revision, allow_patterns=WEIGHT_FILES)
 
 
 class HubPusher:

@@ -179,11 +179,13 @@ From `{recipe['init_from']}`{f" (revision {recipe['init_revision']})" if recipe[
 | | |
 |---|---|
 | old accuracy before | {_percent(summary['old_accuracy_before'])} |
-| old accuracy at its lowest (step {summary['old_accuracy_lowest_step']:,.0f}) | {_percent(summary['old_accuracy_lowest'])} |
+| old accuracy at its lowest (step {summary['old_accuracy_lowest_step']:,.0f}) | {_percent(summary[
+'old_accuracy_lowest'])} |
 | old accuracy at the end | {_percent(summary['old_accuracy_final'])} |
 | step at which old accuracy has lost half of its drop | {_step(summary['half_drop_step'])} |
 | old loss before / at the end | {summary['old_loss_before']:.3f} / {summary['old_loss_final']:.3f} |
-| new accuracy before / at the end | {_percent(summary['new_accuracy_before'])} / {_percent(summary['new_accuracy_final'])} |
+| new accuracy before / at the end | {_percent(summary['new_accuracy_before'])} / {_percent(summary[
+'new_accuracy_final'])} |
 | step at which new accuracy reaches 50% | {_step(summary['new_half_step'])} |
 
 ## Where the model changed (against its step-0, pretrained, weights)

@@ -65,7 +65,8 @@ def run_stage(stage: Stage, args: TrainArguments) -> Path:
     accelerator.init_trackers(
         stage.name, config={k: v for k, v in stage.recipe.items() if isinstance(v, (int, float, str, bool))},
         init_kwargs={name: {"id": run_id, "resume": "allow"} for name, run_id in run_ids.items()})
-    checkpoint_steps = sorted(set(log_spaced_steps(args.max_steps, args.checkpoint_points)) | set(args.checkpoint_steps))
+    checkpoint_steps = sorted(set(log_spaced_steps(args.max_steps, args.checkpoint_points))
+                              | set(args.checkpoint_steps))
     pusher = (HubPusher(args.hub_model_id, out / HUB_LOG, args.hub_private_repo,
                         min_interval=args.hub_min_commit_interval)
               if args.push_to_hub and accelerator.is_main_process else None)

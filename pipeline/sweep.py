@@ -197,7 +197,8 @@ def write_slurm_array(study: dict, config: str, script: Path, accelerate_config:
         raise RecipeError(f"'{script}' already exists: remove it or choose another --slurm_array path")
     if "pretrain" in study and not pretrained_checkpoint(study).is_dir():
         raise RecipeError(f"the study's pretraining run has not finished ({pretrained_checkpoint(study)} is missing): "
-                          f"run it first with accelerate launch -m pipeline.pretrain {shlex.join(pretrain_flags(study))}")
+                          f"run it first with accelerate launch -m pipeline.pretrain "
+                          f"{shlex.join(pretrain_flags(study))}")
     build_corpora(study)
     lines = launch_lines(study, accelerate_config)
     logs = Path(study["output_dir"]) / "slurm"
