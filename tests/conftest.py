@@ -10,6 +10,19 @@ from data_gen.builder import build
 SMALL_POOLS = dict(n_first_names=40, n_last_names=40, n_cities=30, n_universities=20, n_majors=10, n_companies=30)
 
 
+TINY_RUN = {"model_preset": "tiny", "batch_size": 16, "report_to": "none"}
+
+
+def tiny_flags(corpus_dir, output_dir, **values) -> list[str]:
+    """Command-line flags of a tiny CPU run on `corpus_dir` into `output_dir`: TINY_RUN, then `values`
+    (a list gives several words, None leaves the key out, e.g. model_preset=None for fine-tuning)."""
+    flags = ["--corpus", str(corpus_dir), "--output_dir", str(output_dir)]
+    for key, value in {**TINY_RUN, **values}.items():
+        if value is not None:
+            flags += [f"--{key}", *(map(str, value) if isinstance(value, list) else [str(value)])]
+    return flags
+
+
 def small_config(output_dir, **overrides) -> CorpusConfig:
     values = dict(output_dir=str(output_dir), n_individuals=200, n_heldout=50, n_finetune=50, seed=3, **SMALL_POOLS)
     values.update(overrides)

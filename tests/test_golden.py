@@ -1,0 +1,106 @@
+"""Golden numbers: a tiny deterministic CPU run (fp32), pretraining then fine-tuning, whose training
+losses and trajectory lines are stored in tests/assets/golden/ and compared at 1e-6.
+
+No refactor or speed-up may move them. A change that must (a new metric, a fixed bug) regenerates
+them with `GOLDEN_UPDATE=1 python -m pytest tests/test_golden.py` and says why in its commit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from pipeline.finetune import main as finetune_main
+from pipeline.pretrain import main as pretrain_main
+from pipeline.analyze import load_trajectory
+
+from .conftest import tiny_flags
+
+GOLDEN = Path(__file__).parent / "assets" / "golden"
+TOLERANCE = 1e-6
+PRETRAIN_STEPS, FINETUNE_STEPS = 40, 12
+
+
+def _record_losses(monkeypatch) -> list[tuple[int, float]]:
+    """(step, training loss) of every `train/loss` the trainer logs through its Accelerator."""
+    losses = []
+    original = Accelerator.log
+
+    def log(self, values, step=None, log_kwargs=None):
+        if "train/loss" in values:
+            losses.append((step, values["train/loss"]))
+        return original(self, values, step=step, log_kwargs=log_kwargs or {})
+
+    monkeypatch.setattr(Accelerator, "log", log)
+    return losses
+
+
+def _run(stage_main, flags, monkeypatch) -> dict:
+    losses = _record_losses(monkeypatch)
+    torch.set_num_threads(1)  # one reduction order, whatever the machine's cores
+    out = Path(flags[flags.index("--output_dir") + 1])
+    stage_main(flags)
+    return {"losses": losses, "trajectory": load_trajectory(out)}
+
+
+def _close(expected, actual, where: str) -> None:
+    """Equal structure, equal ints and strings, floats within TOLERANCE (relative, or absolute near 0)."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and list(expected) == list(actual), where
+        for key in expected:
+            _close(expected[key], actual[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, (list, tuple)) and len(expected) == len(actual), where
+        for i, (a, b) in enumerate(zip(expected, actual)):
+            _close(a, b, f"{where}[{i}]")
+    elif isinstance(expected, float):
+        assert isinstance(actual, (int, float)) and math.isclose(actual, expected, rel_tol=TOLERANCE,
+                                                                 abs_tol=TOLERANCE), f"{where}: {actual} != {expected}"
+    else:
+        assert expected == actual, f"{where}: {actual} != {expected}"
+
+
+def _check(name: str, result: dict) -> None:
+    path = GOLDEN / f"{name}.json"
+    result = json.loads(json.dumps(result))  # tuples as lists, as stored
+    if os.environ.get("GOLDEN_UPDATE"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = {key: ",\n  ".join(json.dumps(item) for item in items) for key, items in result.items()}
+        path.write_text("{\n" + ",\n".join(f' "{key}": [\n  {text}\n ]' for key, text in lines.items()) + "\n}\n")
+    _close(json.loads(path.read_text()), result, name)
+
+
+@pytest.fixture(scope="module")
+def golden_runs(corpus_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("golden")
+    monkeypatch = pytest.MonkeyPatch()
+    threads = torch.get_num_threads()
+    try:
+        pretrain = _run(pretrain_main, tiny_flags(corpus_dir, out / "pretrain", max_steps=PRETRAIN_STEPS,
+                                                  learning_rate=3e-3, logging_steps=1, eval_points=4, eval_every=10,
+                                                  checkpoint_points=2, save_steps=20, eval_individuals=30),
+                        monkeypatch)
+        monkeypatch.undo()
+        init = out / "pretrain" / "checkpoints" / f"step-{PRETRAIN_STEPS:09d}"
+        finetune = _run(finetune_main, tiny_flags(corpus_dir, out / "finetune", model_preset=None, init_from=init,
+                                                  n_individuals_finetune=20, replay_weight=0.5,
+                                                  max_steps=FINETUNE_STEPS, learning_rate=1e-3, logging_steps=1,
+                                                  eval_points=3, checkpoint_points=1, save_steps=0,
+                                                  eval_individuals=20), monkeypatch)
+    finally:
+        monkeypatch.undo()
+        torch.set_num_threads(threads)
+    return {"pretrain": pretrain, "finetune": finetune}
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_golden_losses_and_trajectory(golden_runs, stage):
+    result = golden_runs[stage]
+    assert len(result["losses"]) == (PRETRAIN_STEPS if stage == "pretrain" else FINETUNE_STEPS)
+    _check(stage, result)
