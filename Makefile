@@ -28,6 +28,7 @@ demo: corpora/demo/manifest.json
 	@echo "demo done: open runs/demo/report.md and runs/demo/phases.png"
 
 test: $(VENV)/.installed
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean-demo:

@@ -22,10 +22,10 @@ from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallba
 
 from data_gen import Corpus
 from pipeline.config import ModelArguments, TrainArguments
-from pipeline.flops import flops_per_token, peak_flops
+from pipeline.train.flops import flops_per_token, peak_flops
 from pipeline.model import build_model
-from pipeline.trainer import Trainer as OurTrainer
-from pipeline.trainer import make_accelerator
+from pipeline.train.trainer import Trainer as OurTrainer
+from pipeline.train.trainer import make_accelerator
 
 
 def _sync() -> None:

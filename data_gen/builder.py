@@ -17,16 +17,14 @@ from transformers import PreTrainedTokenizerBase
 from .card import dataset_card
 from .columns import as_list
 from .config import CorpusConfig
-from .population import Population, draw_population
+from .layout import BUILDER_CONFIG, CARD, INDIVIDUAL_SPLITS, MANIFEST, QUERY_SPLITS, TEMPLATES
+from .population import Individuals, draw_population
 from .recipe import RecipeError
 from .resources import ATTRIBUTES, Pools, load_pools
 from .tokenizer import build_tokenizer
-from .tokens import IndividualTokens, TemplateTokens
+from .tokens import TemplateTokens, individual_tokens
 
 FORMAT_VERSION = 2  # 2: eval_finetune queries
-MANIFEST = "manifest.json"
-INDIVIDUAL_SPLITS = ("train", "heldout", "finetune")
-QUERY_SPLITS = {"eval_seen": "train", "eval_heldout": "heldout", "eval_finetune": "finetune"}
 
 
 def _nested(array: np.ndarray) -> pa.Array:
@@ -42,7 +40,7 @@ def _dataset(columns: dict[str, pa.Array], fingerprint: str) -> Dataset:
     return Dataset(pa.table(columns), fingerprint=hashlib.sha256(fingerprint.encode()).hexdigest()[:16])
 
 
-def individuals_table(population: Population, pools: Pools, offset: int) -> dict[str, pa.Array]:
+def individuals_table(population: Individuals, pools: Pools, offset: int) -> dict[str, pa.Array]:
     first = np.array(pools.first_names, dtype=object)
     last = np.array(pools.last_names, dtype=object)
     parts = [first[population.names[:, 0]], first[population.names[:, 1]], last[population.names[:, 2]]]
@@ -62,7 +60,7 @@ def individuals_table(population: Population, pools: Pools, offset: int) -> dict
     return columns
 
 
-def queries_table(people: IndividualTokens, names: list[str], values: dict[str, list[str]],
+def queries_table(people: Individuals, names: list[str], values: dict[str, list[str]],
                   templates: TemplateTokens, texts: dict[str, list[str]], bos_id: int) -> dict[str, pa.Array]:
     """One query per (individual, attribute, held-out template), ordered that way; each is
     ``<bos> sentence`` with the value tokens at ``[value_start, value_end)``."""
@@ -108,10 +106,10 @@ def corpus_dict(config: CorpusConfig, pools: Pools, tokenizer: PreTrainedTokeniz
     key = json.dumps(config.to_dict(), sort_keys=True)
     splits = {}
     for split, start, stop in zip(INDIVIDUAL_SPLITS, bounds[:-1], bounds[1:]):
-        splits[split] = _dataset(individuals_table(population.slice(start, stop), pools, start), f"{key}/{split}")
+        splits[split] = _dataset(individuals_table(population.take(slice(start, stop)), pools, start), f"{key}/{split}")
     for split, source in QUERY_SPLITS.items():
         people = splits[source]
-        columns = queries_table(IndividualTokens.from_dataset(people, tokenizer), as_list(people, "name"),
+        columns = queries_table(individual_tokens(people, tokenizer), as_list(people, "name"),
                                 {a: as_list(people, a) for a in ATTRIBUTES}, templates, pools.templates,
                                 tokenizer.bos_token_id)
         splits[split] = _dataset(columns, f"{key}/{split}")
@@ -139,9 +137,9 @@ def build(config: CorpusConfig) -> Path:
     try:
         corpus.save_to_disk(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        (tmp / "templates.yaml").write_text(yaml.safe_dump(pools.templates, sort_keys=False, allow_unicode=True))
-        (tmp / "builder_config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        (tmp / "README.md").write_text(dataset_card(config, corpus, tokenizer, templates))
+        (tmp / TEMPLATES).write_text(yaml.safe_dump(pools.templates, sort_keys=False, allow_unicode=True))
+        (tmp / BUILDER_CONFIG).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        (tmp / CARD).write_text(dataset_card(config, corpus, tokenizer, templates))
         manifest = {"format_version": FORMAT_VERSION, "vocab_size": len(tokenizer),
                     "num_rows": {split: len(ds) for split, ds in corpus.items()}, "sha256": _checksums(tmp)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")

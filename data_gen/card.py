@@ -8,12 +8,12 @@ from transformers import PreTrainedTokenizerBase
 
 from .config import CorpusConfig
 from .stream import BiographyStream
-from .tokens import IndividualTokens, TemplateTokens
+from .tokens import TemplateTokens, individual_tokens
 
 
 def dataset_card(config: CorpusConfig, corpus: DatasetDict, tokenizer: PreTrainedTokenizerBase,
                  templates: TemplateTokens) -> str:
-    people = IndividualTokens.from_dataset(corpus["train"].select(range(1)), tokenizer)
+    people = individual_tokens(corpus["train"].select(range(1)), tokenizer)
     stream = BiographyStream(people, templates, tokenizer.bos_token_id, tokenizer.eos_token_id,
                              tokenizer.pad_token_id, 1, config.seed)
     example = tokenizer.decode(stream.batch(0)["input_ids"][0], skip_special_tokens=True)

@@ -11,11 +11,13 @@ import yaml
 from datasets import Dataset, DatasetDict, load_from_disk
 from transformers import PreTrainedTokenizerFast
 
-from .builder import FORMAT_VERSION, MANIFEST
-from .hub import HUB_DATA, fetch_corpus, is_hub_id
+from .builder import FORMAT_VERSION
+from .hub import fetch_corpus, is_hub_id
+from .layout import BUILDER_CONFIG, HUB_DATA, MANIFEST, QUERIES_OF, TEMPLATES
+from .population import Individuals
 from .recipe import RecipeError
 from .stream import BiographyStream
-from .tokens import IndividualTokens, TemplateTokens
+from .tokens import TemplateTokens, individual_tokens
 
 
 class Corpus:
@@ -42,8 +44,8 @@ class Corpus:
             raise RecipeError(f"corpus '{self.path}' holds {rows} rows but its manifest says {manifest['num_rows']}: "
                               f"it is incomplete, rebuild or fetch it again")
         self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(self.path))
-        self.config = yaml.safe_load((self.path / "builder_config.yaml").read_text())
-        self.template_texts = yaml.safe_load((self.path / "templates.yaml").read_text())
+        self.config = yaml.safe_load((self.path / BUILDER_CONFIG).read_text())
+        self.template_texts = yaml.safe_load((self.path / TEMPLATES).read_text())
         self.templates = TemplateTokens.from_texts(self.template_texts, self.tokenizer)
 
     def _verify(self, manifest: dict) -> None:
@@ -52,7 +54,7 @@ class Corpus:
             file = self.path / name
             if not file.is_file() or hashlib.sha256(file.read_bytes()).hexdigest() != digest:
                 raise RecipeError(f"corpus file '{file}' is {'corrupted' if file.is_file() else 'missing'} (it does "
-                                  f"not match manifest.json): rebuild the corpus with `python -m data_gen build "
+                                  f"not match {MANIFEST}): rebuild the corpus with `python -m data_gen build "
                                   f"--config <data.yaml> --overwrite true`")
 
     def split(self, name: str):
@@ -61,12 +63,16 @@ class Corpus:
             raise RecipeError(f"corpus '{self.path}' has no split '{name}': it has {', '.join(self.dataset)}")
         return self.dataset[name]
 
+    def queries(self, split: str):
+        """The evaluation queries about the individuals of `split` (train, heldout or finetune)."""
+        return self.split(QUERIES_OF[split])
+
     @functools.cache
-    def individuals(self, split: str = "train") -> IndividualTokens:
-        return IndividualTokens.from_dataset(self.split(split), self.tokenizer)
+    def individuals(self, split: str = "train") -> Individuals:
+        return individual_tokens(self.split(split), self.tokenizer)
 
     def stream(self, batch_size: int, seed: int, split: str = "train", sampler=None,
-               people: IndividualTokens | None = None) -> BiographyStream:
+               people: Individuals | None = None) -> BiographyStream:
         """Training biographies of a split's individuals (or of `people`), drawn by `sampler` (default:
         uniformly)."""
         t = self.tokenizer

@@ -13,9 +13,8 @@ import yaml
 from datasets import load_from_disk
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+from .layout import CARD, DATASET_INDEX, HUB_DATA, MANIFEST
 from .recipe import RecipeError
-
-HUB_DATA = "data"  # where push_to_hub writes the parquet shards: data/<split>-*.parquet
 
 
 def is_hub_id(text: str) -> bool:
@@ -34,8 +33,8 @@ def hub_card(card: str, splits: list[str]) -> str:
 
 def side_files(folder: Path) -> list[str]:
     """The corpus's files beside its splits: tokenizer, templates, builder config, card and manifest."""
-    listed = json.loads((folder / "manifest.json").read_text())["sha256"]
-    return sorted(name for name in listed if "/" not in name and name != "dataset_dict.json") + ["manifest.json"]
+    listed = json.loads((folder / MANIFEST).read_text())["sha256"]
+    return sorted(name for name in listed if "/" not in name and name != DATASET_INDEX) + [MANIFEST]
 
 
 def push_corpus(folder: Path, repo_id: str, private: bool = False, revision: str | None = None) -> None:
@@ -47,7 +46,7 @@ def push_corpus(folder: Path, repo_id: str, private: bool = False, revision: str
     with tempfile.TemporaryDirectory() as staging:
         for name in side_files(folder):
             shutil.copy(folder / name, staging)
-        (Path(staging) / "README.md").write_text(hub_card((folder / "README.md").read_text(), list(dataset)))
+        (Path(staging) / CARD).write_text(hub_card((folder / CARD).read_text(), list(dataset)))
         api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=staging, revision=revision,
                           commit_message="Tokenizer, templates, builder config, manifest and dataset card")
 

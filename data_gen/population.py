@@ -1,7 +1,9 @@
-"""Drawing a population: unique full names and independent uniform attributes."""
+"""Individuals as integer tables, and drawing a population of them: unique full names and
+independent uniform attributes."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,9 +14,10 @@ from .resources import ATTRIBUTES, Pools
 
 
 @dataclass
-class Population:
-    """Individuals as pool indices: names [n, 3] (first, middle, last), one [n, slots] array per
-    attribute, and each individual's training and evaluation templates [n, 6, k]."""
+class Individuals:
+    """Individuals as integers: names [n, 3] (first, middle, last), one [n, slots] array per attribute,
+    and each individual's training and evaluation template indices [n, 6, k]. Drawn, the integers are
+    pool indices (`draw_population`); read from a corpus, they are token ids (`data_gen.tokens`)."""
 
     names: np.ndarray
     values: dict[str, np.ndarray]
@@ -24,14 +27,22 @@ class Population:
     def __len__(self) -> int:
         return len(self.names)
 
-    def slice(self, start: int, stop: int) -> Population:
-        return Population(self.names[start:stop], {a: v[start:stop] for a, v in self.values.items()},
-                          self.train_templates[start:stop], self.eval_templates[start:stop])
+    def take(self, rows: np.ndarray | slice) -> Individuals:
+        """The individuals at `rows` (indices, in that order, or a slice)."""
+        return Individuals(self.names[rows], {a: v[rows] for a, v in self.values.items()},
+                           self.train_templates[rows], self.eval_templates[rows])
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Individuals]) -> Individuals:
+        return cls(np.concatenate([p.names for p in parts]),
+                   {a: np.concatenate([p.values[a] for p in parts]) for a in parts[0].values},
+                   np.concatenate([p.train_templates for p in parts]),
+                   np.concatenate([p.eval_templates for p in parts]))
 
 
-def draw_population(config: CorpusConfig, pools: Pools) -> Population:
-    """All `n_total` individuals of a corpus; each component has its own seeded stream, so that
-    changing one pool size does not reshuffle the others."""
+def draw_population(config: CorpusConfig, pools: Pools) -> Individuals:
+    """All `n_total` individuals of a corpus, as pool indices; each component has its own seeded
+    stream, so that changing one pool size does not reshuffle the others."""
     n, n_first, n_last = config.n_total, len(pools.first_names), len(pools.last_names)
     if n > pools.name_space:
         raise RecipeError(
@@ -49,4 +60,4 @@ def draw_population(config: CorpusConfig, pools: Pools) -> Population:
     order = np.argsort(templates_rng.random((n, len(ATTRIBUTES), n_templates)), axis=-1)
     train = np.sort(order[..., : config.n_train_templates], axis=-1)
     held = np.sort(order[..., config.n_train_templates:], axis=-1)
-    return Population(names, values, train, held)
+    return Individuals(names, values, train, held)

@@ -3,6 +3,9 @@
 Precedence is dataclass default < YAML (``--config``) < command line, and both
 ``--key value`` and ``--key=value`` work. YAML values go through the same
 argparse conversion as command-line values, so a wrong type fails the same way.
+A YAML recipe may start from another with ``extends: <file>`` (a path relative to
+it), whose keys it overrides. A dataclass may map former key names to current ones
+in a ``renamed_keys`` class attribute: the old names still work, with a warning.
 """
 
 from __future__ import annotations
@@ -67,9 +70,48 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def load_recipe_file(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe's keys, on top of those of the recipe it `extends` (recursively)."""
+    path = Path(path)
+    values = load_yaml(path)
+    if "extends" not in values:
+        return values
+    base = path.parent / str(values.pop("extends"))
+    if base.resolve() in seen:
+        raise RecipeError(f"recipe '{path}' extends '{base}', which extends it back: remove one 'extends'")
+    return {**load_recipe_file(base, (*seen, path.resolve())), **values}
+
+
+def _renames(dataclass_types: Sequence[type]) -> dict[str, str]:
+    return {old: new for t in dataclass_types for old, new in getattr(t, "renamed_keys", {}).items()}
+
+
+def _warn_renamed(old: str, new: str) -> None:
+    print(f"warning: recipe key '{old}' is deprecated: use '{new}' (same meaning)", file=sys.stderr)
+
+
+def rename_keys(values: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
+    """`values` with former key names replaced by current ones, warning once per old name."""
+    for old in renames.keys() & values.keys():
+        _warn_renamed(old, renames[old])
+    return {renames.get(key, key): value for key, value in values.items()}
+
+
+def _rename_flags(args: list[str], renames: dict[str, str]) -> list[str]:
+    out = []
+    for arg in args:
+        key, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if key in renames:
+            _warn_renamed(key, renames[key])
+            arg = f"--{renames[key]}{eq}{value}"
+        out.append(arg)
+    return out
+
+
 def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> tuple:
     """Parse ``--config recipe.yaml`` plus flags into one instance of each dataclass type."""
-    args = list(sys.argv[1:] if args is None else args)
+    renames = _renames(dataclass_types)
+    args = _rename_flags(list(sys.argv[1:] if args is None else args), renames)
     parser = _Parser(list(dataclass_types), allow_abbrev=False)  # a typo must not pass as an abbreviation
     parser.add_argument("--config", default=None, help="YAML recipe; command-line flags override its keys")
     pre = argparse.ArgumentParser(add_help=False)
@@ -78,7 +120,7 @@ def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = N
     known_keys = [f.name for t in dataclass_types for f in dataclasses.fields(t)]
     yaml_args: list[str] = []
     if known.config:
-        values = load_yaml(known.config)
+        values = rename_keys(load_recipe_file(known.config), renames)
         for key in values:
             if key not in known_keys:
                 raise _unknown_key_error(key, known_keys, f"recipe '{known.config}'")

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from .config import CorpusConfig
+from .layout import TEMPLATES
 from .recipe import RecipeError
 
 RESOURCES = Path(__file__).parent / "resources"
@@ -54,9 +55,9 @@ def _read_list(folder: Path, filename: str, count: int, key: str) -> list[str]:
 
 
 def _read_templates(folder: Path, n_train: int) -> dict[str, list[str]]:
-    path = folder / "templates.yaml"
+    path = folder / TEMPLATES
     if not path.is_file():
-        raise RecipeError(f"template file '{path}' is missing: point resources_dir at a folder holding templates.yaml")
+        raise RecipeError(f"template file '{path}' is missing: point resources_dir at a folder holding {TEMPLATES}")
     templates = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(templates, dict) or set(templates) != set(ATTRIBUTES):
         raise RecipeError(f"'{path}' must map exactly the attributes {', '.join(ATTRIBUTES)} to template lists")

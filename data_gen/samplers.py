@@ -114,44 +114,96 @@ def _check(condition: bool, message: str) -> None:
         raise RecipeError(message)
 
 
-def build_sampler(kind: str, n: int, batch_size: int, max_steps: int, alpha: float = 0.0, n_celebrities: int = 0,
-                  celebrity_weight: float = 1.0, indiv_warmup: int = 0, epochs_warmup: float = 0.0,
-                  schedule: list[str] | tuple = ()):
-    """The sampler a recipe names, over a population of n individuals, with clear errors for bad values."""
-    _check(kind in KINDS, f"sampler '{kind}' is unknown: use one of {', '.join(KINDS)}")
-    if kind == "uniform":
-        return Uniform(n)
-    if kind == "power_law":
-        _check(0 <= alpha <= 10, f"alpha must be between 0 and 10, got {alpha}")
-        return power_law(n, alpha)
-    if kind == "celebrities":
-        _check(0 < n_celebrities <= n, f"n_celebrities must be between 1 and the {n} individuals, got {n_celebrities}")
-        _check(celebrity_weight > 0, f"celebrity_weight must be positive, got {celebrity_weight}")
-        return celebrities(n, n_celebrities, celebrity_weight)
-    if kind == "warmup":
-        _check(0 < indiv_warmup <= n, f"indiv_warmup must be between 1 and the {n} individuals, got {indiv_warmup}")
-        _check(epochs_warmup > 0, f"epochs_warmup must be positive, got {epochs_warmup}")
-        sampler = warmup(n, indiv_warmup, epochs_warmup, batch_size)
-        switch = sampler.phases[1][0]
-        _check(switch < max_steps, f"the warm-up lasts {switch} steps, not less than max_steps={max_steps}: lower "
-                                   f"epochs_warmup or indiv_warmup")
-        return sampler
-    _check(len(schedule) > 0, "sampler 'schedule' needs sampler_schedule phases like '0:uniform:n=2000'")
-    phases = []
-    for text in schedule:
-        start, _, rest = text.partition(":")
-        sub_kind, _, params = rest.partition(":")
-        try:
-            values = {k: float(v) for k, v in (p.split("=") for p in params.split(",") if p)}
-            phase_n = int(values.pop("n", n))
-            _check(0 < phase_n <= n, f"schedule phase '{text}': n must be between 1 and {n}")
-            _check(sub_kind not in ("schedule", "warmup"), f"schedule phase '{text}': use uniform, power_law or "
-                                                           f"celebrities inside a schedule")
-            kwargs = {k: int(v) if k == "n_celebrities" else v for k, v in values.items()}
-            phases.append((int(start), build_sampler(sub_kind, phase_n, batch_size, max_steps, **kwargs)))
-        except (ValueError, TypeError) as err:
-            raise RecipeError(f"schedule phase '{text}' is not 'START:KIND[:key=value,...]' ({err})") from err
-    phases.sort(key=lambda phase: phase[0])
-    _check(phases[0][0] == 0, "the first sampler_schedule phase must start at step 0")
-    return Schedule(tuple(phases))
+SCHEDULE_KEYS = ("n", "alpha", "n_celebrities", "celebrity_weight")
 
+
+@dataclass(frozen=True)
+class SchedulePhase:
+    """From step `start`, the sampler `config` over the first `n` individuals (None: all)."""
+
+    start: int
+    config: SamplerConfig
+    n: int | None = None
+
+
+def parse_phase(text: str) -> SchedulePhase:
+    """One sampler_schedule phase, "START:KIND[:key=value,...]" with keys among SCHEDULE_KEYS."""
+    start, _, rest = text.partition(":")
+    kind, _, params = rest.partition(":")
+    try:
+        values = {k: float(v) for k, v in (p.split("=") for p in params.split(",") if p)}
+        unknown = sorted(set(values) - set(SCHEDULE_KEYS))
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]}, use {', '.join(SCHEDULE_KEYS)}")
+        start = int(start)
+    except ValueError as err:
+        raise RecipeError(f"schedule phase '{text}' is not 'START:KIND[:key=value,...]' ({err})") from err
+    _check(kind not in ("schedule", "warmup"), f"schedule phase '{text}': use uniform, power_law or celebrities "
+                                               f"inside a schedule")
+    n = values.pop("n", None)
+    kwargs = {k: int(v) if k == "n_celebrities" else v for k, v in values.items()}
+    return SchedulePhase(start, SamplerConfig(sampler=kind, **kwargs), None if n is None else int(n))
+
+
+@dataclass
+class SamplerConfig:
+    """Which individuals each training step draws: a recipe's sampler keys. Values that do not depend on
+    the population are checked (and a schedule parsed) when the config is made; the rest in `build`."""
+
+    sampler: str = field(default="uniform", metadata={"help": f"Which individuals steps draw: {', '.join(KINDS)}."})
+    alpha: float = field(default=0.0, metadata={"help": "power_law: individual i drawn with weight (i+1)^-alpha."})
+    n_celebrities: int = field(default=0, metadata={"help": "celebrities: how many individuals are up-weighted."})
+    celebrity_weight: float = field(default=1.0, metadata={"help": "celebrities: their weight (others have 1)."})
+    indiv_warmup: int = field(default=0, metadata={"help": "warmup: individuals trained on first."})
+    epochs_warmup: float = field(default=0.0, metadata={"help": "warmup: epochs over them before all."})
+    sampler_schedule: list[str] = field(default_factory=list, metadata={
+        "help": "schedule: phases 'START:KIND[:key=value,...]', e.g. '0:uniform:n=2000' '500:power_law:alpha=0.8'."})
+
+    def __post_init__(self):
+        _check(self.sampler in KINDS, f"sampler '{self.sampler}' is unknown: use one of {', '.join(KINDS)}")
+        if self.sampler == "power_law":
+            _check(0 <= self.alpha <= 10, f"alpha must be between 0 and 10, got {self.alpha}")
+        if self.sampler == "celebrities":
+            _check(self.celebrity_weight > 0, f"celebrity_weight must be positive, got {self.celebrity_weight}")
+        if self.sampler == "warmup":
+            _check(self.epochs_warmup > 0, f"epochs_warmup must be positive, got {self.epochs_warmup}")
+        if self.sampler == "schedule":
+            self.schedule_phases()
+
+    def schedule_phases(self) -> list[SchedulePhase]:
+        """The parsed sampler_schedule, by start step."""
+        _check(len(self.sampler_schedule) > 0, "sampler 'schedule' needs sampler_schedule phases like "
+                                               "'0:uniform:n=2000'")
+        phases = sorted((parse_phase(text) for text in self.sampler_schedule), key=lambda phase: phase.start)
+        _check(phases[0].start == 0, "the first sampler_schedule phase must start at step 0")
+        return phases
+
+    def build(self, n: int, batch_size: int, max_steps: int):
+        """The sampler over a population of n individuals, for a run of max_steps steps of batch_size."""
+        if self.sampler == "uniform":
+            return Uniform(n)
+        if self.sampler == "power_law":
+            return power_law(n, self.alpha)
+        if self.sampler == "celebrities":
+            _check(0 < self.n_celebrities <= n, f"n_celebrities must be between 1 and the {n} individuals, got "
+                                                f"{self.n_celebrities}")
+            return celebrities(n, self.n_celebrities, self.celebrity_weight)
+        if self.sampler == "warmup":
+            _check(0 < self.indiv_warmup <= n, f"indiv_warmup must be between 1 and the {n} individuals, got "
+                                               f"{self.indiv_warmup}")
+            sampler = warmup(n, self.indiv_warmup, self.epochs_warmup, batch_size)
+            switch = sampler.phases[1][0]
+            _check(switch < max_steps, f"the warm-up lasts {switch} steps, not less than max_steps={max_steps}: "
+                                       f"lower epochs_warmup or indiv_warmup")
+            return sampler
+        phases = []
+        for phase in self.schedule_phases():
+            phase_n = n if phase.n is None else phase.n
+            _check(0 < phase_n <= n, f"schedule phase starting at step {phase.start}: n must be between 1 and {n}")
+            phases.append((phase.start, phase.config.build(phase_n, batch_size, max_steps)))
+        return Schedule(tuple(phases))
+
+
+def build_sampler(kind: str, n: int, batch_size: int, max_steps: int, schedule: list[str] | tuple = (), **values):
+    """The sampler `kind` over n individuals, with SamplerConfig's other keys as `values`."""
+    return SamplerConfig(sampler=kind, sampler_schedule=list(schedule), **values).build(n, batch_size, max_steps)

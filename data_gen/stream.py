@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .population import Individuals
 from .resources import ATTRIBUTES
 from .samplers import Uniform
-from .tokens import IndividualTokens, TemplateTokens
+from .tokens import TemplateTokens
 
 IGNORE_INDEX = -100
 
@@ -33,7 +34,7 @@ def shard_rows(batch_size: int, rank: int, world_size: int, micro: int = 0, n_mi
 class BiographyStream:
     """Biographies of `people`: six sentences in random order, a random training template each."""
 
-    people: IndividualTokens
+    people: Individuals
     templates: TemplateTokens
     bos_id: int
     eos_id: int

@@ -14,6 +14,7 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from .columns import as_array, as_list
+from .population import Individuals
 from .resources import ATTRIBUTES
 
 
@@ -48,36 +49,11 @@ class TemplateTokens:
                          for parts in zip(self.prefix, self.middle, self.suffix)])
 
 
-@dataclass
-class IndividualTokens:
-    """One split's individuals as token ids: names [n, 3], values per attribute [n, slots],
-    and template indices [n, 6, k] for training and evaluation."""
-
-    names: np.ndarray
-    values: dict[str, np.ndarray]
-    train_templates: np.ndarray
-    eval_templates: np.ndarray
-
-    @classmethod
-    def from_dataset(cls, individuals: Dataset, tokenizer: PreTrainedTokenizerBase) -> IndividualTokens:
-        vocab = tokenizer.get_vocab()
-        names = np.array([[vocab[s] for s in as_list(individuals, c)] for c in ("first_name", "middle_name",
-                                                                               "last_name")], dtype=np.int64).T
-        values = {a: np.array([[vocab[t] for t in value_tokens(a, v)] for v in as_list(individuals, a)],
-                              dtype=np.int64).reshape(len(individuals), -1) for a in ATTRIBUTES}
-        return cls(names, values, as_array(individuals, "train_templates"), as_array(individuals, "eval_templates"))
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def take(self, rows: np.ndarray) -> IndividualTokens:
-        """The individuals at `rows`, in that order."""
-        return IndividualTokens(self.names[rows], {a: v[rows] for a, v in self.values.items()},
-                                self.train_templates[rows], self.eval_templates[rows])
-
-    @classmethod
-    def concatenate(cls, parts: list[IndividualTokens]) -> IndividualTokens:
-        return cls(np.concatenate([p.names for p in parts]),
-                   {a: np.concatenate([p.values[a] for p in parts]) for a in parts[0].values},
-                   np.concatenate([p.train_templates for p in parts]),
-                   np.concatenate([p.eval_templates for p in parts]))
+def individual_tokens(individuals: Dataset, tokenizer: PreTrainedTokenizerBase) -> Individuals:
+    """One split's individuals with names and values as token ids."""
+    vocab = tokenizer.get_vocab()
+    names = np.array([[vocab[s] for s in as_list(individuals, c)] for c in ("first_name", "middle_name", "last_name")],
+                     dtype=np.int64).T
+    values = {a: np.array([[vocab[t] for t in value_tokens(a, v)] for v in as_list(individuals, a)],
+                          dtype=np.int64).reshape(len(individuals), -1) for a in ATTRIBUTES}
+    return Individuals(names, values, as_array(individuals, "train_templates"), as_array(individuals, "eval_templates"))

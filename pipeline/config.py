@@ -1,14 +1,42 @@
-"""Recipe dataclasses of a training run: model, data and training arguments."""
+"""Recipe dataclasses of a training run, one per concern.
+
+A recipe stays flat (YAML keys and command-line flags are field names): `TrainArguments` is every
+training section at once, and code takes the section it needs (`OptimizerArguments`, ...).
+Schedules share one vocabulary: `*_points` counts log-spaced steps, `*_steps` is an interval (as in
+the Hugging Face Trainer's `save_steps`), `*_at` lists steps.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import ClassVar
 
 from data_gen.recipe import RecipeError
-
-from .model import PRESETS
+from data_gen.samplers import SamplerConfig
 
 SCHEDULERS = ("cosine", "constant", "linear", "cosine_with_min_lr", "constant_with_warmup")
+PRESETS = {
+    "tiny": {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 256, "num_attention_heads": 2},
+    "demo": {"num_hidden_layers": 2, "hidden_size": 128, "intermediate_size": 512, "num_attention_heads": 4},
+    "44M": {"num_hidden_layers": 8, "hidden_size": 512, "intermediate_size": 2048, "num_attention_heads": 8},
+    "163M": {"num_hidden_layers": 12, "hidden_size": 896, "intermediate_size": 3584, "num_attention_heads": 16},
+    "400M": {"num_hidden_layers": 12, "hidden_size": 1536, "intermediate_size": 6144, "num_attention_heads": 12},
+}
+FREEZE = ("none", "mlp", "attention")
+LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def check_at_least(config, minimum: int, names: tuple[str, ...]) -> None:
+    """Every field of `names` that is set (not None) is at least `minimum`."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value < minimum:
+            raise RecipeError(f"{name} must be {'at least 1' if minimum == 1 else '0 or more'}, got {value}")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise RecipeError(f"{name} '{value}' is unknown: use one of {', '.join(choices)}")
 
 
 @dataclass
@@ -22,42 +50,37 @@ class ModelArguments:
     hidden_size: int | None = field(default=None, metadata={"help": "Override the preset's model width."})
     intermediate_size: int | None = field(default=None, metadata={"help": "Override the preset's MLP width."})
     num_attention_heads: int | None = field(default=None, metadata={"help": "Override the preset's head count."})
-    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2."})
 
     def __post_init__(self):
-        if self.model_preset not in PRESETS:
-            raise RecipeError(f"model_preset '{self.model_preset}' is unknown: use one of {', '.join(PRESETS)}")
-        for name in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise RecipeError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_choice("model_preset", self.model_preset, tuple(PRESETS))
+        check_at_least(self, 1, ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads"))
+
+    def sizes(self) -> dict[str, int]:
+        """The preset's sizes with the overrides applied."""
+        sizes = dict(PRESETS[self.model_preset])
+        sizes.update({k: getattr(self, k) for k in sizes if getattr(self, k) is not None})
+        return sizes
 
 
 @dataclass
-class DataArguments:
-    """Which corpus to train on and how much of it to evaluate."""
+class DataArguments(SamplerConfig):
+    """Which corpus to train on, how its individuals are drawn (the sampler keys), how many are evaluated."""
 
-    corpus: str = field(metadata={"help": "Corpus folder written by `python -m data_gen build`."})
+    corpus: str = field(kw_only=True, metadata={"help": "Corpus folder written by `python -m data_gen build`, or "
+                                                        "a Hub dataset id."})
     eval_individuals: int = field(
-        default=1000, metadata={"help": "Individuals evaluated per split (seen, held-out), spread evenly over its "
-                                        "indices; 0 evaluates all."})
-    sampler: str = field(default="uniform", metadata={"help": "Which individuals steps draw: uniform, power_law, "
-                                                                "celebrities, warmup or schedule."})
-    alpha: float = field(default=0.0, metadata={"help": "power_law: individual i drawn with weight (i+1)^-alpha."})
-    n_celebrities: int = field(default=0, metadata={"help": "celebrities: how many individuals are up-weighted."})
-    celebrity_weight: float = field(default=1.0, metadata={"help": "celebrities: their weight (others have 1)."})
-    indiv_warmup: int = field(default=0, metadata={"help": "warmup: individuals trained on first."})
-    epochs_warmup: float = field(default=0.0, metadata={"help": "warmup: epochs over them before all."})
-    sampler_schedule: list[str] = field(default_factory=list, metadata={
-        "help": "schedule: phases 'START:KIND[:key=value,...]', e.g. '0:uniform:n=2000' '500:power_law:alpha=0.8'."})
+        default=1000, kw_only=True, metadata={"help": "Individuals evaluated per group (seen, held-out, ...), "
+                                                      "spread evenly over their indices; 0 evaluates all."})
 
     def __post_init__(self):
+        super().__post_init__()
         if self.eval_individuals < 0:
             raise RecipeError(f"eval_individuals must be 0 (all) or more, got {self.eval_individuals}")
 
 
 @dataclass
-class TrainArguments:
-    """How to train: optimisation, evaluation and checkpoint schedules, output."""
+class RunArguments:
+    """Where the run goes, how long it is and what it draws."""
 
     output_dir: str = field(metadata={"help": "Run folder: trajectory, checkpoints, tracker logs, report."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a previous run in output_dir."})
@@ -66,6 +89,19 @@ class TrainArguments:
     micro_batch_size: int | None = field(
         default=None, metadata={"help": "Biographies per process per forward pass (default: batch_size / processes);"
                                         " smaller values accumulate gradients."})
+    seed: int = field(default=0, metadata={"help": "Seed of the model's initialisation."})
+    data_seed: int | None = field(default=None, metadata={"help": "Seed of the biography stream (default: seed)."})
+
+    def check_run(self) -> None:
+        check_at_least(self, 1, ("max_steps", "batch_size", "micro_batch_size"))
+        if self.data_seed is None:
+            self.data_seed = self.seed
+
+
+@dataclass
+class OptimizerArguments:
+    """AdamW and its learning-rate schedule."""
+
     learning_rate: float = field(default=4e-4, metadata={"help": "Peak learning rate."})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
     adam_beta1: float = 0.9
@@ -74,20 +110,44 @@ class TrainArguments:
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": f"One of {', '.join(SCHEDULERS)}."})
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
-    seed: int = field(default=0, metadata={"help": "Seed of the model's initialisation."})
-    data_seed: int | None = field(default=None, metadata={"help": "Seed of the biography stream (default: seed)."})
+
+    def check_optimizer(self) -> None:
+        if self.learning_rate <= 0:
+            raise RecipeError(f"learning_rate must be positive, got {self.learning_rate}")
+        check_choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
+        check_at_least(self, 0, ("warmup_steps",))
+
+
+@dataclass
+class ScheduleArguments:
+    """When to evaluate, checkpoint and log."""
+
+    renamed_keys: ClassVar[dict[str, str]] = {"eval_every": "eval_steps", "checkpoint_steps": "checkpoint_at"}
+
     eval_points: int = field(default=40, metadata={"help": "Evaluations at log-spaced steps (and at 0 and the end)."})
-    eval_every: int = field(default=0, metadata={"help": "Also evaluate every k steps (0: only log-spaced)."})
-    eval_batch_size: int = field(default=1024, metadata={"help": "Queries per evaluation forward pass."})
+    eval_steps: int = field(default=0, metadata={"help": "Also evaluate every k steps (0: only log-spaced). "
+                                                         "Formerly eval_every."})
     checkpoint_points: int = field(default=8, metadata={"help": "Permanent checkpoints at log-spaced steps."})
-    checkpoint_steps: list[int] = field(default_factory=list, metadata={"help": "More permanent checkpoints at "
-                                                                                   "these steps."})
+    checkpoint_at: list[int] = field(default_factory=list, metadata={"help": "More permanent checkpoints at these "
+                                                                             "steps. Formerly checkpoint_steps."})
     save_steps: int = field(default=1000, metadata={"help": "Resume checkpoint every k steps and at the end (latest "
                                                             "kept); 0 saves none, so an interrupted run restarts."})
     logging_steps: int = field(default=10, metadata={"help": "Log training loss every k steps."})
     report_to: str = field(default="tensorboard", metadata={"help": "Tracker (tensorboard, wandb, ...) or none."})
+
+    def check_schedule(self) -> None:
+        check_at_least(self, 1, ("logging_steps",))
+        check_at_least(self, 0, ("eval_points", "eval_steps", "checkpoint_points", "save_steps"))
+
+
+@dataclass
+class PerformanceArguments:
+    """How fast: precision, compilation, attention kernel, batching and prefetching."""
+
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16."})
     torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile (inductor)."})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2."})
+    eval_batch_size: int = field(default=1024, metadata={"help": "Queries per evaluation forward pass."})
     pad_to_multiple_of: int | None = field(
         default=None, metadata={"help": "Pad batches to a multiple of this length (default: 8 on a GPU, 1 on a CPU)."})
     prefetch_batches: int | None = field(
@@ -95,6 +155,17 @@ class TrainArguments:
                                         "0 on a CPU, whose cores the thread would take from training)."})
     peak_tflops: float | None = field(default=None, metadata={"help": "Peak 16-bit TFLOP/s per device for MFU "
                                                                       "(default: looked up from the GPU's name)."})
+
+    def check_performance(self) -> None:
+        check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
+        check_at_least(self, 1, ("eval_batch_size", "pad_to_multiple_of"))
+        check_at_least(self, 0, ("prefetch_batches",))
+
+
+@dataclass
+class HubArguments:
+    """Pushing checkpoints to the Hugging Face Hub."""
+
     push_to_hub: bool = field(default=False, metadata={"help": "Push each permanent checkpoint to its own revision "
                                                                "of hub_model_id, in the background (token: "
                                                                "`hf auth login` or HF_TOKEN)."})
@@ -103,29 +174,30 @@ class TrainArguments:
     hub_min_commit_interval: float = field(default=30.0, metadata={"help": "Seconds between two commits (the Hub "
                                                                            "limits commits per hour)."})
 
-    def __post_init__(self):
-        for name in ("max_steps", "batch_size", "eval_batch_size", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise RecipeError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("eval_points", "eval_every", "checkpoint_points", "warmup_steps", "save_steps",
-                     "prefetch_batches"):
-            if (getattr(self, name) or 0) < 0:
-                raise RecipeError(f"{name} must be 0 or more, got {getattr(self, name)}")
-        for name in ("micro_batch_size", "pad_to_multiple_of"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise RecipeError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise RecipeError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.lr_scheduler_type not in SCHEDULERS:
-            raise RecipeError(f"lr_scheduler_type '{self.lr_scheduler_type}' is unknown: use one of "
-                              f"{', '.join(SCHEDULERS)}")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise RecipeError(f"mixed_precision must be no, fp16 or bf16, got '{self.mixed_precision}'")
+    def check_hub(self) -> None:
         if self.push_to_hub and not self.hub_model_id:
             raise RecipeError("push_to_hub is set but hub_model_id is not: name the repository, e.g. --hub_model_id "
                               "you/fact-model")
-        if self.data_seed is None:
-            self.data_seed = self.seed
+
+
+@dataclass
+class TrainArguments(HubArguments, PerformanceArguments, ScheduleArguments, OptimizerArguments, RunArguments):
+    """Every training section, flat."""
+
+    def __post_init__(self):
+        self.check_run()
+        self.check_optimizer()
+        self.check_schedule()
+        self.check_performance()
+        self.check_hub()
+
+
+@dataclass
+class FinetuneTrainArguments(TrainArguments):
+    """Training arguments with the fine-tuning defaults of the paper: constant learning rate 3e-5."""
+
+    learning_rate: float = field(default=3e-5, metadata={"help": "Learning rate."})
+    lr_scheduler_type: str = field(default="constant", metadata={"help": f"One of {', '.join(SCHEDULERS)}."})
 
 
 @dataclass
@@ -144,20 +216,7 @@ class PatchingArguments:
         if self.reference_run and self.reference_checkpoint is None:
             raise RecipeError("reference_run is set but reference_checkpoint is not: name the reference step to patch "
                               "with")
-        if self.start_patching < 0:
-            raise RecipeError(f"start_patching must be 0 or more, got {self.start_patching}")
-
-
-@dataclass
-class FinetuneTrainArguments(TrainArguments):
-    """Training arguments with the fine-tuning defaults of the paper: constant learning rate 3e-5."""
-
-    learning_rate: float = field(default=3e-5, metadata={"help": "Learning rate."})
-    lr_scheduler_type: str = field(default="constant", metadata={"help": f"One of {', '.join(SCHEDULERS)}."})
-
-
-FREEZE = ("none", "mlp", "attention")
-LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        check_at_least(self, 0, ("start_patching",))
 
 
 @dataclass
@@ -182,16 +241,12 @@ class FinetuneArguments:
     lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator."})
     lora_target_modules: list[str] = field(default_factory=lambda: list(LORA_MODULES),
                                            metadata={"help": "Modules given adapters (default: every projection)."})
-    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2."})
 
     def __post_init__(self):
         if self.new_split not in ("finetune", "train"):
             raise RecipeError(f"new_split must be finetune or train, got '{self.new_split}'")
-        if self.n_individuals_finetune < 1:
-            raise RecipeError(f"n_individuals_finetune must be at least 1, got {self.n_individuals_finetune}")
-        for name in ("new_offset", "replay_weight", "lora_rank"):
-            if getattr(self, name) < 0:
-                raise RecipeError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        check_at_least(self, 1, ("n_individuals_finetune",))
+        check_at_least(self, 0, ("new_offset", "replay_weight", "lora_rank"))
         if self.freeze not in FREEZE:
             raise RecipeError(f"freeze must be one of {', '.join(FREEZE)}, got '{self.freeze}'")
         if self.lora_rank and self.freeze != "none":
@@ -202,3 +257,7 @@ class FinetuneArguments:
 def recipe_dict(*configs) -> dict:
     """The resolved recipe: every field of every config, flat, as saved with a run."""
     return {key: value for config in configs for key, value in asdict(config).items()}
+
+
+def field_names(*types) -> set[str]:
+    return {f.name for t in types for f in fields(t)}

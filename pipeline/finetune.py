@@ -18,21 +18,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from data_gen import Corpus
+from data_gen.population import Individuals
 from data_gen.recipe import RecipeError, parse_recipe, run_cli
 from data_gen.samplers import Replay
-from data_gen.tokens import IndividualTokens
 
 from .config import DataArguments, FinetuneArguments, FinetuneTrainArguments, recipe_dict
 from .evaluation import Evaluator, pretraining_splits, spread
 from .hub import resolve_checkpoint
-from .pretrain import make_sampler
+from .model import BLOCKS, load_checkpoint
 from .report import write_finetune_report
-from .stage import Stage, run_stage
+from .run_folder import FINETUNE, HELDOUT, NEW, OLD, RUN_CONFIG
+from .train.stage import Stage, run_stage
 
-FROZEN = {"mlp": ".mlp.", "attention": ".self_attn."}
+ARGUMENTS = (DataArguments, FinetuneTrainArguments, FinetuneArguments)
 
 
 def new_and_old(corpus: Corpus, ft: FinetuneArguments) -> tuple[np.ndarray, np.ndarray]:
@@ -57,18 +58,18 @@ def check_tokenizer(checkpoint: Path, corpus: Corpus) -> None:
         same = json.loads((checkpoint / "config.json").read_text()).get("vocab_size") == len(corpus.tokenizer)
     if not same:
         raise RecipeError(f"init_from '{checkpoint}' was trained with another tokenizer than corpus '{corpus.path}': "
-                          f"fine-tune on the corpus it was pretrained on (its run_config.yaml names it)")
+                          f"fine-tune on the corpus it was pretrained on (its {RUN_CONFIG} names it)")
 
 
-def load_model(checkpoint: Path, ft: FinetuneArguments) -> torch.nn.Module:
+def load_model(checkpoint: Path, ft: FinetuneArguments, attn_implementation: str) -> torch.nn.Module:
     """The pretrained weights, with the parameters ft.freeze names fixed or LoRA adapters added."""
-    model = AutoModelForCausalLM.from_pretrained(checkpoint, attn_implementation=ft.attn_implementation)
+    model = load_checkpoint(checkpoint, attn_implementation=attn_implementation)
     if ft.lora_rank:
         return get_peft_model(model, LoraConfig(r=ft.lora_rank, lora_alpha=ft.lora_alpha, lora_dropout=0.0,
                                                 target_modules=ft.lora_target_modules))
     if ft.freeze != "none":
         for name, parameter in model.named_parameters():
-            if FROZEN[ft.freeze] in name:
+            if BLOCKS[ft.freeze] in name:
                 parameter.requires_grad_(False)
     return model
 
@@ -79,22 +80,24 @@ def finetune(data_args: DataArguments, args: FinetuneTrainArguments, ft: Finetun
     new, old = new_and_old(corpus, ft)
     checkpoint = resolve_checkpoint(ft.init_from, ft.init_revision)
     check_tokenizer(checkpoint, corpus)
-    people = IndividualTokens.concatenate([corpus.individuals(ft.new_split).take(new),
-                                           corpus.individuals("train").take(old)])
-    sampler = Replay(make_sampler(data_args, len(new), args), len(new), len(old), ft.replay_weight)
+    people = Individuals.concatenate([corpus.individuals(ft.new_split).take(new),
+                                      corpus.individuals("train").take(old)])
+    sampler = Replay(data_args.build(len(new), args.batch_size, args.max_steps), len(new), len(old),
+                     ft.replay_weight)
     n_eval = data_args.eval_individuals
-    splits = {"old": ("train", spread(old, n_eval)), "new": (ft.new_split, spread(new, n_eval)),
-              "heldout": pretraining_splits(corpus, n_eval)["heldout"]}
+    groups = {OLD: ("train", spread(old, n_eval)), NEW: (ft.new_split, spread(new, n_eval)),
+              HELDOUT: pretraining_splits(corpus, n_eval)[HELDOUT]}
     stage = Stage(
-        name="finetune", recipe=recipe_dict(data_args, args, ft), corpus=corpus,
+        name=FINETUNE, recipe=recipe_dict(data_args, args, ft), corpus=corpus,
         stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler, people=people),
-        evaluator=lambda: Evaluator(corpus, splits, args.eval_batch_size),
-        make_model=lambda: load_model(checkpoint, ft), write_report=write_finetune_report)
+        evaluator=lambda: Evaluator(corpus, groups, args.eval_batch_size),
+        make_model=lambda: load_model(checkpoint, ft, args.attn_implementation),
+        write_report=lambda run: write_finetune_report(run, corpus))
     return run_stage(stage, args)
 
 
 def main(argv: list[str] | None = None) -> None:
-    finetune(*parse_recipe([DataArguments, FinetuneTrainArguments, FinetuneArguments], argv))
+    finetune(*parse_recipe(ARGUMENTS, argv))
 
 
 if __name__ == "__main__":

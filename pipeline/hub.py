@@ -17,15 +17,9 @@ import yaml
 from data_gen.hub import is_hub_id, snapshot
 from data_gen.recipe import RecipeError
 
-from .callbacks import Callback
-from .checkpoints import checkpoint_name
-from .run_dir import RUN_CONFIG
+from .run_folder import HUB_STAGING, MODEL_CARD, REPORT, REPORT_FILES, RUN_CONFIG, RunFolder
 
 WEIGHT_FILES = ["*.json", "*.safetensors"]  # config, tokenizer and weights: no optimizer or training state
-HUB_LOG = "hub_push.jsonl"
-HUB_STAGING = ".hub-main"
-REPORT_FILES = ["report.md", "trajectory.jsonl", "phases.json", "phases.png", "hallucinations.png", "attention.png",
-                "finetune.json", "forgetting.png", "drift.jsonl"]
 
 
 def resolve_checkpoint(init_from: str, revision: str | None = None) -> Path:
@@ -116,35 +110,23 @@ class HubPusher:
                 time.sleep(delay)
 
 
-class HubPushCallback(Callback):
-    """Pushes each permanent checkpoint, once saved, to its own revision (step-000001000) of the run's repo."""
-
-    def __init__(self, pusher: HubPusher | None, steps: list[int], checkpoints: Path):
-        self.pusher, self.steps, self.checkpoints = pusher, set(steps), checkpoints
-
-    def on_step(self, trainer, step: int) -> None:
-        if self.pusher is not None and step in self.steps:
-            name = checkpoint_name(step)
-            self.pusher.push(self.checkpoints / name, name, f"Checkpoint at step {step:,}")
-
-
-def model_card(run_dir: Path, repo_id: str) -> str:
+def model_card(run: RunFolder, repo_id: str) -> str:
     """README.md of a run's repository: metadata, the run's report, and the recipe."""
     metadata = {"library_name": "transformers", "tags": ["fact-dynamics", "synthetic-biographies"],
                 "pipeline_tag": "text-generation"}
     return (f"---\n{yaml.safe_dump(metadata, sort_keys=False)}---\n\n"
             f"Each permanent checkpoint is the branch named after its step: `AutoModelForCausalLM.from_pretrained("
             f"\"{repo_id}\", revision=\"step-000001000\")`; `main` holds the final weights.\n\n"
-            f"{(run_dir / 'report.md').read_text()}\n## Recipe\n\n```yaml\n{(run_dir / RUN_CONFIG).read_text()}```\n")
+            f"{(run / REPORT).read_text()}\n## Recipe\n\n```yaml\n{(run / RUN_CONFIG).read_text()}```\n")
 
 
-def push_run_files(pusher: HubPusher, run_dir: Path, final_checkpoint: Path) -> None:
+def push_run_files(pusher: HubPusher, run: RunFolder, final_checkpoint: Path) -> None:
     """Queue the final weights, the model card, the report's figures and tables for `main`."""
-    staging = run_dir / HUB_STAGING
+    staging = run / HUB_STAGING
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(final_checkpoint, staging)
     for name in REPORT_FILES:
-        if (run_dir / name).is_file():
-            shutil.copy(run_dir / name, staging / name)
-    (staging / "README.md").write_text(model_card(run_dir, pusher.repo_id))
+        if (run / name).is_file():
+            shutil.copy(run / name, staging / name)
+    (staging / MODEL_CARD).write_text(model_card(run, pusher.repo_id))
     pusher.push(staging, "main", "Final weights, model card and report")

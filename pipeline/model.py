@@ -1,21 +1,19 @@
-"""Decoder models built from size presets (the paper's 44M, 163M, 400M and small CPU ones)."""
+"""Decoder models: built from size presets (the paper's 44M, 163M, 400M and small CPU ones), loaded
+from checkpoints, and their parameters named by block."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import transformers.integrations.deepspeed as hf_deepspeed
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-PRESETS = {
-    "tiny": {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 256, "num_attention_heads": 2},
-    "demo": {"num_hidden_layers": 2, "hidden_size": 128, "intermediate_size": 512, "num_attention_heads": 4},
-    "44M": {"num_hidden_layers": 8, "hidden_size": 512, "intermediate_size": 2048, "num_attention_heads": 8},
-    "163M": {"num_hidden_layers": 12, "hidden_size": 896, "intermediate_size": 3584, "num_attention_heads": 16},
-    "400M": {"num_hidden_layers": 12, "hidden_size": 1536, "intermediate_size": 6144, "num_attention_heads": 12},
-}
+from .config import ModelArguments
+
 MAX_POSITIONS = 512
+BLOCKS = {"attention": ".self_attn.", "mlp": ".mlp.", "embeddings": "embed_tokens"}  # name parts of Llama-style blocks
 
 
 @contextmanager
@@ -30,10 +28,10 @@ def whole_model_init() -> Iterator[None]:
         hf_deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
-def build_model(args, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """A freshly initialised decoder (seed it before calling) sized by `args` (ModelArguments)."""
-    sizes = dict(PRESETS[args.model_preset])
-    sizes.update({k: getattr(args, k) for k in sizes if getattr(args, k) is not None})
+def build_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase,
+                attn_implementation: str = "sdpa") -> PreTrainedModel:
+    """A freshly initialised decoder (seed it before calling) sized by `args`."""
+    sizes = args.sizes()
     config = AutoConfig.for_model(
         args.model_type,
         vocab_size=len(tokenizer),
@@ -45,7 +43,18 @@ def build_model(args, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
         pad_token_id=tokenizer.pad_token_id,
         **sizes,
     )
-    return AutoModelForCausalLM.from_config(config, attn_implementation=args.attn_implementation)
+    return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
+
+
+def load_checkpoint(checkpoint: Path, **kwargs) -> PreTrainedModel:
+    """A checkpoint's model, whole (see whole_model_init)."""
+    with whole_model_init():
+        return AutoModelForCausalLM.from_pretrained(checkpoint, **kwargs)
+
+
+def load_eager(checkpoint: Path) -> PreTrainedModel:
+    """A checkpoint's model in eval mode, with eager attention so that patterns can be returned."""
+    return load_checkpoint(checkpoint, attn_implementation="eager").eval()
 
 
 def count_parameters(model: PreTrainedModel) -> dict[str, int]:

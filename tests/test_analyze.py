@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.analyze import detect_phases, hallucination_onset
+from pipeline.analysis.phases import detect_phases, hallucination_onset
 
 
 def test_three_phases_found_at_interpolated_steps():

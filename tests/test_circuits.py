@@ -12,11 +12,14 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from data_gen import RecipeError
-from pipeline.analyze import load_trajectory, run_phases, series
+from pipeline.analysis.circuits import attention_statistics
+from pipeline.analysis.phases import run_phases
 from pipeline.analyze import main as analyze_main
-from pipeline.circuits import attention_statistics
-from pipeline.patching import AttentionPatcher
 from pipeline.pretrain import main as pretrain_main
+from pipeline.run_folder import load_trajectory, series
+from pipeline.train.patching import AttentionPatcher
+
+from .conftest import tiny_flags
 
 
 def test_attention_statistics_on_a_hand_built_pattern():
@@ -67,10 +70,8 @@ def test_patching_replaces_the_pattern_and_blocks_its_gradient():
 
 
 def _flags(corpus_dir, output_dir, max_steps, *extra):
-    return ["--model_preset", "tiny", "--corpus", str(corpus_dir), "--output_dir", str(output_dir),
-            "--batch_size", "16", "--learning_rate", "3e-3", "--report_to", "none", "--eval_points", "0",
-            "--eval_every", "50", "--checkpoint_points", "2", "--eval_individuals", "50",
-            "--max_steps", str(max_steps), *extra]
+    return [*tiny_flags(corpus_dir, output_dir, learning_rate=3e-3, eval_points=0, eval_steps=50, checkpoint_points=2,
+                        eval_individuals=50, max_steps=max_steps), *extra]
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +102,8 @@ def test_patching_with_a_converged_reference_skips_the_plateau(corpus_dir, refer
 @pytest.mark.slow
 def test_patching_starts_at_start_patching(corpus_dir, reference, tmp_path):
     plain, patched = tmp_path / "plain", tmp_path / "patched"
-    pretrain_main(_flags(corpus_dir, plain, 40, "--eval_every", "10"))
-    pretrain_main(_flags(corpus_dir, patched, 40, "--eval_every", "10", "--reference_run", str(reference),
+    pretrain_main(_flags(corpus_dir, plain, 40, "--eval_steps", "10"))
+    pretrain_main(_flags(corpus_dir, patched, 40, "--eval_steps", "10", "--reference_run", str(reference),
                          "--reference_checkpoint", "1000", "--start_patching", "20"))
     before = [r for r in load_trajectory(plain) if r["step"] < 20]
     assert before == [r for r in load_trajectory(patched) if r["step"] < 20]  # identical until patching starts

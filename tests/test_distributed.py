@@ -15,19 +15,18 @@ import pytest
 from accelerate import Accelerator
 from transformers import AutoModelForCausalLM
 
-from pipeline.analyze import load_trajectory
-from pipeline.checkpoints import checkpoint_name, latest_resume_checkpoint
 from pipeline.evaluation import Evaluator, pretraining_splits
 from pipeline.pretrain import main
+from pipeline.run_folder import checkpoint_name, latest_resume_checkpoint, load_trajectory
+
+from .conftest import tiny_flags
 
 CONFIGS = Path(__file__).parent.parent / "recipes" / "accelerate_configs"
 
 
 def _flags(corpus_dir, output_dir, max_steps, *extra) -> list[str]:
-    return ["--model_preset", "tiny", "--corpus", str(corpus_dir), "--output_dir", str(output_dir),
-            "--batch_size", "16", "--learning_rate", "3e-3", "--report_to", "none", "--eval_points", "4",
-            "--eval_every", "10", "--checkpoint_points", "2", "--eval_individuals", "30", "--max_steps",
-            str(max_steps), *extra]
+    return [*tiny_flags(corpus_dir, output_dir, learning_rate=3e-3, eval_points=4, eval_steps=10, checkpoint_points=2,
+                        eval_individuals=30, max_steps=max_steps), *extra]
 
 
 def _run(command: list[str], **env) -> subprocess.CompletedProcess:

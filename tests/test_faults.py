@@ -19,20 +19,20 @@ from transformers import AutoModelForCausalLM
 
 from data_gen.__main__ import main as data_main
 from data_gen.recipe import run_cli
-from pipeline.analyze import load_trajectory
-from pipeline.checkpoints import CHECKPOINTS, RESUME, checkpoint_name, complete_checkpoints
 from pipeline.finetune import main as finetune_main
 from pipeline.pretrain import main as pretrain_main
+from pipeline.run_folder import CHECKPOINTS, RESUME, checkpoint_name, complete_checkpoints, load_trajectory
 from pipeline.sweep import main as sweep_main
-from pipeline.trainer import Trainer
+from pipeline.train.trainer import Trainer
+
+from .conftest import tiny_flags
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny(corpus_dir, out, *extra) -> list[str]:
-    return ["--model_preset", "tiny", "--corpus", str(corpus_dir), "--output_dir", str(out), "--batch_size", "16",
-            "--report_to", "none", "--eval_points", "2", "--checkpoint_points", "2", "--eval_individuals", "20",
-            "--max_steps", "20", "--save_steps", "10", *extra]
+    return [*tiny_flags(corpus_dir, out, eval_points=2, checkpoint_points=2, eval_individuals=20, max_steps=20,
+                        save_steps=10), *extra]
 
 
 def cli(main, argv, capsys) -> tuple[int, list[str]]:

@@ -14,17 +14,15 @@ from data_gen import RecipeError
 from data_gen.builder import build
 from data_gen.samplers import Replay, Uniform
 from pipeline import hub
-from pipeline.analyze import load_trajectory
-from pipeline.checkpoints import checkpoint_name
+from pipeline.analysis.forgetting import attention_distance, forgetting_summary
 from pipeline.config import FinetuneArguments
 from pipeline.finetune import main as finetune_main
 from pipeline.finetune import new_and_old
-from pipeline.forgetting import attention_distance, forgetting_summary
 from pipeline.pretrain import main as pretrain_main
-from pipeline.report import FINETUNE_SUMMARY
+from pipeline.run_folder import FINETUNE_SUMMARY, checkpoint_name, load_trajectory
 from pipeline.sweep import main as sweep_main
 
-from .conftest import small_config
+from .conftest import TINY_RUN, small_config, tiny_flags
 
 PRETRAIN_STEPS = 300
 
@@ -33,18 +31,16 @@ PRETRAIN_STEPS = 300
 def pretrained(corpus_dir, tmp_path_factory):
     """A tiny model pretrained long enough to know part of the small corpus."""
     out = tmp_path_factory.mktemp("pretrained") / "run"
-    pretrain_main(["--model_preset", "tiny", "--corpus", str(corpus_dir), "--output_dir", str(out),
-                   "--batch_size", "32", "--learning_rate", "1e-2", "--max_steps", str(PRETRAIN_STEPS),
-                   "--report_to", "none", "--eval_points", "2", "--checkpoint_points", "1", "--save_steps", "0",
-                   "--eval_individuals", "40", "--eval_batch_size", "512"])
+    pretrain_main(tiny_flags(corpus_dir, out, batch_size=32, learning_rate=1e-2, max_steps=PRETRAIN_STEPS,
+                             eval_points=2, checkpoint_points=1, save_steps=0, eval_individuals=40,
+                             eval_batch_size=512))
     return out
 
 
 def _finetune_flags(corpus_dir, init_from, out, *extra):
-    return ["--corpus", str(corpus_dir), "--init_from", str(init_from), "--output_dir", str(out),
-            "--n_individuals_finetune", "40", "--batch_size", "16", "--learning_rate", "3e-3", "--report_to", "none",
-            "--eval_points", "4", "--checkpoint_points", "2", "--eval_individuals", "40", "--eval_batch_size", "512",
-            *extra]
+    return [*tiny_flags(corpus_dir, out, model_preset=None, init_from=init_from, n_individuals_finetune=40,
+                        learning_rate=3e-3, eval_points=4, checkpoint_points=2, eval_individuals=40,
+                        eval_batch_size=512), *extra]
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +109,7 @@ def test_attention_distance_by_hand():
 
 
 def test_resume_after_a_kill_gives_the_same_finetuning(finetuned, corpus_dir, pretrained, tmp_path, monkeypatch):
-    from pipeline.trainer import Trainer
+    from pipeline.train.trainer import Trainer
 
     original = Trainer.train_step
 
@@ -203,11 +199,10 @@ def test_a_finetuning_study_pretrains_first(corpus_dir, tmp_path):
     import yaml
 
     pretrain = tmp_path / "pretrain.yaml"
-    pretrain.write_text(yaml.safe_dump({"model_preset": "tiny", "corpus": str(corpus_dir), "batch_size": 16,
-                                        "max_steps": 4, "report_to": "none", "eval_points": 0,
+    pretrain.write_text(yaml.safe_dump({**TINY_RUN, "corpus": str(corpus_dir), "max_steps": 4, "eval_points": 0,
                                         "checkpoint_points": 1, "eval_individuals": 20, "save_steps": 0}))
     base = tmp_path / "finetune.yaml"
-    base.write_text(yaml.safe_dump({"corpus": str(corpus_dir), "batch_size": 16, "max_steps": 3, "report_to": "none",
+    base.write_text(yaml.safe_dump({"corpus": str(corpus_dir), "batch_size": 16, "report_to": "none", "max_steps": 3,
                                     "eval_points": 0, "checkpoint_points": 1, "eval_individuals": 20,
                                     "save_steps": 0, "n_individuals_finetune": 20}))
     study = tmp_path / "study.yaml"

@@ -18,7 +18,7 @@ from accelerate import Accelerator
 
 from pipeline.finetune import main as finetune_main
 from pipeline.pretrain import main as pretrain_main
-from pipeline.analyze import load_trajectory
+from pipeline.run_folder import load_trajectory
 
 from .conftest import tiny_flags
 
@@ -83,7 +83,7 @@ def golden_runs(corpus_dir, tmp_path_factory):
     threads = torch.get_num_threads()
     try:
         pretrain = _run(pretrain_main, tiny_flags(corpus_dir, out / "pretrain", max_steps=PRETRAIN_STEPS,
-                                                  learning_rate=3e-3, logging_steps=1, eval_points=4, eval_every=10,
+                                                  learning_rate=3e-3, logging_steps=1, eval_points=4, eval_steps=10,
                                                   checkpoint_points=2, save_steps=20, eval_individuals=30),
                         monkeypatch)
         monkeypatch.undo()

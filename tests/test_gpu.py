@@ -8,18 +8,18 @@ import math
 import pytest
 import torch
 
-from pipeline.analyze import load_trajectory
-from pipeline.flops import peak_flops
 from pipeline.pretrain import main
+from pipeline.run_folder import load_trajectory
+from pipeline.train.flops import peak_flops
+
+from .conftest import tiny_flags
 
 pytestmark = pytest.mark.gpu
 
 
 def _flags(corpus_dir, output_dir, *extra):
-    return ["--model_preset", "tiny", "--corpus", str(corpus_dir), "--output_dir", str(output_dir),
-            "--batch_size", "32", "--learning_rate", "3e-3", "--report_to", "none", "--eval_points", "4",
-            "--checkpoint_points", "1", "--eval_individuals", "50", "--max_steps", "60", "--mixed_precision", "bf16",
-            *extra]
+    return [*tiny_flags(corpus_dir, output_dir, batch_size=32, learning_rate=3e-3, eval_points=4, checkpoint_points=1,
+                        eval_individuals=50, max_steps=60, mixed_precision="bf16"), *extra]
 
 
 @pytest.mark.parametrize("compile_model", [False, True])

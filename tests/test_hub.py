@@ -16,8 +16,10 @@ from data_gen import Corpus
 from data_gen import hub as data_hub
 from data_gen.__main__ import main as data_main
 from pipeline import hub
-from pipeline.checkpoints import checkpoint_name
 from pipeline.pretrain import main as pretrain_main
+from pipeline.run_folder import HUB_LOG, checkpoint_name
+
+from .conftest import tiny_flags
 
 SECRET = "hf_testTOKENthatMustNeverBeWritten"
 
@@ -50,10 +52,8 @@ class FakeHub:
 
 
 def _run(corpus_dir, out, *extra):
-    return ["--model_preset", "tiny", "--corpus", str(corpus_dir), "--output_dir", str(out), "--batch_size", "16",
-            "--report_to", "none", "--eval_points", "2", "--checkpoint_points", "2", "--eval_individuals", "20",
-            "--max_steps", "6", "--save_steps", "3", "--push_to_hub", "true", "--hub_model_id", "me/facts",
-            "--hub_min_commit_interval", "0", *extra]
+    return [*tiny_flags(corpus_dir, out, eval_points=2, checkpoint_points=2, eval_individuals=20, max_steps=6,
+                        save_steps=3, push_to_hub="true", hub_model_id="me/facts", hub_min_commit_interval=0), *extra]
 
 
 def _files_under(folder: Path) -> list[Path]:
@@ -91,7 +91,7 @@ def test_failed_uploads_are_retried_reported_and_never_stop_training(corpus_dir,
     out = tmp_path / "run"
     pretrain_main(_run(corpus_dir, out))
     assert (out / "report.md").is_file()  # the run finished
-    log = [yaml.safe_load(line) for line in (out / hub.HUB_LOG).read_text().splitlines()]
+    log = [yaml.safe_load(line) for line in (out / HUB_LOG).read_text().splitlines()]
     assert sum(entry["status"] == "failed" for entry in log) == 4
     assert sum(entry["status"] == "retrying" for entry in log) == 4 * 4  # 5 tries each
     err = capfd.readouterr().err

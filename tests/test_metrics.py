@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipeline.evaluation import METRIC_PATH
-from pipeline.metrics import auroc, no_knowledge_baseline, query_scores, summarize
+from pipeline.evaluation.metrics import auroc, no_knowledge_baseline, query_scores, summarize
 
 
 def test_query_scores_on_hand_built_logits():

@@ -11,18 +11,19 @@ from transformers import AutoModelForCausalLM
 
 from data_gen import RecipeError
 from data_gen.recipe import parse_recipe
-from pipeline.analyze import load_trajectory, run_phases
-from pipeline.checkpoints import checkpoint_name
+from pipeline.analysis.phases import run_phases
 from pipeline.config import DataArguments, ModelArguments, TrainArguments
 from pipeline.evaluation import Evaluator, pretraining_splits
 from pipeline.pretrain import main, pretrain
+from pipeline.run_folder import checkpoint_name, load_trajectory
+
+from .conftest import tiny_flags
 
 
 def _args(corpus_dir, output_dir, *extra):
     return parse_recipe([ModelArguments, DataArguments, TrainArguments], [
-        "--model_preset", "tiny", "--corpus", str(corpus_dir), "--output_dir", str(output_dir),
-        "--batch_size", "16", "--learning_rate", "3e-3", "--report_to", "none", "--eval_points", "8",
-        "--eval_every", "25", "--checkpoint_points", "3", "--eval_individuals", "50", *extra])
+        *tiny_flags(corpus_dir, output_dir, learning_rate=3e-3, eval_points=8, eval_steps=25, checkpoint_points=3,
+                    eval_individuals=50), *extra])
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_checkpoint_reloads_with_from_pretrained_and_reproduces_evaluation(short
 
 
 def test_rerun_from_saved_recipe_gives_the_same_trajectory(corpus_dir, tmp_path):
-    first = pretrain(*_args(corpus_dir, tmp_path / "a", "--max_steps", "6", "--eval_every", "3"))
+    first = pretrain(*_args(corpus_dir, tmp_path / "a", "--max_steps", "6", "--eval_steps", "3"))
     main(["--config", str(first / "run_config.yaml"), "--output_dir", str(tmp_path / "b")])
     runs = [first, tmp_path / "b"]
     assert load_trajectory(runs[0]) == load_trajectory(runs[1])
@@ -74,8 +75,8 @@ def test_rerun_from_saved_recipe_gives_the_same_trajectory(corpus_dir, tmp_path)
 
 
 def test_gradient_accumulation_matches_one_pass(corpus_dir, tmp_path):
-    whole = pretrain(*_args(corpus_dir, tmp_path / "whole", "--max_steps", "4", "--eval_every", "2"))
-    split = pretrain(*_args(corpus_dir, tmp_path / "split", "--max_steps", "4", "--eval_every", "2",
+    whole = pretrain(*_args(corpus_dir, tmp_path / "whole", "--max_steps", "4", "--eval_steps", "2"))
+    split = pretrain(*_args(corpus_dir, tmp_path / "split", "--max_steps", "4", "--eval_steps", "2",
                             "--micro_batch_size", "4"))
     for a, b in zip(load_trajectory(whole), load_trajectory(split)):
         assert a["attribute_loss"] == pytest.approx(b["attribute_loss"], rel=1e-4)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from data_gen import RecipeError
+import pytest
+import yaml
+
+from data_gen import CorpusConfig, RecipeError
 from data_gen.recipe import parse_recipe
 from pipeline.config import DataArguments, ModelArguments, TrainArguments
 
@@ -43,3 +46,47 @@ def test_unknown_yaml_key_and_missing_file(recipe, tmp_path):
         parse_recipe(TYPES, ["--config", str(recipe)])
     with pytest.raises(RecipeError, match="does not exist: check the --config path"):
         parse_recipe(TYPES, ["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_a_recipe_extends_another(tmp_path):
+    paper = Path(__file__).parent.parent / "recipes" / "paper" / "pretrain"
+    default = parse_recipe(TYPES, ["--config", str(paper / "config_default.yaml")])
+    larger = parse_recipe(TYPES, ["--config", str(paper / "config_163M.yaml"), "--max_steps", "9"])
+    assert larger[0].model_preset == "163M" and larger[2].output_dir == "runs/paper/pretrain_163M"
+    assert larger[2].max_steps == 9  # the command line over both files
+    assert larger[1] == default[1] and larger[2].learning_rate == default[2].learning_rate == 4e-4
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nmax_steps: 3\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(RecipeError, match="extends it back"):
+        parse_recipe(TYPES, ["--config", str(tmp_path / "a.yaml")])
+
+
+def test_renamed_schedule_keys_still_work_with_a_warning(recipe, capsys):
+    recipe.write_text(recipe.read_text() + "eval_every: 5\n")
+    _, _, train = parse_recipe(TYPES, ["--config", str(recipe), "--checkpoint_steps", "3", "7"])
+    assert train.eval_steps == 5 and train.checkpoint_at == [3, 7]
+    err = capsys.readouterr().err
+    assert "'eval_every' is deprecated: use 'eval_steps'" in err and "'checkpoint_steps' is deprecated" in err
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(Path(__file__).parent.parent)) for p in (
+    Path(__file__).parent.parent / "recipes").rglob("*.yaml") if "accelerate_configs" not in p.parts))
+def test_every_shipped_recipe_parses(path):
+    from pipeline.finetune import ARGUMENTS as FINETUNE
+    from pipeline.pretrain import ARGUMENTS as PRETRAIN
+    from pipeline.studies.schema import load_study
+    from pipeline.studies.attention_patching import PatchingStudyArguments
+
+    root = Path(__file__).parent.parent
+    values = yaml.safe_load((root / path).read_text())
+    if "grid" in values:
+        load_study(str(root / path))
+    elif "reference_config" in values:
+        values["reference_config"] = str(root / values["reference_config"])
+        PatchingStudyArguments(**values).study()
+    elif "n_individuals" in values:
+        parse_recipe([CorpusConfig], ["--config", str(root / path)])
+    else:
+        required = ["--corpus", "c", "--output_dir", "o", "--init_from", "i"]
+        stage = FINETUNE if "n_individuals_finetune" in values else PRETRAIN
+        parse_recipe(stage, ["--config", str(root / path), *required[: 4 if stage is PRETRAIN else 6]])

@@ -10,10 +10,11 @@ import pytest
 
 from data_gen import RecipeError
 from data_gen.samplers import build_sampler
-from pipeline.analyze import load_trajectory
-from pipeline.checkpoints import checkpoint_name
-from pipeline.metrics import by_exposure, by_rank, frequency_rank
+from pipeline.evaluation.metrics import by_exposure, by_rank, frequency_rank
 from pipeline.pretrain import main
+from pipeline.run_folder import checkpoint_name, load_trajectory
+
+from .conftest import tiny_flags
 
 
 def _frequencies(sampler, n, draws=200_000, step=0):
@@ -93,9 +94,8 @@ def test_frequency_rank_groups():
 
 def test_training_with_a_sampler_records_exposures(corpus_dir, tmp_path):
     out = tmp_path / "run"
-    main(["--model_preset", "tiny", "--corpus", str(corpus_dir), "--output_dir", str(out), "--batch_size", "16",
-          "--report_to", "none", "--max_steps", "6", "--eval_points", "2", "--checkpoint_points", "1",
-          "--eval_individuals", "50", "--sampler", "celebrities", "--n_celebrities", "10", "--celebrity_weight", "20"])
+    main(tiny_flags(corpus_dir, out, max_steps=6, eval_points=2, checkpoint_points=1, eval_individuals=50,
+                    sampler="celebrities", n_celebrities=10, celebrity_weight=20))
     exposures = np.load(out / "checkpoints" / checkpoint_name(6) / "exposures.npy")
     assert exposures.sum() == 6 * 16 and exposures[:10].sum() > exposures[10:].sum()
     final = [r for r in load_trajectory(out) if r["step"] == 6 and r["split"] == "seen"][0]

@@ -11,8 +11,8 @@ import torch
 from transformers import LlamaConfig
 
 from data_gen.stream import shard_rows
-from pipeline.flops import flops_per_token, peak_flops
-from pipeline.loader import StreamLoader
+from pipeline.train.flops import flops_per_token, peak_flops
+from pipeline.train.loader import StreamLoader
 
 ROOT = Path(__file__).parent.parent
 

@@ -10,12 +10,15 @@ import pytest
 import yaml
 
 from data_gen import RecipeError
-from pipeline.analyze import load_trajectory
 from pipeline.pretrain import main as pretrain_main
-from pipeline.study_figures import draw_study_figures
-from pipeline.sweep import fit_power_law, load_study
+from pipeline.run_folder import load_trajectory
+from pipeline.studies.figures import draw_study_figures
+from pipeline.studies.fit import fit_power_law
+from pipeline.studies.schema import Study, load_study
 from pipeline.sweep import main as sweep_main
-from pipeline.trainer import Trainer
+from pipeline.train.trainer import Trainer
+
+from .conftest import TINY_RUN
 
 
 def test_power_law_fit_recovers_a_known_exponent():
@@ -29,8 +32,8 @@ def test_power_law_fit_recovers_a_known_exponent():
 def study(tmp_path, corpus_dir):
     base = tmp_path / "base.yaml"
     base.write_text(yaml.safe_dump({
-        "model_preset": "tiny", "corpus": str(corpus_dir), "batch_size": 16, "max_steps": 4, "report_to": "none",
-        "eval_points": 2, "checkpoint_points": 1, "eval_individuals": 20, "save_steps": 2}))
+        **TINY_RUN, "corpus": str(corpus_dir), "max_steps": 4, "eval_points": 2, "checkpoint_points": 1,
+        "eval_individuals": 20, "save_steps": 2}))
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump({"base": str(base), "output_dir": str(tmp_path / "sweep"),
                                     "grid": {"seed": [0, 1]}, "fixed": {"learning_rate": 0.002}}))
@@ -109,9 +112,9 @@ def test_study_figures_from_rows(tmp_path):
     rows = [{"n_individuals": n, "alpha": a, "plateau_length": 0.43 * n ** 0.81, "final_loss": 1.0 / (1 + a),
              "final_accuracy": 0.5, "baseline": False, "indiv_warmup": None, "epochs_warmup": None}
             for n in (250, 500, 1000) for a in (0.0, 0.8)]
-    figures = draw_study_figures(rows, {"output_dir": str(tmp_path), "grid": {"n_individuals": [], "alpha": []}})
+    figures = draw_study_figures(rows, Study("b.yaml", str(tmp_path), {"n_individuals": [], "alpha": []}))
     assert [f.name for f in figures] == ["alpha.png"]  # no power-law fit across alphas
     uniform = [r for r in rows if r["alpha"] == 0.0]
-    figures += draw_study_figures(uniform, {"output_dir": str(tmp_path), "grid": {"n_individuals": []}})
+    figures += draw_study_figures(uniform, Study("b.yaml", str(tmp_path), {"n_individuals": []}))
     assert [f.name for f in figures] == ["alpha.png", "plateau_vs_population.png"]
     assert all(f.stat().st_size > 10_000 for f in figures)

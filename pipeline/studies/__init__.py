@@ -1,1 +1,2 @@
-"""Studies: several runs of one recipe, varied, then compared in one figure and table."""
+"""Studies: grids of runs (one typed schema for every kind), run here or on a cluster, aggregated,
+fitted and drawn."""

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM
 
 from data_gen import Corpus
 
-from .checkpoints import CHECKPOINTS, complete_checkpoints, step_of
-from .model import whole_model_init
+from ..model import load_eager
+from ..run_folder import RunFolder, step_of
 
 ANALYSIS_SEED = 20250327  # biographies drawn for analysis, never a training draw's seed
 STATISTICS = ("name_grouping", "extraction_name", "extraction_text", "extraction_ratio", "entropy")
@@ -55,12 +54,6 @@ def attention_statistics(attentions: list[torch.Tensor], batch: dict[str, torch.
     return {name: v.cpu().numpy() for name, v in zip(STATISTICS, values)}
 
 
-def load_eager(checkpoint: Path) -> torch.nn.Module:
-    """A checkpoint's model in eval mode, with eager attention so that patterns can be returned."""
-    with whole_model_init():
-        return AutoModelForCausalLM.from_pretrained(checkpoint, attn_implementation="eager").eval()
-
-
 @torch.no_grad()
 def attention_patterns(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
     """Attention patterns [b, H, T, T] of every layer on a batch."""
@@ -77,11 +70,11 @@ def analysis_batch(corpus: Corpus, n_biographies: int) -> dict[str, torch.Tensor
     return {k: torch.from_numpy(v) for k, v in corpus.stream(n_biographies, ANALYSIS_SEED).batch(0).items()}
 
 
-def run_attention_table(run_dir: Path, corpus: Corpus, n_biographies: int = 64) -> list[dict]:
+def run_attention_table(run: RunFolder, corpus: Corpus, n_biographies: int = 64) -> list[dict]:
     """One row per checkpoint, layer and head of a run."""
     batch = analysis_batch(corpus, n_biographies)
     rows = []
-    for checkpoint in complete_checkpoints(run_dir / CHECKPOINTS):
+    for checkpoint in run.complete_checkpoints():
         stats = checkpoint_statistics(checkpoint, batch)
         layers, heads = stats["entropy"].shape
         rows += [{"step": step_of(checkpoint), "layer": layer, "head": head,

@@ -1,4 +1,4 @@
-"""The studies' figures, drawn from a sweep's aggregated rows (summary.csv)."""
+"""The studies' figures, drawn from a study's aggregated rows (summary.csv) and its runs' trajectories."""
 
 from __future__ import annotations
 
@@ -7,14 +7,25 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from .analyze import load_trajectory  # noqa: E402
-from .plots import plot_forgetting, save_figure  # noqa: E402
-from .sweep import fit_power_law  # noqa: E402
-
-PAPER_FIT = (0.43, 0.81)  # plateau length = 0.43 N^0.81 (Zucchet et al., 2025)
+from ..analysis.phases import run_phases
+from ..report.plots import plot_forgetting, save_figure
+from ..run_folder import (
+    ALPHA_FIGURE,
+    FINETUNE,
+    FORGETTING_FIGURE,
+    PLATEAU_FIGURE,
+    SEEN,
+    STUDY_FIGURE,
+    STUDY_REPORT,
+    WARMUP_FIGURE,
+    RunFolder,
+    series,
+)
+from .fit import PAPER_PLATEAU_FIT, fit_power_law
+from .schema import Study
 
 
 def _means(rows: list[dict], x_key: str, y_key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +45,8 @@ def plateau_vs_population(rows: list[dict], path: Path) -> Path:
         grid = np.geomspace(x.min(), x.max(), 50)
         ax.plot(grid, a * grid ** b, color="tab:blue", label=f"fit: {a:.3g} N^{b:.2f} (R² {r2:.3f})")
     grid = np.geomspace(max(x.min(), 1), x.max(), 50) if len(x) else np.array([])
-    ax.plot(grid, PAPER_FIT[0] * grid ** PAPER_FIT[1], "--", color="gray", label="paper: 0.43 N^0.81")
+    ax.plot(grid, PAPER_PLATEAU_FIT[0] * grid ** PAPER_PLATEAU_FIT[1], "--", color="gray",
+            label="paper: 0.43 N^0.81")
     ax.set(xscale="log", yscale="log", xlabel="individuals N", ylabel="plateau length (steps)")
     ax.legend(fontsize=8)
     return save_figure(fig, path)
@@ -80,18 +92,56 @@ def warmup_heatmap(rows: list[dict], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def draw_study_figures(rows: list[dict], study: dict) -> list[Path]:
+def patching_report(study: Study) -> Path:
+    """An attention-patching study: the first (unpatched) run and every patched run's learning curves on one
+    figure, and their phases in a table (study.md)."""
+    out = Path(study.output_dir)
+    runs = {"unpatched": RunFolder(study.pretrain.output_dir)}
+    runs.update({f"patched with step {p.values['reference_checkpoint']}": RunFolder(study.run_folder(p))
+                 for p in study.points()})
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(13, 4.5))
+    lines = ["| run | plateau start | plateau end | plateau length | emergence (50%) | final accuracy |",
+             "|---|---|---|---|---|---|"]
+    for label, run in runs.items():
+        rows = run.trajectory()
+        ax_loss.plot(*series(rows, SEEN, "attribute_loss"), label=label)
+        ax_acc.plot(*series(rows, SEEN, "attribute_accuracy"), label=label)
+        p = run_phases(rows)
+        cells = [p.phase1_end, p.plateau_end, p.plateau_length, p.emergence]
+        text = ["-" if c is None else f"{c:,.0f}" for c in cells]
+        final = series(rows, SEEN, "attribute_accuracy")[1][-1]
+        lines.append(f"| {label} | " + " | ".join(text) + f" | {final:.1%} |")
+    ax_loss.axhline(run_phases(runs["unpatched"].trajectory()).baseline, ls="--", color="black",
+                    label="no-knowledge baseline")
+    for ax, name in ((ax_loss, "attribute loss (seen individuals)"), (ax_acc, "attribute accuracy (seen)")):
+        ax.set_xlabel("training step")
+        ax.set_title(name, fontsize=10)
+        ax.legend(fontsize=8)
+    save_figure(fig, out / STUDY_FIGURE)
+    report = out / STUDY_REPORT
+    report.write_text("# Attention patching\n\nEvery patched run starts from the reference's initial weights and "
+                      "uses, in every layer, the attention patterns of the named reference checkpoint on its own "
+                      f"inputs (gradients stopped through them).\n\n![study]({STUDY_FIGURE})\n\n"
+                      + "\n".join(lines) + "\n")
+    return report
+
+
+def draw_study_figures(rows: list[dict], study: Study) -> list[Path]:
     """The figures the grid's keys call for: plateau against N, curves against alpha, the warm-up heatmap;
-    for a fine-tuning study, every run's collapse and acquisition curves on one figure."""
-    out, keys, figures = Path(study["output_dir"]), set(study["grid"]), []
+    for a fine-tuning study, every run's collapse and acquisition curves on one figure; for an attention
+    patching study (a pretraining study with a first run), its report."""
+    out, keys, figures = Path(study.output_dir), set(study.grid), []
     if not rows:
         return figures
-    if study.get("stage") == "finetune":
-        return [plot_forgetting({r["run"]: load_trajectory(out / r["run"]) for r in rows}, out / "forgetting.png")]
+    if study.stage == FINETUNE:
+        return [plot_forgetting({r["run"]: RunFolder(out / r["run"]).trajectory() for r in rows},
+                                out / FORGETTING_FIGURE)]
+    if study.pretrain is not None:
+        return [patching_report(study)]
     if "n_individuals" in keys and "alpha" not in keys:
-        figures.append(plateau_vs_population(rows, out / "plateau_vs_population.png"))
+        figures.append(plateau_vs_population(rows, out / PLATEAU_FIGURE))
     if "alpha" in keys:
-        figures.append(alpha_curves(rows, out / "alpha.png"))
+        figures.append(alpha_curves(rows, out / ALPHA_FIGURE))
     if {"indiv_warmup", "epochs_warmup"} <= keys:
-        figures.append(warmup_heatmap(rows, out / "warmup.png"))
+        figures.append(warmup_heatmap(rows, out / WARMUP_FIGURE))
     return figures

@@ -6,14 +6,14 @@
                    baselines={"birth_city": 6.68, ...})
 
 Every input is per query (one sentence asking one attribute of one individual). The numbers
-come from `pipeline.metrics.summarize`, the same function the trainer's evaluation uses.
+come from `pipeline.evaluation.metrics.summarize`, the same function the trainer's evaluation uses.
 """
 
 import datasets
 import evaluate
 import numpy as np
 
-from pipeline.metrics import summarize
+from pipeline.evaluation.metrics import summarize
 
 _DESCRIPTION = """Attribute loss (cross-entropy summed over a value's tokens, averaged per attribute, then over
 attributes), attribute accuracy (all of a value's tokens are the argmax), the no-knowledge baseline, and

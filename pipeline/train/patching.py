@@ -8,18 +8,17 @@ whatever attention implementation they were built with.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
-from transformers import AttentionInterface, AutoModelForCausalLM, PreTrainedModel
+from transformers import AttentionInterface, PreTrainedModel
 from transformers.models.llama.modeling_llama import repeat_kv
 
 from data_gen.recipe import RecipeError
 
-from .callbacks import Callback
-from .checkpoints import CHECKPOINTS, checkpoint_name, complete_checkpoints, step_of
-from .model import whole_model_init
+from ..config import PatchingArguments, PerformanceArguments
+from ..model import load_checkpoint
+from ..run_folder import RunFolder, step_of
+from .callbacks import Callback, TrainingState
 
 PATCHED_ATTENTION = "patched_attention"
 
@@ -68,36 +67,34 @@ class PatchingCallback(Callback):
     def __init__(self, patcher: AttentionPatcher, start: int):
         self.patcher, self.start = patcher, start
 
-    def on_train_begin(self, trainer, step: int) -> None:
+    def on_train_begin(self, state: TrainingState, step: int) -> None:
         if step >= self.start:
-            self.patcher.attach(trainer.accelerator.unwrap_model(trainer.model))
+            self.patcher.attach(state.accelerator.unwrap_model(state.model))
 
-    def on_step(self, trainer, step: int) -> None:
+    def on_step(self, state: TrainingState, step: int) -> None:
         if step == self.start and self.patcher.model is None:
-            self.patcher.attach(trainer.accelerator.unwrap_model(trainer.model))
-            trainer.optimizer.optimizer.state.clear()
+            self.patcher.attach(state.accelerator.unwrap_model(state.model))
+            state.reset_optimizer_state()
 
 
-def check_reference(patching, args) -> None:
-    """Stop with a clear error, before anything is written, if patching cannot run (PatchingArguments
-    `patching`, TrainArguments `args`)."""
-    steps = [step_of(c) for c in complete_checkpoints(Path(patching.reference_run) / CHECKPOINTS)]
+def check_reference(patching: PatchingArguments, args: PerformanceArguments) -> None:
+    """Stop with a clear error, before anything is written, if patching cannot run."""
+    steps = [step_of(c) for c in RunFolder(patching.reference_run).complete_checkpoints()]
     for step in (0, patching.reference_checkpoint):
         if step not in steps:
             raise RecipeError(f"reference run '{patching.reference_run}' has no checkpoint at step {step} (it has "
-                              f"{steps or 'none'}): add it to the reference's checkpoint_steps and rerun it")
+                              f"{steps or 'none'}): add it to the reference's checkpoint_at (formerly checkpoint_steps) and rerun it")
     if args.torch_compile:
         raise RecipeError("attention patching does not work with torch_compile: set --torch_compile false")
 
 
-def patching_callback(patching, model: PreTrainedModel, device: torch.device) -> PatchingCallback:
+def patching_callback(patching: PatchingArguments, model: PreTrainedModel, device: torch.device) -> PatchingCallback:
     """Set `model` to the reference run's initial weights and return the callback that patches it with
     the reference checkpoint's attention (checked by check_reference)."""
-    folder = Path(patching.reference_run) / CHECKPOINTS
-    with whole_model_init():
-        initial = AutoModelForCausalLM.from_pretrained(folder / checkpoint_name(0))
-        reference = AutoModelForCausalLM.from_pretrained(folder / checkpoint_name(patching.reference_checkpoint),
-                                                         attn_implementation="eager").to(device)
+    reference_run = RunFolder(patching.reference_run)
+    initial = load_checkpoint(reference_run.checkpoint(0))
+    reference = load_checkpoint(reference_run.checkpoint(patching.reference_checkpoint),
+                                attn_implementation="eager").to(device)
     try:
         model.load_state_dict(initial.state_dict())
     except RuntimeError as err:

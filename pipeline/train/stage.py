@@ -15,13 +15,13 @@ from transformers.utils import logging as hf_logging
 from data_gen import Corpus
 from data_gen.stream import BiographyStream
 
-from .callbacks import Callback, EvaluationCallback, log_spaced_steps
-from .checkpoints import CHECKPOINTS, CheckpointCallback, ResumeCallback, checkpoint_name, read_state
-from .config import TrainArguments
-from .evaluation import Evaluator
-from .hub import HUB_LOG, HubPushCallback, HubPusher, push_run_files
-from .model import count_parameters, whole_model_init
-from .run_dir import resolve_output_dir, rewind_output_dir, start_output_dir
+from ..config import ScheduleArguments, TrainArguments
+from ..evaluation import Evaluator
+from ..hub import HubPusher, push_run_files
+from ..model import count_parameters, whole_model_init
+from ..run_folder import HUB_LOG, RunFolder, read_state
+from .callbacks import Callback, EvaluationCallback, HubPushCallback, log_spaced_steps
+from .checkpoints import PermanentCheckpoints, ResumeCheckpointer
 from .trainer import Trainer, make_accelerator
 
 
@@ -35,67 +35,71 @@ class Stage:
     stream: BiographyStream
     evaluator: Callable[[], Evaluator]
     make_model: Callable[[], torch.nn.Module]
-    write_report: Callable[[Path], Path]
+    write_report: Callable[[RunFolder], Path]
     extra_callbacks: Callable[[torch.nn.Module, Accelerator], list[Callback]] = field(default=lambda m, a: [])
+
+
+def permanent_checkpoint_steps(args: ScheduleArguments, max_steps: int) -> list[int]:
+    """The steps of permanent checkpoints: log-spaced, and those asked for."""
+    return sorted(set(log_spaced_steps(max_steps, args.checkpoint_points)) | set(args.checkpoint_at))
 
 
 def run_stage(stage: Stage, args: TrainArguments) -> Path:
     """Train (or resume) `stage` to args.max_steps in args.output_dir, evaluating along the way, then
     write its report. A finished run is not retrained; a folder holding another run is refused."""
-    out = Path(args.output_dir)
-    action, checkpoint = resolve_output_dir(out, stage.recipe, args.overwrite_output_dir)
+    run = RunFolder(args.output_dir)
+    action, checkpoint = run.resolve(stage.recipe, args.overwrite_output_dir, renamed=type(args).renamed_keys)
     state = read_state(checkpoint) if checkpoint else {}
-    accelerator = make_accelerator(args, out)
+    accelerator = make_accelerator(args, run.path)
     if action == "done":
         if accelerator.is_main_process:
-            print(f"{out} already holds this run, complete; report: {stage.write_report(out)}")
-        return out
+            print(f"{run.path} already holds this run, complete; report: {stage.write_report(run)}")
+        return run.path
     if accelerator.is_main_process:
         if action == "new":
-            start_output_dir(out, stage.recipe)
+            run.start(stage.recipe)
         else:
-            rewind_output_dir(out, state["step"])
-            print(f"resuming {out} from {checkpoint.name}")
+            run.rewind(state["step"])
+            print(f"resuming {run.path} from {checkpoint.name}")
     accelerator.wait_for_everyone()
     hf_logging.disable_progress_bar()  # one progress bar: training's
     set_seed(args.seed)
     with whole_model_init():
         model = stage.make_model()
-    run_ids = state.get("tracker_run_ids", {})
     accelerator.init_trackers(
         stage.name, config={k: v for k, v in stage.recipe.items() if isinstance(v, (int, float, str, bool))},
-        init_kwargs={name: {"id": run_id, "resume": "allow"} for name, run_id in run_ids.items()})
-    checkpoint_steps = sorted(set(log_spaced_steps(args.max_steps, args.checkpoint_points))
-                              | set(args.checkpoint_steps))
-    pusher = (HubPusher(args.hub_model_id, out / HUB_LOG, args.hub_private_repo,
+        init_kwargs={name: {"id": run_id, "resume": "allow"}
+                     for name, run_id in state.get("tracker_run_ids", {}).items()})
+    saved_at = permanent_checkpoint_steps(args, args.max_steps)
+    pusher = (HubPusher(args.hub_model_id, run / HUB_LOG, args.hub_private_repo,
                         min_interval=args.hub_min_commit_interval)
               if args.push_to_hub and accelerator.is_main_process else None)
     callbacks = [
         *stage.extra_callbacks(model, accelerator),
-        EvaluationCallback(stage.evaluator(), log_spaced_steps(args.max_steps, args.eval_points, args.eval_every),
-                           out, stage.name),
-        CheckpointCallback(checkpoint_steps, out, stage.corpus.tokenizer, stage.recipe),
-        HubPushCallback(pusher, checkpoint_steps, out / CHECKPOINTS),
+        EvaluationCallback(stage.evaluator(), log_spaced_steps(args.max_steps, args.eval_points, args.eval_steps),
+                           run, stage.name),
+        PermanentCheckpoints(saved_at, run, stage.corpus.tokenizer, stage.recipe),
+        HubPushCallback(pusher, saved_at, run),
     ]
-    if args.save_steps:
-        callbacks.append(ResumeCallback(args.save_steps, args.max_steps, out, stage.recipe))
+    checkpointer = ResumeCheckpointer(args.save_steps, args.max_steps, run.resume, stage.recipe) \
+        if args.save_steps else None
     if accelerator.is_main_process:
         sizes = count_parameters(model)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"model: {sizes['non_embedding']:,} non-embedding parameters ({sizes['total']:,} in all, "
               f"{trainable:,} trained); stream: {len(stage.stream.people):,} individuals, "
               f"{len(stage.corpus.tokenizer):,} tokens")
-    trainer = Trainer(args, model, stage.stream, accelerator, callbacks)
+    trainer = Trainer(args, model, stage.stream, accelerator, callbacks, checkpointer)
     try:
         trainer.fit(trainer.load(checkpoint) if action == "resume" else 0)
         accelerator.end_training()
         if accelerator.is_main_process:
-            print(f"report: {stage.write_report(out)}")
+            print(f"report: {stage.write_report(run)}")
         if pusher:
-            push_run_files(pusher, out, out / CHECKPOINTS / checkpoint_name(args.max_steps))
+            push_run_files(pusher, run, run.checkpoint(args.max_steps))
     finally:
         if pusher:  # the uploads of the checkpoints already saved finish, even when training stopped
             pushed, failed = pusher.close()
             print(f"hub: {len(pushed)} pushes to {args.hub_model_id} done, {len(failed)} failed"
-                  + (f" ({', '.join(failed)}; see {out / HUB_LOG})" if failed else ""))
-    return out
+                  + (f" ({', '.join(failed)}; see {run / HUB_LOG})" if failed else ""))
+    return run.path

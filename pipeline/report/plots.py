@@ -8,12 +8,13 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from .analyze import Phases, series  # noqa: E402
+from ..analysis.phases import Phases
+from ..run_folder import FINETUNE, HELDOUT, NEW, OLD, SEEN, series
 
-SPLIT_STYLE = {"seen": ("seen individuals (held-out templates)", "tab:blue"),
-               "heldout": ("held-out individuals", "tab:red")}
+SPLIT_STYLE = {SEEN: ("seen individuals (held-out templates)", "tab:blue"),
+               HELDOUT: ("held-out individuals", "tab:red")}
 
 
 def save_figure(fig, path: Path, dpi: int = 110) -> Path:
@@ -74,7 +75,7 @@ def plot_hallucinations(rows: list[dict], phases: Phases, path: Path) -> Path:
     axes[0].axhline(phases.baseline, ls="--", color="black", label="no-knowledge baseline")
     if phases.hallucination_onset is not None:
         axes[0].axvline(phases.hallucination_onset, color="tab:red", ls=":", label="held-out loss starts rising")
-    steps, separation = series(rows, "seen", "confidence_auroc")
+    steps, separation = series(rows, SEEN, "confidence_auroc")
     axes[2].plot(steps, separation, "-o", ms=3, color="tab:purple")
     axes[2].axhline(0.5, ls="--", color="black")
     titles = ("attribute loss", "confidence in the first value token", "AUROC: top probability, seen vs held-out")
@@ -121,9 +122,9 @@ def plot_forgetting(runs: dict[str, list[dict]], path: Path, drift: list[dict] |
     panels = 4 if drift else 3
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8))
     for label, rows in runs.items():
-        for ax, split, key in zip(axes, ("old", "old", "new"), ("attribute_accuracy", "attribute_loss",
-                                                                 "attribute_accuracy")):
-            steps, values = series(rows, split, key, "finetune")
+        for ax, split, key in zip(axes, (OLD, OLD, NEW), ("attribute_accuracy", "attribute_loss",
+                                                           "attribute_accuracy")):
+            steps, values = series(rows, split, key, FINETUNE)
             ax.plot(steps, values, "-o", ms=2.5, label=label)
     for ax, title in zip(axes, ("old individuals: accuracy", "old individuals: loss", "new individuals: accuracy")):
         ax.set(xscale="symlog", xlabel="fine-tuning step", title=title)

@@ -3,19 +3,14 @@ ones, and where the model changed (attention patterns against weights, block by 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from data_gen import Corpus
 
-from .analyze import series
-from .checkpoints import CHECKPOINTS, complete_checkpoints, step_of
-from .circuits import analysis_batch, attention_patterns, load_eager
-
-STAGE = "finetune"
-BLOCKS = {"attention": ".self_attn.", "mlp": ".mlp.", "embeddings": "embed_tokens"}
+from ..model import BLOCKS, load_eager
+from ..run_folder import FINETUNE, HELDOUT, NEW, OLD, RunFolder, series, step_of
+from .circuits import analysis_batch, attention_patterns
 
 
 def _first_step(steps: np.ndarray, reached: np.ndarray) -> float | None:
@@ -25,10 +20,10 @@ def _first_step(steps: np.ndarray, reached: np.ndarray) -> float | None:
 def forgetting_summary(rows: list[dict]) -> dict:
     """Old accuracy before, at its lowest and at the end; the step at which it has lost half of its
     drop (to the lowest point); new accuracy reached and the step it reaches 50%; final losses."""
-    steps, old = series(rows, "old", "attribute_accuracy", STAGE)
-    _, old_loss = series(rows, "old", "attribute_loss", STAGE)
-    _, new = series(rows, "new", "attribute_accuracy", STAGE)
-    _, heldout_loss = series(rows, "heldout", "attribute_loss", STAGE)
+    steps, old = series(rows, OLD, "attribute_accuracy", FINETUNE)
+    _, old_loss = series(rows, OLD, "attribute_loss", FINETUNE)
+    _, new = series(rows, NEW, "attribute_accuracy", FINETUNE)
+    _, heldout_loss = series(rows, HELDOUT, "attribute_loss", FINETUNE)
     lowest = int(np.argmin(old))
     drop = old[0] - old[lowest]
     return {"last_step": float(steps[-1]),
@@ -62,10 +57,10 @@ def attention_distance(reference: list[torch.Tensor], patterns: list[torch.Tenso
                      for a, b in zip(reference, patterns)])
 
 
-def drift_table(run_dir: Path, corpus: Corpus, n_biographies: int = 64) -> list[dict]:
+def drift_table(run: RunFolder, corpus: Corpus, n_biographies: int = 64) -> list[dict]:
     """For each checkpoint of a fine-tuning run, how far it moved from the run's step-0 (pretrained)
     checkpoint: attention distance per layer on old individuals' biographies, and weight change per block."""
-    checkpoints = complete_checkpoints(run_dir / CHECKPOINTS)
+    checkpoints = run.complete_checkpoints()
     if not checkpoints or step_of(checkpoints[0]) != 0:
         return []
     batch = analysis_batch(corpus, n_biographies)

@@ -18,9 +18,10 @@ from transformers import get_scheduler
 from data_gen.recipe import RecipeError, RunError
 from data_gen.stream import BiographyStream
 
+from ..config import OptimizerArguments, TrainArguments
+from ..run_folder import read_state
 from .callbacks import Callback
-from .checkpoints import ResumeCallback, checkpoint_name, read_state, save
-from .config import TrainArguments
+from .checkpoints import ResumeCheckpointer
 from .flops import flops_per_token, peak_flops
 from .loader import StreamLoader
 
@@ -54,7 +55,7 @@ def make_accelerator(args: TrainArguments, project_dir: Path) -> Accelerator:
     return accelerator
 
 
-def make_optimizer(model: torch.nn.Module, args: TrainArguments) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, args: OptimizerArguments) -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices only (not on norms and biases); fused on CUDA."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": args.weight_decay},
@@ -65,11 +66,13 @@ def make_optimizer(model: torch.nn.Module, args: TrainArguments) -> torch.optim.
 
 
 class Trainer:
-    """Trains `model` on `stream` for args.max_steps optimizer steps, calling callbacks after each."""
+    """Trains `model` on `stream` for args.max_steps optimizer steps, calling callbacks after each and
+    writing resume checkpoints with `checkpointer` (none: an interrupted run starts over)."""
 
     def __init__(self, args: TrainArguments, model: torch.nn.Module, stream: BiographyStream,
-                 accelerator: Accelerator, callbacks: list[Callback]):
+                 accelerator: Accelerator, callbacks: list[Callback], checkpointer: ResumeCheckpointer | None = None):
         self.args, self.stream, self.accelerator, self.callbacks = args, stream, accelerator, callbacks
+        self.checkpointer = checkpointer
         self.n_micro = accelerator.gradient_accumulation_steps
         if accelerator.distributed_type == DistributedType.DEEPSPEED:  # DeepSpeed wraps both at once
             self.model, self.optimizer = accelerator.prepare(model, make_optimizer(model, args))
@@ -106,14 +109,29 @@ class Trainer:
         self._exposures = (step, counts)
         return counts
 
-    def tracker_run_ids(self) -> dict[str, str]:
+    def reset_optimizer_state(self) -> None:
+        """Forget the optimizer's moments (the learning-rate schedule goes on)."""
+        self.optimizer.optimizer.state.clear()
+
+    def _tracker_run_ids(self) -> dict[str, str]:
         """Run ids of trackers that have one (wandb, ...), so a resumed run logs to the same run."""
         ids = {t.name: getattr(getattr(t, "run", None), "id", None) for t in self.accelerator.trackers}
         return {name: run_id for name, run_id in ids.items() if isinstance(run_id, str)}
 
+    def _save_resume(self, step: int) -> None:
+        self.checkpointer.save(self.accelerator, step, {"tokens_seen": self.tokens_seen,
+                                                        "tracker_run_ids": self._tracker_run_ids()})
+
+    def _saves_at(self, step: int) -> bool:
+        """Whether weights are written after `step`."""
+        return (self.checkpointer is not None and self.checkpointer.due(step)) or any(
+            c.saves_at(step) for c in self.callbacks)
+
     def _call(self, step: int) -> None:
         for callback in self.callbacks:
             callback.on_step(self, step)
+        if self.checkpointer is not None and self.checkpointer.due(step):
+            self._save_resume(step)
 
     def train_step(self, step: int) -> torch.Tensor:
         """One optimizer step on the global batch drawn at `step`; returns this process's share of its
@@ -180,7 +198,7 @@ class Trainer:
                     running.zero_()
                     window_start, window_tokens, window_steps = time.perf_counter(), self.tokens_seen, 0
                     in_callbacks = 0.0
-                elif any(c.saves_at(step) for c in self.callbacks):  # never save weights after a non-finite loss
+                elif self._saves_at(step):  # never save weights after a non-finite loss
                     _check_finite(accelerator.reduce(running.clone(), reduction="sum").item(), step)
                 bar.update()
                 callbacks_start = time.perf_counter()
@@ -193,13 +211,12 @@ class Trainer:
 
     def _stop_after(self, step: int) -> None:
         """Save a resume checkpoint after `step` (unless one was just saved) and stop with exit status 143."""
-        resume = next((c for c in self.callbacks if isinstance(c, ResumeCallback)), None)
-        if resume is None:
+        if self.checkpointer is None:
             raise RunError(f"stopped by SIGTERM after step {step}; save_steps is 0, so no resume checkpoint was "
                            f"saved and a rerun starts over", exit_code=143)
-        saved = resume.folder / checkpoint_name(step)
-        if not resume.saves_at(step):
-            save(self, resume.folder, step, resume.recipe)
+        if not self.checkpointer.due(step):
+            self._save_resume(step)
+        saved = self.checkpointer.path(step)
         raise RunError(f"stopped by SIGTERM after step {step}; resume checkpoint {saved} saved: rerun the same "
                        f"command to continue", exit_code=143)
 

@@ -13,9 +13,9 @@ from datasets import Dataset
 from data_gen import ATTRIBUTES, Corpus
 from data_gen.columns import as_array
 
+from ..run_folder import HELDOUT, SEEN
 from .metrics import auroc, by_exposure, by_rank, frequency_rank, no_knowledge_baseline, query_scores
 
-QUERY_SPLITS = {"train": "eval_seen", "heldout": "eval_heldout", "finetune": "eval_finetune"}
 METRIC_PATH = Path(__file__).parent / "attribute_recall"
 
 
@@ -52,8 +52,8 @@ def spread(individuals: np.ndarray, n: int) -> np.ndarray:
 
 def pretraining_splits(corpus: Corpus, n_individuals: int) -> dict[str, tuple[str, np.ndarray]]:
     """What pretraining evaluates: n seen (trained) and n held-out individuals, spread over each split."""
-    return {split: (source, spread(np.arange(len(corpus.split(source))), n_individuals))
-            for split, source in (("seen", "train"), ("heldout", "heldout"))}
+    return {group: (split, spread(np.arange(len(corpus.split(split))), n_individuals))
+            for group, split in ((SEEN, "train"), (HELDOUT, "heldout"))}
 
 
 class Evaluator:
@@ -74,7 +74,7 @@ class Evaluator:
         self.exposure_split = exposure_split
         self.batches = {}
         for name, (split, individuals) in splits.items():
-            queries = corpus.split(QUERY_SPLITS[split])
+            queries = corpus.queries(split)
             queries = queries.select(np.flatnonzero(np.isin(as_array(queries, "individual"), individuals)))
             self.batches[name] = _batches(queries, batch_size, corpus.tokenizer.pad_token_id)
 
@@ -120,7 +120,7 @@ class Evaluator:
                                                                       known["correct"])
             results[self.exposure_split]["by_rank"] = by_rank(frequency_rank(exposures)[who], known["value_loss"],
                                                               known["correct"])
-        separation = auroc(next(iter(scores.values()))["top_prob"], scores["heldout"]["top_prob"])
+        separation = auroc(next(iter(scores.values()))["top_prob"], scores[HELDOUT]["top_prob"])
         for metrics in results.values():
             metrics["confidence_auroc"] = separation
         return results

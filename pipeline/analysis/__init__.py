@@ -1,0 +1,1 @@
+"""Analyses of a run: pure functions from its files (trajectory, checkpoints) to tables."""

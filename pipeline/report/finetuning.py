@@ -1,0 +1,74 @@
+"""The fine-tuning report (report.md, finetune.json, forgetting.png and the drift table), written from
+the run's files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from data_gen import Corpus
+
+from ..analysis.forgetting import forgetting_summary
+from ..analysis.tables import weight_drift_table
+from ..run_folder import FINETUNE_SUMMARY, FORGETTING_FIGURE, REPORT, RUN_CONFIG, RunFolder
+from .markdown import final_table, percent_text, step_text
+from .plots import plot_forgetting
+
+
+def write_finetune_report(run: RunFolder, corpus: Corpus) -> Path:
+    """A fine-tuning run's summary (finetune.json), drift table, figure and report.md. `corpus` is the
+    run's, whose biographies the attention drift is measured on."""
+    recipe = run.recipe()
+    rows = run.trajectory()
+    summary = forgetting_summary(rows)
+    (run / FINETUNE_SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
+    drift = weight_drift_table(run, corpus)
+    plot_forgetting({f"{recipe['n_individuals_finetune']} new, replay {recipe['replay_weight']}": rows},
+                    run / FORGETTING_FIGURE, drift)
+    drift_lines = ["| step | attention distance (total variation) | attention weights | MLP weights | embeddings |",
+                   "|---|---|---|---|---|"] + [
+        f"| {r['step']:,} | {r['attention_distance']:.4f} | {r['weight_change_attention']:.4f} | "
+        f"{r['weight_change_mlp']:.4f} | {r['weight_change_embeddings']:.4f} |" for r in drift]
+    text = f"""# Fine-tuning report: `{run.path}`
+
+From `{recipe['init_from']}`{f" (revision {recipe['init_revision']})" if recipe['init_revision'] else ""}:
+{recipe['n_individuals_finetune']:,} individuals of split `{recipe['new_split']}` (from index
+{recipe['new_offset']}), replay weight {recipe['replay_weight']}, freeze `{recipe['freeze']}`, LoRA rank
+{recipe['lora_rank']}; {recipe['max_steps']:,} steps of {recipe['batch_size']} at learning rate
+{recipe['learning_rate']} ({recipe['lr_scheduler_type']}).
+
+![forgetting]({FORGETTING_FIGURE})
+
+## Old knowledge against new
+
+| | |
+|---|---|
+| old accuracy before | {percent_text(summary['old_accuracy_before'])} |
+| old accuracy at its lowest (step {summary['old_accuracy_lowest_step']:,.0f}) | {percent_text(summary[
+'old_accuracy_lowest'])} |
+| old accuracy at the end | {percent_text(summary['old_accuracy_final'])} |
+| step at which old accuracy has lost half of its drop | {step_text(summary['half_drop_step'])} |
+| old loss before / at the end | {summary['old_loss_before']:.3f} / {summary['old_loss_final']:.3f} |
+| new accuracy before / at the end | {percent_text(summary['new_accuracy_before'])} / {percent_text(summary[
+'new_accuracy_final'])} |
+| step at which new accuracy reaches 50% | {step_text(summary['new_half_step'])} |
+
+## Where the model changed (against its step-0, pretrained, weights)
+
+{chr(10).join(drift_lines) if drift else "No step-0 checkpoint was saved."}
+
+## Final evaluation (step {summary['last_step']:,.0f})
+
+{final_table(rows)}
+
+## Reproduce
+
+The resolved recipe is in `{RUN_CONFIG}`; rerun with
+
+    python -m pipeline.finetune --config {run / RUN_CONFIG} --output_dir <new folder>
+
+Redraw this report with `python -m pipeline.report --run {run.path}`.
+"""
+    path = run / REPORT
+    path.write_text(text)
+    return path

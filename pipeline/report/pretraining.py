@@ -1,0 +1,109 @@
+"""The pretraining report (report.md, phases.json and the phases, hallucination and attention figures),
+written from the run's files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from data_gen import Corpus
+
+from ..analysis.phases import run_phases
+from ..analysis.tables import attention_table
+from ..run_folder import (
+    ATTENTION_FIGURE,
+    HALLUCINATION_FIGURE,
+    HELDOUT,
+    PHASES,
+    PHASES_FIGURE,
+    REPORT,
+    RUN_CONFIG,
+    SEEN,
+    RunFolder,
+)
+from .markdown import final_table, step_text
+from .plots import plot_attention, plot_hallucinations, plot_phases
+
+
+def _circuit_summary(rows: list[dict]) -> str:
+    last_layer = max(r["layer"] for r in rows)
+    lines = ["| step | name grouping, layer 1 (best head) | extraction name/(name+text), last layer (best head) "
+             "| entropy / log t (mean) |", "|---|---|---|---|"]
+    for step in sorted({r["step"] for r in rows}):
+        at = [r for r in rows if r["step"] == step]
+        grouping = max(r["name_grouping"] for r in at if r["layer"] == 0)
+        extraction = max(r["extraction_ratio"] for r in at if r["layer"] == last_layer)
+        entropy = sum(r["entropy"] for r in at) / len(at)
+        lines.append(f"| {step:,} | {grouping:.3f} | {extraction:.3f} | {entropy:.3f} |")
+    return "\n".join(lines)
+
+
+def write_report(run: RunFolder, corpus: Corpus) -> Path:
+    """Detect the phases, draw the figures and write report.md; returns the report's path. `corpus` is the
+    run's, whose biographies the attention circuits are measured on."""
+    recipe = run.recipe()
+    rows = run.trajectory()
+    phases = run_phases(rows)
+    (run / PHASES).write_text(json.dumps(phases.to_dict(), indent=1) + "\n")
+    plot_phases(rows, phases, run / PHASES_FIGURE)
+    plot_hallucinations(rows, phases, run / HALLUCINATION_FIGURE)
+    circuits = attention_table(run, corpus)
+    if circuits:
+        plot_attention(circuits, phases, run / ATTENTION_FIGURE)
+    final = {r["split"]: r for r in rows if r["step"] == phases.max_step}
+    length = phases.plateau_length
+    share = f" ({length / phases.max_step:.0%} of the run)" if length is not None else ""
+    text = f"""# Run report: `{run.path}`
+
+![three phases]({PHASES_FIGURE})
+
+## Phases (seen individuals, held-out templates)
+
+| | step |
+|---|---|
+| end of phase 1 = plateau start (loss within 5% of the baseline) | {step_text(phases.phase1_end)} |
+| plateau end (loss 5% below the baseline) | {step_text(phases.plateau_end)} |
+| plateau length | {step_text(length)}{share} |
+| knowledge emergence (accuracy reaches 50%) | {step_text(phases.emergence)} |
+| hallucination onset (held-out loss starts rising) | {step_text(phases.hallucination_onset)} |
+| last step | {phases.max_step:,.0f} |
+
+No-knowledge baseline: {phases.baseline:.3f} nats (entropy of the training population's values).
+
+## Final evaluation (step {phases.max_step:,.0f})
+
+{final_table(rows)}
+
+## Hallucinations
+
+![hallucinations]({HALLUCINATION_FIGURE})
+
+The held-out individuals' loss starts rising (5% of the baseline above its minimum) at step
+{step_text(phases.hallucination_onset)}, against knowledge emergence at step {step_text(phases.emergence)}. At the end,
+the top probability of the first value token is {final[SEEN]["first_token_top_prob"]:.3f} for seen and
+{final[HELDOUT]["first_token_top_prob"]:.3f} for held-out individuals (entropy
+{final[SEEN]["first_token_entropy"]:.3f} against {final[HELDOUT]["first_token_entropy"]:.3f}); that
+probability tells them apart with AUROC {final[SEEN]["confidence_auroc"]:.3f} (0.5 is chance).
+
+## Attention circuits (over the checkpoints)
+
+![attention]({ATTENTION_FIGURE})
+
+Recompute with `python -m pipeline.analyze attention --run {run.path}`.
+
+{_circuit_summary(circuits) if circuits else "No checkpoints were saved."}
+
+## Reproduce
+
+Corpus `{recipe['corpus']}`, model preset `{recipe['model_preset']}`, {recipe['max_steps']:,} steps of
+{recipe['batch_size']} biographies, learning rate {recipe['learning_rate']}. The resolved recipe is in
+`{RUN_CONFIG}`; rerun with
+
+    python -m pipeline.pretrain --config {run / RUN_CONFIG} --output_dir <new folder>
+
+Redraw this report from the run's files with `python -m pipeline.report --run {run.path}`.
+"""
+    path = run / REPORT
+    path.write_text(text)
+    return path

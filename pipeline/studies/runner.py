@@ -1,0 +1,102 @@
+"""Running a study: the corpora its grid needs, its first run, then every grid point, here one after
+another or printed as `accelerate launch` lines. Finished runs are skipped and interrupted ones resumed,
+since each run resumes from its output_dir."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from pathlib import Path
+
+from data_gen.builder import build
+from data_gen.config import CorpusConfig
+from data_gen.layout import MANIFEST
+from data_gen.recipe import parse_recipe
+
+from ..finetune import main as finetune_main
+from ..pretrain import ARGUMENTS as PRETRAIN_ARGUMENTS
+from ..pretrain import main as pretrain_main
+from ..run_folder import FINETUNE, PRETRAIN, STUDY_CORPORA, RunFolder
+from .schema import CORPUS_KEYS, GridPoint, Study
+
+STAGE_MAINS = {PRETRAIN: pretrain_main, FINETUNE: finetune_main}
+
+
+def flags(values: dict) -> list[str]:
+    """`values` as command-line flags (a list gives several words)."""
+    out = []
+    for key, value in values.items():
+        out += [f"--{key}", *(map(str, value) if isinstance(value, list) else [str(value)])]
+    return out
+
+
+def corpus_for(point: GridPoint, study: Study) -> tuple[Path | None, list[str]]:
+    """The corpus folder a grid point trains on (named by its corpus keys) and the flags building it."""
+    corpus_values = {k: v for k, v in point.values.items() if k in CORPUS_KEYS}
+    if study.data is None or not corpus_values:
+        return None, []
+    key = hashlib.sha256(json.dumps(corpus_values, sort_keys=True).encode()).hexdigest()[:10]
+    folder = Path(study.output_dir) / STUDY_CORPORA / key
+    return folder, ["--config", study.data, "--output_dir", str(folder), *flags(corpus_values)]
+
+
+def first_run_flags(study: Study) -> list[str]:
+    """The flags of the study's first (pretraining) run."""
+    return ["--config", study.pretrain.recipe, "--output_dir", study.pretrain.output_dir,
+            *flags(study.pretrain.overrides)]
+
+
+def first_run_final_checkpoint(study: Study) -> Path:
+    """The final permanent checkpoint of the study's first run."""
+    args = parse_recipe(PRETRAIN_ARGUMENTS, first_run_flags(study))[2]
+    return RunFolder(args.output_dir).checkpoint(args.max_steps)
+
+
+def run_flags(point: GridPoint, study: Study) -> list[str]:
+    """The flags of a grid point's run: the base recipe, its folder, its corpus, the first run, its values."""
+    corpus, _ = corpus_for(point, study)
+    extra = ["--corpus", str(corpus)] if corpus else []
+    if study.pretrain is not None:
+        extra += (["--init_from", str(first_run_final_checkpoint(study))] if study.stage == FINETUNE
+                  else ["--reference_run", study.pretrain.output_dir])
+    values = {k: v for k, v in point.values.items() if k in study.run_keys}
+    return ["--config", study.base, "--output_dir", str(study.run_folder(point)), *extra, *flags(values)]
+
+
+def build_corpora(study: Study, dry_run: bool = False) -> list[str]:
+    """The commands building every corpus the grid needs (once each); unless `dry_run`, build the missing ones."""
+    commands = {}
+    for point in study.points():
+        corpus, build_flags = corpus_for(point, study)
+        if corpus and str(corpus) not in commands:
+            commands[str(corpus)] = "python -m data_gen build " + shlex.join(build_flags)
+            if not dry_run and not (corpus / MANIFEST).is_file():
+                (config,) = parse_recipe([CorpusConfig], build_flags)
+                build(config)
+    return list(commands.values())
+
+
+def run_study(study: Study) -> None:
+    """Build the corpora, run the first run, then every grid point, one after another."""
+    build_corpora(study)
+    if study.pretrain is not None:
+        pretrain_main(first_run_flags(study))
+    for point in study.points():
+        STAGE_MAINS[study.stage](run_flags(point, study))
+
+
+def launcher(accelerate_config: str | None) -> str:
+    return "accelerate launch " + (f"--config_file {shlex.quote(accelerate_config)} " if accelerate_config else "")
+
+
+def launch_lines(study: Study, accelerate_config: str | None = None) -> list[str]:
+    """One `accelerate launch` line per grid point."""
+    module = f"-m pipeline.{study.stage} "
+    return [launcher(accelerate_config) + module + shlex.join(run_flags(point, study)) for point in study.points()]
+
+
+def print_commands(study: Study, accelerate_config: str | None = None) -> None:
+    first = [launcher(accelerate_config) + "-m pipeline.pretrain " + shlex.join(first_run_flags(study))
+             ] if study.pretrain is not None else []
+    print("\n".join(build_corpora(study, dry_run=True) + first + launch_lines(study, accelerate_config)))

@@ -1,0 +1,83 @@
+"""Trainer callbacks: what they see of the trainer, the base class, evaluation into the trajectory,
+Hub pushes of permanent checkpoints, and log-spaced schedules."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from ..evaluation import Evaluator
+from ..hub import HubPusher
+from ..run_folder import RunFolder, checkpoint_name
+
+
+def log_spaced_steps(max_steps: int, n_points: int, every: int = 0) -> list[int]:
+    """Step 0, `n_points` steps spaced evenly in log between 1 and max_steps, every `every`-th
+    step, and max_steps."""
+    steps = {0, max_steps}
+    if n_points:
+        steps |= set(np.unique(np.round(np.logspace(0, np.log10(max_steps), n_points))).astype(int).tolist())
+    if every:
+        steps |= set(range(every, max_steps + 1, every))
+    return sorted(steps)
+
+
+class TrainingState(Protocol):
+    """What callbacks see of the trainer."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module  # as prepared by the accelerator
+    tokens_seen: int  # tokens predicted so far, all processes
+
+    def exposures(self, step: int) -> np.ndarray:
+        """How many times each training individual was drawn in the first `step` steps."""
+
+    def reset_optimizer_state(self) -> None:
+        """Forget the optimizer's moments (the learning-rate schedule goes on)."""
+
+
+class Callback:
+    """Called with the number of optimizer steps done: `on_train_begin` once with the step training
+    starts from (0, or a resumed step), `on_step` at 0 before training and after each step."""
+
+    def on_train_begin(self, state: TrainingState, step: int) -> None:
+        pass
+
+    def on_step(self, state: TrainingState, step: int) -> None:
+        pass
+
+    def saves_at(self, step: int) -> bool:
+        """Whether on_step writes weights at `step` (the trainer checks the loss is finite first)."""
+        return False
+
+
+class EvaluationCallback(Callback):
+    """Evaluates at scheduled steps; the main process appends one trajectory line per group."""
+
+    def __init__(self, evaluator: Evaluator, steps: list[int], run: RunFolder, stage: str):
+        self.evaluator, self.steps, self.run, self.stage = evaluator, set(steps), run, stage
+
+    def on_step(self, state: TrainingState, step: int) -> None:
+        if step not in self.steps:
+            return
+        exposures = state.exposures(step) if self.evaluator.exposure_split else None
+        results = self.evaluator.evaluate(state.model, state.accelerator, exposures)
+        if state.accelerator.is_main_process:
+            self.run.append_trajectory([{"stage": self.stage, "step": step, "split": split,
+                                         "tokens": state.tokens_seen, **metrics} for split, metrics in results.items()])
+        state.accelerator.log({f"eval/{split}/{key}": metrics[key] for split, metrics in results.items()
+                               for key in ("attribute_loss", "attribute_accuracy")}, step=step)
+
+
+class HubPushCallback(Callback):
+    """Pushes each permanent checkpoint, once saved, to its own revision (step-000001000) of the run's repo."""
+
+    def __init__(self, pusher: HubPusher | None, steps: list[int], run: RunFolder):
+        self.pusher, self.steps, self.run = pusher, set(steps), run
+
+    def on_step(self, state: TrainingState, step: int) -> None:
+        if self.pusher is not None and step in self.steps:
+            self.pusher.push(self.run.checkpoint(step), checkpoint_name(step), f"Checkpoint at step {step:,}")
