@@ -118,3 +118,37 @@ def test_study_figures_from_rows(tmp_path):
     figures += draw_study_figures(uniform, Study("b.yaml", str(tmp_path), {"n_individuals": []}))
     assert [f.name for f in figures] == ["alpha.png", "plateau_vs_population.png"]
     assert all(f.stat().st_size > 10_000 for f in figures)
+
+
+def test_attention_patching_is_a_study_like_the_others(tmp_path, capsys):
+    from pipeline.studies.attention_patching import PatchingStudyArguments
+    from pipeline.studies.runner import print_commands, run_flags
+
+    recipe = tmp_path / "reference.yaml"
+    recipe.write_text("model_preset: tiny\n")
+    study = PatchingStudyArguments(str(recipe), str(tmp_path / "study"), [0, 60], 5).study()
+    assert [study.name(p) for p in study.points()] == ["patched-0", "patched-60"]
+    flags = run_flags(study.points()[1], study)
+    assert flags[flags.index("--reference_run") + 1] == str(tmp_path / "study" / "reference")
+    assert flags[flags.index("--reference_checkpoint") + 1] == "60" and "--start_patching" in flags
+    print_commands(study)
+    first, *runs = capsys.readouterr().out.splitlines()
+    assert first.endswith(f"--output_dir {tmp_path / 'study' / 'reference'} --checkpoint_at 0 60") and len(runs) == 2
+
+
+@pytest.mark.parametrize("entries, message", [
+    ({"grid": {"seed": 1}}, "every grid key needs a non-empty list"),
+    ({"grid": {"seed": [1]}, "gird": {}}, r"unknown entries \['gird'\]"),
+    ({"grid": {"seed": [1]}, "run_name": "run-{alpha}"}, "run_name 'run-{alpha}' names a key the grid does not set"),
+    ({"grid": {"seed": [1]}, "fixed": {"n_individuals": 10}}, "varies corpus keys but has no 'data'"),
+    ({"grid": {"eval_every": [5]}}, None),  # a former key name: renamed, with a warning
+])
+def test_study_files_are_checked(tmp_path, entries, message):
+    from pipeline.studies.schema import parse_study
+
+    values = {"base": "b.yaml", "output_dir": str(tmp_path), **entries}
+    if message is None:
+        assert list(parse_study(values, "s.yaml").grid) == ["eval_steps"]
+        return
+    with pytest.raises(RecipeError, match=message):
+        parse_study(values, "s.yaml")
