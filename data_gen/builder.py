@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from .card import dataset_card
 from .columns import as_list
 from .config import CorpusConfig
+from .folders import contents, exclusive
 from .layout import BUILDER_CONFIG, CARD, INDIVIDUAL_SPLITS, MANIFEST, QUERY_SPLITS, TEMPLATES
 from .population import Individuals, draw_population
 from .recipe import RecipeError
@@ -121,16 +122,34 @@ def _checksums(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """A corpus goes into a new or empty folder, or replaces a corpus when asked to; never anything else."""
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file()):
+        raise RecipeError(f"output_dir '{out}' holds files that are not a corpus "
+                          f"({contents(out) if out.is_dir() else 'it is a file'}): --overwrite replaces only a corpus; "
+                          f"choose another folder")
+    if (out / MANIFEST).is_file() and not overwrite:
+        raise RecipeError(f"output_dir '{out}' already exists and holds a corpus: choose another folder or pass "
+                          f"--overwrite true to replace it")
+
+
 def build(config: CorpusConfig) -> Path:
-    """Build the corpus in a temporary folder beside `output_dir`, then move it into place."""
+    """Build the corpus, then write it, holding the folder, in a temporary folder beside `output_dir` moved
+    into place."""
     out = Path(config.output_dir)
-    if out.exists() and not config.overwrite:
-        raise RecipeError(f"output_dir '{out}' already exists: choose another folder or pass --overwrite true")
+    check_output_dir(out, config.overwrite)
     pools = load_pools(config)
     tokenizer = build_tokenizer(pools)
     templates = TemplateTokens.from_texts(pools.templates, tokenizer)
     corpus = corpus_dict(config, pools, tokenizer, templates)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(out, "corpus"):
+        check_output_dir(out, config.overwrite)  # again: another build may have finished meanwhile
+        _write(out, config, corpus, pools, tokenizer, templates)
+    return out
+
+
+def _write(out: Path, config: CorpusConfig, corpus: DatasetDict, pools: Pools, tokenizer: PreTrainedTokenizerBase,
+           templates: TemplateTokens) -> None:
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     disable_progress_bars()
@@ -148,4 +167,3 @@ def build(config: CorpusConfig) -> Path:
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .recipe import RecipeError
+from .recipe import RecipeError, check_values
 
 
 @dataclass
@@ -33,13 +33,9 @@ class CorpusConfig:
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing corpus at output_dir."})
 
     def __post_init__(self):
-        for name in ("n_individuals", "n_first_names", "n_last_names", "n_cities", "n_universities", "n_majors",
-                     "n_companies", "n_train_templates"):
-            if getattr(self, name) < 1:
-                raise RecipeError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("n_heldout", "n_finetune"):
-            if getattr(self, name) < 0:
-                raise RecipeError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        check_values(self, at_least_one=("n_individuals", "n_first_names", "n_last_names", "n_cities", "n_universities",
+                                         "n_majors", "n_companies", "n_train_templates"),
+                     at_least_zero=("n_heldout", "n_finetune"))
         if self.year_min > self.year_max:
             raise RecipeError(f"year_min ({self.year_min}) must not exceed year_max ({self.year_max})")
 

@@ -29,6 +29,7 @@ class Corpus:
             raise RecipeError(f"corpus folder '{self.path}' does not exist or was not built by data_gen: "
                               f"build it with `python -m data_gen build --config <data.yaml>` or fix the path")
         manifest = json.loads((self.path / MANIFEST).read_text())
+        self.checksums: dict[str, str] = manifest.get("sha256", {})
         if manifest.get("format_version") != FORMAT_VERSION:
             raise RecipeError(f"corpus '{self.path}' has format {manifest.get('format_version')} but this data_gen "
                               f"reads format {FORMAT_VERSION}: rebuild it with `python -m data_gen build --config "
@@ -56,6 +57,18 @@ class Corpus:
                 raise RecipeError(f"corpus file '{file}' is {'corrupted' if file.is_file() else 'missing'} (it does "
                                   f"not match {MANIFEST}): rebuild the corpus with `python -m data_gen build "
                                   f"--config <data.yaml> --overwrite true`")
+
+    def fingerprint(self, split: str | None = None) -> str:
+        """The identity of the corpus (or of one split's files), from the checksums of its manifest: the same
+        config builds the same bytes, so the same fingerprint; any rebuild with other people changes it."""
+        files = {name: digest for name, digest in self.checksums.items()
+                 if split is None or name.startswith(f"{split}/")}
+        return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+
+    def provenance(self) -> dict:
+        """What a run records of the corpus it learns from."""
+        return {"path": str(self.path), "fingerprint": self.fingerprint(), "train_fingerprint":
+                self.fingerprint("train"), "seed": self.config.get("seed")}
 
     def split(self, name: str):
         """One split of the DatasetDict, with a clear error when the corpus lacks it."""

@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import re
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,15 +58,31 @@ def _unknown_key_error(key: str, known: Sequence[str], where: str) -> RecipeErro
     return RecipeError(f"unknown key '{key}' in {where}: {hint}")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML whose mappings may not give a key twice (PyYAML would silently keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a flat YAML mapping, with a clear error for a missing or malformed file."""
+    """Read a flat YAML mapping, with a clear error (line and column) for a missing or malformed file."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file '{path}' does not exist: check the --config path")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as err:
-        raise RecipeError(f"recipe file '{path}' is not valid YAML: {str(err).splitlines()[0]}") from err
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise RecipeError(f"recipe file '{path}' is not valid YAML{where}: {problem}: fix that line") from err
     if not isinstance(values, dict):
         raise RecipeError(f"recipe file '{path}' must be a mapping of keys to values")
     return values
@@ -80,6 +98,13 @@ def load_recipe_file(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str,
     if base.resolve() in seen:
         raise RecipeError(f"recipe '{path}' extends '{base}', which extends it back: remove one 'extends'")
     return {**load_recipe_file(base, (*seen, path.resolve())), **values}
+
+
+def _nullable_keys(dataclass_types: Sequence[type]) -> set[str]:
+    """The fields that may be None, read from the annotations (HfArgumentParser replaces `int | None` by `int`
+    in the fields themselves)."""
+    return {name for t in dataclass_types for name, hint in typing.get_type_hints(t).items()
+            if type(None) in typing.get_args(hint)}
 
 
 def _renames(dataclass_types: Sequence[type]) -> dict[str, str]:
@@ -112,6 +137,7 @@ def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = N
     """Parse ``--config recipe.yaml`` plus flags into one instance of each dataclass type."""
     renames = _renames(dataclass_types)
     args = _rename_flags(list(sys.argv[1:] if args is None else args), renames)
+    optional = _nullable_keys(dataclass_types)
     parser = _Parser(list(dataclass_types), allow_abbrev=False)  # a typo must not pass as an abbreviation
     parser.add_argument("--config", default=None, help="YAML recipe; command-line flags override its keys")
     pre = argparse.ArgumentParser(add_help=False)
@@ -121,9 +147,12 @@ def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = N
     yaml_args: list[str] = []
     if known.config:
         values = rename_keys(load_recipe_file(known.config), renames)
-        for key in values:
+        for key, value in values.items():
             if key not in known_keys:
                 raise _unknown_key_error(key, known_keys, f"recipe '{known.config}'")
+            if value is None and key not in optional:
+                raise RecipeError(f"recipe '{known.config}' gives '{key}' no value (null): give it one or remove the "
+                                  f"line")
         yaml_args = _yaml_to_args(values)
     *parsed, remaining = parser.parse_args_into_dataclasses(
         args=yaml_args + args, return_remaining_strings=True, look_for_args_file=False
@@ -132,6 +161,28 @@ def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = N
         flag = next((a for a in remaining if a.startswith("--")), remaining[0])
         raise _unknown_key_error(flag.lstrip("-").split("=")[0], known_keys, "the command line")
     return tuple(parsed[: len(dataclass_types)])
+
+
+def check_values(config, at_least_one: Sequence[str] = (), at_least_zero: Sequence[str] = (),
+                 positive: Sequence[str] = (), fractions: Sequence[str] = ()) -> None:
+    """Range checks of a dataclass config: every float field finite, then the named fields (those set,
+    not None) at least 1, at least 0, above 0, or in [0, 1)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RecipeError(f"{f.name} must be a finite number, got {value}")
+    for names, ok, wanted in ((at_least_one, lambda v: v >= 1, "at least 1"), (at_least_zero, lambda v: v >= 0,
+                              "0 or more"), (positive, lambda v: v > 0, "positive"),
+                              (fractions, lambda v: 0 <= v < 1, "in [0, 1)")):
+        for name in names:
+            value = getattr(config, name)
+            if value is not None and not ok(value):
+                raise RecipeError(f"{name} must be {wanted}, got {value}")
+
+
+def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise RecipeError(f"{name} '{value}' is unknown: use one of {', '.join(choices)}")
 
 
 class RunError(RuntimeError):
@@ -154,4 +205,8 @@ def run_cli(main: Callable[[], Any]) -> int:
     except RunError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except KeyboardInterrupt:
+        print("error: stopped at once by Ctrl-C: what was not saved is lost; rerun the same command to continue "
+              "from the last resume checkpoint", file=sys.stderr)
+        return 130
     return 0

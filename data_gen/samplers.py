@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .recipe import RecipeError
+from .recipe import RecipeError, check_choice, check_values
 
 KINDS = ("uniform", "power_law", "celebrities", "warmup", "schedule")
 
@@ -160,11 +160,10 @@ class SamplerConfig:
         "help": "schedule: phases 'START:KIND[:key=value,...]', e.g. '0:uniform:n=2000' '500:power_law:alpha=0.8'."})
 
     def __post_init__(self):
-        _check(self.sampler in KINDS, f"sampler '{self.sampler}' is unknown: use one of {', '.join(KINDS)}")
-        if self.sampler == "power_law":
-            _check(0 <= self.alpha <= 10, f"alpha must be between 0 and 10, got {self.alpha}")
-        if self.sampler == "celebrities":
-            _check(self.celebrity_weight > 0, f"celebrity_weight must be positive, got {self.celebrity_weight}")
+        check_choice("sampler", self.sampler, KINDS)
+        check_values(self, at_least_zero=("n_celebrities", "indiv_warmup", "epochs_warmup"),
+                     positive=("celebrity_weight",))
+        _check(0 <= self.alpha <= 10, f"alpha must be between 0 and 10, got {self.alpha}")
         if self.sampler == "warmup":
             _check(self.epochs_warmup > 0, f"epochs_warmup must be positive, got {self.epochs_warmup}")
         if self.sampler == "schedule":

@@ -17,6 +17,8 @@ from .columns import as_array, as_list
 from .population import Individuals
 from .resources import ATTRIBUTES
 
+VALUE_SLOTS = {"birth_date": 3}  # tokens of a value: day, month and year; one for every other attribute
+
 
 def value_tokens(attribute: str, value: str) -> list[str]:
     """The token strings of one attribute value ("14 March 1990" -> day, month, year)."""
@@ -55,5 +57,5 @@ def individual_tokens(individuals: Dataset, tokenizer: PreTrainedTokenizerBase) 
     names = np.array([[vocab[s] for s in as_list(individuals, c)] for c in ("first_name", "middle_name", "last_name")],
                      dtype=np.int64).T
     values = {a: np.array([[vocab[t] for t in value_tokens(a, v)] for v in as_list(individuals, a)],
-                          dtype=np.int64).reshape(len(individuals), -1) for a in ATTRIBUTES}
+                          dtype=np.int64).reshape(len(individuals), VALUE_SLOTS.get(a, 1)) for a in ATTRIBUTES}
     return Individuals(names, values, as_array(individuals, "train_templates"), as_array(individuals, "eval_templates"))

@@ -8,10 +8,13 @@ the Hugging Face Trainer's `save_steps`), `*_at` lists steps.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar
 
-from data_gen.recipe import RecipeError
+from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+from data_gen.recipe import RecipeError, check_choice, check_values
 from data_gen.samplers import SamplerConfig
 
 SCHEDULERS = ("cosine", "constant", "linear", "cosine_with_min_lr", "constant_with_warmup")
@@ -24,19 +27,6 @@ PRESETS = {
 }
 FREEZE = ("none", "mlp", "attention")
 LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def check_at_least(config, minimum: int, names: tuple[str, ...]) -> None:
-    """Every field of `names` that is set (not None) is at least `minimum`."""
-    for name in names:
-        value = getattr(config, name)
-        if value is not None and value < minimum:
-            raise RecipeError(f"{name} must be {'at least 1' if minimum == 1 else '0 or more'}, got {value}")
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise RecipeError(f"{name} '{value}' is unknown: use one of {', '.join(choices)}")
 
 
 @dataclass
@@ -53,7 +43,7 @@ class ModelArguments:
 
     def __post_init__(self):
         check_choice("model_preset", self.model_preset, tuple(PRESETS))
-        check_at_least(self, 1, ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads"))
+        check_values(self, at_least_one=("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads"))
 
     def sizes(self) -> dict[str, int]:
         """The preset's sizes with the overrides applied."""
@@ -93,7 +83,7 @@ class RunArguments:
     data_seed: int | None = field(default=None, metadata={"help": "Seed of the biography stream (default: seed)."})
 
     def check_run(self) -> None:
-        check_at_least(self, 1, ("max_steps", "batch_size", "micro_batch_size"))
+        check_values(self, at_least_one=("max_steps", "batch_size", "micro_batch_size"))
         if self.data_seed is None:
             self.data_seed = self.seed
 
@@ -112,10 +102,9 @@ class OptimizerArguments:
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
 
     def check_optimizer(self) -> None:
-        if self.learning_rate <= 0:
-            raise RecipeError(f"learning_rate must be positive, got {self.learning_rate}")
+        check_values(self, at_least_zero=("weight_decay", "max_grad_norm", "warmup_steps"),
+                     positive=("learning_rate", "adam_epsilon"), fractions=("adam_beta1", "adam_beta2"))
         check_choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
-        check_at_least(self, 0, ("warmup_steps",))
 
 
 @dataclass
@@ -136,8 +125,12 @@ class ScheduleArguments:
     report_to: str = field(default="tensorboard", metadata={"help": "Tracker (tensorboard, wandb, ...) or none."})
 
     def check_schedule(self) -> None:
-        check_at_least(self, 1, ("logging_steps",))
-        check_at_least(self, 0, ("eval_points", "eval_steps", "checkpoint_points", "save_steps"))
+        check_values(self, at_least_one=("logging_steps",),
+                     at_least_zero=("eval_points", "eval_steps", "checkpoint_points", "save_steps"))
+        check_choice("report_to", self.report_to, ("none", "all", *LOGGER_TYPE_TO_CLASS))
+        if self.report_to not in ("none", "all") and importlib.util.find_spec(self.report_to) is None:
+            raise RecipeError(f"report_to '{self.report_to}' needs the {self.report_to} package: pip install "
+                              f"{self.report_to}, or pass --report_to none")
 
 
 @dataclass
@@ -158,8 +151,8 @@ class PerformanceArguments:
 
     def check_performance(self) -> None:
         check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
-        check_at_least(self, 1, ("eval_batch_size", "pad_to_multiple_of"))
-        check_at_least(self, 0, ("prefetch_batches",))
+        check_values(self, at_least_one=("eval_batch_size", "pad_to_multiple_of"), at_least_zero=("prefetch_batches",),
+                     positive=("peak_tflops",))
 
 
 @dataclass
@@ -175,6 +168,7 @@ class HubArguments:
                                                                            "limits commits per hour)."})
 
     def check_hub(self) -> None:
+        check_values(self, at_least_zero=("hub_min_commit_interval",))
         if self.push_to_hub and not self.hub_model_id:
             raise RecipeError("push_to_hub is set but hub_model_id is not: name the repository, e.g. --hub_model_id "
                               "you/fact-model")
@@ -216,7 +210,7 @@ class PatchingArguments:
         if self.reference_run and self.reference_checkpoint is None:
             raise RecipeError("reference_run is set but reference_checkpoint is not: name the reference step to patch "
                               "with")
-        check_at_least(self, 0, ("start_patching",))
+        check_values(self, at_least_zero=("start_patching",))
 
 
 @dataclass
@@ -241,12 +235,16 @@ class FinetuneArguments:
     lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator."})
     lora_target_modules: list[str] = field(default_factory=lambda: list(LORA_MODULES),
                                            metadata={"help": "Modules given adapters (default: every projection)."})
+    allow_other_corpus: bool = field(default=False, metadata={
+        "help": "Fine-tune although init_from was pretrained on another corpus than --corpus (its old individuals are "
+                "then people the model never saw, so forgetting is not measured); the report says so."})
 
     def __post_init__(self):
         if self.new_split not in ("finetune", "train"):
             raise RecipeError(f"new_split must be finetune or train, got '{self.new_split}'")
-        check_at_least(self, 1, ("n_individuals_finetune",))
-        check_at_least(self, 0, ("new_offset", "replay_weight", "lora_rank"))
+        check_values(self, at_least_one=("n_individuals_finetune",), at_least_zero=("new_offset", "replay_weight",
+                                                                                      "lora_rank"),
+                     positive=("lora_alpha",))
         if self.freeze not in FREEZE:
             raise RecipeError(f"freeze must be one of {', '.join(FREEZE)}, got '{self.freeze}'")
         if self.lora_rank and self.freeze != "none":

@@ -30,7 +30,7 @@ from .evaluation import Evaluator, pretraining_splits, spread
 from .hub import resolve_checkpoint
 from .model import BLOCKS, load_checkpoint
 from .report import write_finetune_report
-from .run_folder import FINETUNE, HELDOUT, NEW, OLD, RUN_CONFIG
+from .run_folder import FINETUNE, HELDOUT, NEW, OLD, RUN_CONFIG, STATE, read_state
 from .train.stage import Stage, run_stage
 
 ARGUMENTS = (DataArguments, FinetuneTrainArguments, FinetuneArguments)
@@ -61,6 +61,21 @@ def check_tokenizer(checkpoint: Path, corpus: Corpus) -> None:
                           f"fine-tune on the corpus it was pretrained on (its {RUN_CONFIG} names it)")
 
 
+def check_pretraining_corpus(checkpoint: Path, corpus: Corpus, allow_other: bool) -> dict | None:
+    """The corpus record of the pretrained checkpoint (None for weights saved without one). Its training
+    individuals must be the corpus's, the old individuals whose forgetting is measured, unless `allow_other`."""
+    record = read_state(checkpoint).get("corpus") if (checkpoint / STATE).is_file() else None
+    if record is None:
+        print(f"warning: init_from '{checkpoint}' does not record the corpus it was pretrained on: make sure it is "
+              f"'{corpus.path}'", file=sys.stderr)
+    elif record["train_fingerprint"] != corpus.fingerprint("train") and not allow_other:
+        raise RecipeError(f"init_from '{checkpoint}' was pretrained on corpus '{record['path']}' (seed {record['seed']}, "
+                          f"train fingerprint {record['train_fingerprint']}), whose individuals are not those of "
+                          f"'{corpus.path}' ({corpus.fingerprint('train')}): fine-tune on the corpus it was pretrained "
+                          f"on, or pass --allow_other_corpus true to fine-tune anyway")
+    return record
+
+
 def load_model(checkpoint: Path, ft: FinetuneArguments, attn_implementation: str) -> torch.nn.Module:
     """The pretrained weights, with the parameters ft.freeze names fixed or LoRA adapters added."""
     model = load_checkpoint(checkpoint, attn_implementation=attn_implementation)
@@ -80,6 +95,7 @@ def finetune(data_args: DataArguments, args: FinetuneTrainArguments, ft: Finetun
     new, old = new_and_old(corpus, ft)
     checkpoint = resolve_checkpoint(ft.init_from, ft.init_revision)
     check_tokenizer(checkpoint, corpus)
+    pretrained_on = check_pretraining_corpus(checkpoint, corpus, ft.allow_other_corpus)
     people = Individuals.concatenate([corpus.individuals(ft.new_split).take(new),
                                       corpus.individuals("train").take(old)])
     sampler = Replay(data_args.build(len(new), args.batch_size, args.max_steps), len(new), len(old),
@@ -92,7 +108,8 @@ def finetune(data_args: DataArguments, args: FinetuneTrainArguments, ft: Finetun
         stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler, people=people),
         evaluator=lambda: Evaluator(corpus, groups, args.eval_batch_size),
         make_model=lambda: load_model(checkpoint, ft, args.attn_implementation),
-        write_report=lambda run: write_finetune_report(run, corpus))
+        write_report=lambda run: write_finetune_report(run, corpus),
+        provenance={"corpus": corpus.provenance(), "init_corpus": pretrained_on})
     return run_stage(stage, args)
 
 

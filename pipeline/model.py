@@ -8,7 +8,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import transformers.integrations.deepspeed as hf_deepspeed
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from data_gen.recipe import RunError
 
 from .config import ModelArguments
 
@@ -48,8 +51,13 @@ def build_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase,
 
 def load_checkpoint(checkpoint: Path, **kwargs) -> PreTrainedModel:
     """A checkpoint's model, whole (see whole_model_init)."""
-    with whole_model_init():
-        return AutoModelForCausalLM.from_pretrained(checkpoint, **kwargs)
+    try:
+        with whole_model_init():
+            return AutoModelForCausalLM.from_pretrained(checkpoint, **kwargs)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        raise RunError(f"checkpoint '{checkpoint}' cannot be loaded ({type(err).__name__}: "
+                       f"{str(err).splitlines()[0][:160] if str(err) else ''}): it is damaged or incomplete; point at "
+                       f"another checkpoint, or delete it and rerun the run that wrote it") from err
 
 
 def load_eager(checkpoint: Path) -> PreTrainedModel:

@@ -43,7 +43,8 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
         evaluator=lambda: Evaluator(corpus, pretraining_splits(corpus, data_args.eval_individuals),
                                     args.eval_batch_size, exposure_split=SEEN),
         make_model=lambda: build_model(model_args, corpus.tokenizer, args.attn_implementation),
-        write_report=lambda run: write_report(run, corpus), extra_callbacks=extra_callbacks)
+        write_report=lambda run: write_report(run, corpus), provenance={"corpus": corpus.provenance()},
+        extra_callbacks=extra_callbacks)
     return run_stage(stage, args)
 
 

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from data_gen.recipe import RecipeError
+from data_gen.folders import contents
+from data_gen.recipe import RecipeError, RunError
 
 RUN_CONFIG = "run_config.yaml"
 TRAJECTORY = "trajectory.jsonl"
@@ -90,7 +91,11 @@ def complete_checkpoints(folder: Path) -> list[Path]:
 
 
 def read_state(checkpoint: Path) -> dict:
-    return json.loads((checkpoint / STATE).read_text())
+    try:
+        return json.loads((checkpoint / STATE).read_text())
+    except ValueError as err:
+        raise RunError(f"checkpoint '{checkpoint}' is damaged ({STATE} is not JSON: {err}): delete that folder; a "
+                       f"run then resumes from an earlier checkpoint, or restarts") from err
 
 
 def publish_checkpoint(staging: Path, final: Path, state: dict) -> None:
@@ -183,16 +188,20 @@ class RunFolder:
 
     def resolve(self, recipe: dict, overwrite: bool, renamed: dict[str, str] | None = None
                 ) -> tuple[str, Path | None]:
-        """What to do with the folder: ("new", None), ("resume", checkpoint) or ("done", checkpoint).
+        """What to do with the folder: ("new", None), ("restart", None), ("resume", checkpoint) or ("done",
+        checkpoint).
 
         A folder holding the same recipe (its keys `renamed` to their current names) resumes from its latest
-        complete resume checkpoint; one holding another recipe, or files that are not a run, is refused
-        unless `overwrite` (runs only)."""
+        complete resume checkpoint, or restarts in place when it has none (it is never deleted for that); one
+        holding another recipe, or files that are not a run, is refused unless `overwrite` (runs only)."""
+        if self.path.is_file():
+            raise RecipeError(f"output_dir '{self.path}' is a file: choose a folder")
         if not self.path.exists() or not any(self.path.iterdir()):
             return "new", None
         if not self.is_run():
-            raise RecipeError(f"output_dir '{self.path}' holds files that are not a run of this pipeline: choose an "
-                              f"empty or new folder")
+            raise RecipeError(f"output_dir '{self.path}' holds files that are not a run of this pipeline "
+                              f"({contents(self.path)}): --overwrite_output_dir replaces only a run; choose an empty "
+                              f"or new folder")
         if overwrite:
             return "new", None
         saved = {(renamed or {}).get(key, key): value for key, value in self.recipe().items()}
@@ -204,19 +213,20 @@ class RunFolder:
                               f"to replace it")
         checkpoint = self.latest_resume_checkpoint()
         if checkpoint is None:
-            return "new", None
+            return "restart", None
         return ("done" if read_state(checkpoint)["step"] >= recipe["max_steps"] else "resume"), checkpoint
 
     def start(self, recipe: dict) -> None:
-        """Empty a previous run's folder (already checked by `resolve`) and save the recipe."""
+        """Empty a previous run's folder (already checked by `resolve`, and replaced only when asked to) and
+        save the recipe."""
         if self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True)
         (self.path / RUN_CONFIG).write_text(yaml.safe_dump(recipe, sort_keys=False))
 
     def rewind(self, step: int) -> None:
-        """Drop what an interrupted run wrote after the checkpoint it resumes from, so the resumed run
-        writes the same files as one that was never interrupted."""
+        """Drop what an interrupted run wrote after the checkpoint it resumes from (everything it computed, for
+        step -1), so the resumed run writes the same files as one that was never interrupted."""
         if (self.path / TRAJECTORY).is_file():
             rows = [row for row in read_jsonl(self.path / TRAJECTORY) if row["step"] <= step]
             (self.path / TRAJECTORY).write_text("".join(json.dumps(row) + "\n" for row in rows))

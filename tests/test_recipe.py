@@ -74,8 +74,8 @@ def test_renamed_schedule_keys_still_work_with_a_warning(recipe, capsys):
 def test_every_shipped_recipe_parses(path):
     from pipeline.finetune import ARGUMENTS as FINETUNE
     from pipeline.pretrain import ARGUMENTS as PRETRAIN
-    from pipeline.studies.schema import load_study
     from pipeline.studies.attention_patching import PatchingStudyArguments
+    from pipeline.studies.schema import load_study
 
     root = Path(__file__).parent.parent
     values = yaml.safe_load((root / path).read_text())

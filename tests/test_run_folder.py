@@ -59,7 +59,7 @@ def test_a_run_saved_with_former_key_names_resumes(tmp_path):
     run.start({"max_steps": 10, "eval_every": 5, "checkpoint_steps": [3]})
     recipe = {"max_steps": 10, "eval_steps": 5, "checkpoint_at": [3]}
     renamed = {"eval_every": "eval_steps", "checkpoint_steps": "checkpoint_at"}
-    assert run.resolve(recipe, overwrite=False, renamed=renamed) == ("new", None)  # no resume checkpoint yet
+    assert run.resolve(recipe, overwrite=False, renamed=renamed) == ("restart", None)  # no resume checkpoint yet
     with pytest.raises(RecipeError, match="differs in checkpoint_at, checkpoint_steps, eval_every, eval_steps"):
         run.resolve(recipe, overwrite=False)
     with pytest.raises(RecipeError, match="differs in max_steps"):

@@ -10,9 +10,22 @@ from data_gen import Corpus
 
 from ..analysis.forgetting import forgetting_summary
 from ..analysis.tables import weight_drift_table
-from ..run_folder import FINETUNE_SUMMARY, FORGETTING_FIGURE, REPORT, RUN_CONFIG, RunFolder
+from ..run_folder import FINETUNE_SUMMARY, FORGETTING_FIGURE, REPORT, RUN_CONFIG, RunFolder, read_state
 from .markdown import final_table, percent_text, step_text
 from .plots import plot_forgetting
+
+
+def _other_corpus_note(run: RunFolder) -> str:
+    """A warning when the model was pretrained on another corpus than the one it is fine-tuned on."""
+    checkpoints = run.complete_checkpoints()
+    state = read_state(checkpoints[0]) if checkpoints else {}
+    pretrained, corpus = state.get("init_corpus"), state.get("corpus")
+    if not pretrained or not corpus or pretrained["train_fingerprint"] == corpus["train_fingerprint"]:
+        return ""
+    return (f"\n**Another corpus** (`--allow_other_corpus true`): the model was pretrained on `{pretrained['path']}` "
+            f"(seed {pretrained['seed']}) and is fine-tuned on `{corpus['path']}` (seed {corpus['seed']}), whose "
+            f"training individuals differ: the old individuals below are people the model never saw, so their "
+            f"numbers do not measure forgetting.\n")
 
 
 def write_finetune_report(run: RunFolder, corpus: Corpus) -> Path:
@@ -36,7 +49,7 @@ From `{recipe['init_from']}`{f" (revision {recipe['init_revision']})" if recipe[
 {recipe['new_offset']}), replay weight {recipe['replay_weight']}, freeze `{recipe['freeze']}`, LoRA rank
 {recipe['lora_rank']}; {recipe['max_steps']:,} steps of {recipe['batch_size']} at learning rate
 {recipe['learning_rate']} ({recipe['lr_scheduler_type']}).
-
+{_other_corpus_note(run)}
 ![forgetting]({FORGETTING_FIGURE})
 
 ## Old knowledge against new

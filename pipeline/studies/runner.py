@@ -11,6 +11,7 @@ from pathlib import Path
 
 from data_gen.builder import build
 from data_gen.config import CorpusConfig
+from data_gen.folders import exclusive
 from data_gen.layout import MANIFEST
 from data_gen.recipe import parse_recipe
 
@@ -78,12 +79,14 @@ def build_corpora(study: Study, dry_run: bool = False) -> list[str]:
 
 
 def run_study(study: Study) -> None:
-    """Build the corpora, run the first run, then every grid point, one after another."""
-    build_corpora(study)
-    if study.pretrain is not None:
-        pretrain_main(first_run_flags(study))
-    for point in study.points():
-        STAGE_MAINS[study.stage](run_flags(point, study))
+    """Build the corpora, run the first run, then every grid point, one after another, holding the study's
+    folder (each run holds its own)."""
+    with exclusive(Path(study.output_dir), "study"):
+        build_corpora(study)
+        if study.pretrain is not None:
+            pretrain_main(first_run_flags(study))
+        for point in study.points():
+            STAGE_MAINS[study.stage](run_flags(point, study))
 
 
 def launcher(accelerate_config: str | None) -> str:

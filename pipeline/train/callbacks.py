@@ -3,15 +3,20 @@ Hub pushes of permanent checkpoints, and log-spaced schedules."""
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 
+from data_gen.recipe import RunError
+
 from ..evaluation import Evaluator
 from ..hub import HubPusher
 from ..run_folder import RunFolder, checkpoint_name
+
+FINITE_METRICS = ("attribute_loss", "attribute_accuracy", "first_token_top_prob", "first_token_entropy")
 
 
 def log_spaced_steps(max_steps: int, n_points: int, every: int = 0) -> list[int]:
@@ -49,8 +54,9 @@ class Callback:
     def on_step(self, state: TrainingState, step: int) -> None:
         pass
 
-    def saves_at(self, step: int) -> bool:
-        """Whether on_step writes weights at `step` (the trainer checks the loss is finite first)."""
+    def writes_at(self, step: int) -> bool:
+        """Whether on_step writes weights or evaluations at `step` (the trainer first checks that the loss and
+        the weights are finite)."""
         return False
 
 
@@ -60,11 +66,19 @@ class EvaluationCallback(Callback):
     def __init__(self, evaluator: Evaluator, steps: list[int], run: RunFolder, stage: str):
         self.evaluator, self.steps, self.run, self.stage = evaluator, set(steps), run, stage
 
+    def writes_at(self, step: int) -> bool:
+        return step in self.steps
+
     def on_step(self, state: TrainingState, step: int) -> None:
         if step not in self.steps:
             return
         exposures = state.exposures(step) if self.evaluator.exposure_split else None
         results = self.evaluator.evaluate(state.model, state.accelerator, exposures)
+        for split, metrics in results.items():
+            if not all(math.isfinite(metrics[key]) for key in FINITE_METRICS):
+                raise RunError(f"the evaluation of {split} individuals at step {step} is not finite "
+                               f"(attribute loss {metrics['attribute_loss']}): the weights are finite but too large; "
+                               f"lower learning_rate (or add warmup_steps); nothing was written for this step")
         if state.accelerator.is_main_process:
             self.run.append_trajectory([{"stage": self.stage, "step": step, "split": split,
                                          "tokens": state.tokens_seen, **metrics} for split, metrics in results.items()])

@@ -1,7 +1,9 @@
 """Checkpoints. Permanent ones (log-spaced steps, all kept, Hugging Face format) are for science;
 resume ones (every `save_steps`, latest kept) hold everything needed to continue exactly:
 model, optimizer, scheduler and RNG states (Accelerate's `save_state`), the step (which is the
-stream's position) and tokens seen, the tracker run ids and the recipe.
+stream's position) and tokens seen, the tracker run ids and the recipe. Both record the corpus the model
+learned from (`corpus`: path, fingerprints, seed; and for fine-tuning `init_corpus`, that of its
+pretrained weights), so that a run never resumes, and a model is never fine-tuned, on another one.
 
 Both are written to a staging folder and renamed (`run_folder.publish_checkpoint`), so a folder with
 a checkpoint's name is always complete.
@@ -34,10 +36,11 @@ class PermanentCheckpoints(Callback):
     (full weights under ZeRO-3 and FSDP; LoRA adapters merged), saved by the main one with the
     tokenizer and the exposures so far."""
 
-    def __init__(self, steps: list[int], run: RunFolder, tokenizer, recipe: dict):
+    def __init__(self, steps: list[int], run: RunFolder, tokenizer, recipe: dict, provenance: dict):
         self.steps, self.run, self.tokenizer, self.recipe = set(steps), run, tokenizer, recipe
+        self.provenance = provenance
 
-    def saves_at(self, step: int) -> bool:
+    def writes_at(self, step: int) -> bool:
         return step in self.steps
 
     def on_step(self, state: TrainingState, step: int) -> None:
@@ -57,7 +60,7 @@ class PermanentCheckpoints(Callback):
                     model.save_pretrained(staging, state_dict=state_dict)
                 self.tokenizer.save_pretrained(staging)
                 np.save(staging / EXPOSURES, state.exposures(step))
-                publish_checkpoint(staging, final, {"step": step, "recipe": self.recipe})
+                publish_checkpoint(staging, final, {"step": step, "recipe": self.recipe, **self.provenance})
             except OSError as err:
                 raise _disk_error(err, staging, final) from err
         accelerator.wait_for_everyone()
@@ -67,8 +70,9 @@ class ResumeCheckpointer:
     """Resume checkpoints every `every` steps and at `max_steps`, into `folder`; older ones are deleted
     once a newer one is complete."""
 
-    def __init__(self, every: int, max_steps: int, folder: Path, recipe: dict):
+    def __init__(self, every: int, max_steps: int, folder: Path, recipe: dict, provenance: dict):
         self.every, self.max_steps, self.folder, self.recipe = every, max_steps, folder, recipe
+        self.provenance = provenance
 
     def due(self, step: int) -> bool:
         return step > 0 and (step % self.every == 0 or step == self.max_steps)
@@ -88,7 +92,7 @@ class ResumeCheckpointer:
             accelerator.save_state(str(staging))
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                publish_checkpoint(staging, final, {"step": step, **state, "recipe": self.recipe})
+                publish_checkpoint(staging, final, {"step": step, **state, "recipe": self.recipe, **self.provenance})
         except OSError as err:
             raise _disk_error(err, staging, final) from err
         if accelerator.is_main_process:

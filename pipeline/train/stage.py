@@ -1,18 +1,23 @@
 """One training stage from start to report, shared by pretraining and fine-tuning: the run folder
-(new, resumed or done), trackers, evaluation, checkpoints, the training loop and the report."""
+(held exclusively; new, restarted, resumed or done), trackers, evaluation, checkpoints, the training
+loop and the report."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from transformers import set_seed
 from transformers.utils import logging as hf_logging
 
 from data_gen import Corpus
+from data_gen.folders import exclusive
+from data_gen.recipe import RecipeError
 from data_gen.stream import BiographyStream
 
 from ..config import ScheduleArguments, TrainArguments
@@ -27,7 +32,8 @@ from .trainer import Trainer, make_accelerator
 
 @dataclass
 class Stage:
-    """What differs between stages: the model, the stream, what is evaluated, extra callbacks, the report."""
+    """What differs between stages: the model, the stream, what is evaluated, extra callbacks, the report, and
+    what checkpoints record of the data (`provenance`: the corpus, and for fine-tuning the pretrained one)."""
 
     name: str
     recipe: dict
@@ -36,6 +42,7 @@ class Stage:
     evaluator: Callable[[], Evaluator]
     make_model: Callable[[], torch.nn.Module]
     write_report: Callable[[RunFolder], Path]
+    provenance: dict
     extra_callbacks: Callable[[torch.nn.Module, Accelerator], list[Callback]] = field(default=lambda m, a: [])
 
 
@@ -44,13 +51,33 @@ def permanent_checkpoint_steps(args: ScheduleArguments, max_steps: int) -> list[
     return sorted(set(log_spaced_steps(max_steps, args.checkpoint_points)) | set(args.checkpoint_at))
 
 
+def check_same_corpus(run: RunFolder, state: dict, corpus: Corpus) -> None:
+    """A run resumes only on the corpus it started on (same fingerprint)."""
+    saved = state.get("corpus")
+    if saved and saved["fingerprint"] != corpus.fingerprint():
+        raise RecipeError(f"output_dir '{run.path}' was trained on corpus '{saved['path']}' (fingerprint "
+                          f"{saved['fingerprint']}, seed {saved['seed']}), but '{corpus.path}' now holds another "
+                          f"(fingerprint {corpus.fingerprint()}, seed {corpus.config.get('seed')}): rebuild the corpus "
+                          f"it was trained on, or start this recipe in a new output_dir")
+
+
 def run_stage(stage: Stage, args: TrainArguments) -> Path:
     """Train (or resume) `stage` to args.max_steps in args.output_dir, evaluating along the way, then
-    write its report. A finished run is not retrained; a folder holding another run is refused."""
+    write its report. A finished run is not retrained; a folder holding another run, or held by another
+    process, is refused."""
     run = RunFolder(args.output_dir)
-    action, checkpoint = run.resolve(stage.recipe, args.overwrite_output_dir, renamed=type(args).renamed_keys)
-    state = read_state(checkpoint) if checkpoint else {}
     accelerator = make_accelerator(args, run.path)
+    with exclusive(run.path, "run") if accelerator.is_main_process else nullcontext():
+        decision = [run.resolve(stage.recipe, args.overwrite_output_dir, renamed=type(args).renamed_keys)
+                    if accelerator.is_main_process else None]
+        action, checkpoint = broadcast_object_list(decision)[0]
+        return _run(stage, args, run, accelerator, action, checkpoint)
+
+
+def _run(stage: Stage, args: TrainArguments, run: RunFolder, accelerator: Accelerator, action: str,
+         checkpoint: Path | None) -> Path:
+    state = read_state(checkpoint) if checkpoint else {}
+    check_same_corpus(run, state, stage.corpus)
     if action == "done":
         if accelerator.is_main_process:
             print(f"{run.path} already holds this run, complete; report: {stage.write_report(run)}")
@@ -58,8 +85,10 @@ def run_stage(stage: Stage, args: TrainArguments) -> Path:
     if accelerator.is_main_process:
         if action == "new":
             run.start(stage.recipe)
+        elif action == "restart":
+            run.rewind(-1)
+            print(f"restarting {run.path} from step 0: it holds no resume checkpoint")
         else:
-            run.rewind(state["step"])
             print(f"resuming {run.path} from {checkpoint.name}")
     accelerator.wait_for_everyone()
     hf_logging.disable_progress_bar()  # one progress bar: training's
@@ -78,10 +107,10 @@ def run_stage(stage: Stage, args: TrainArguments) -> Path:
         *stage.extra_callbacks(model, accelerator),
         EvaluationCallback(stage.evaluator(), log_spaced_steps(args.max_steps, args.eval_points, args.eval_steps),
                            run, stage.name),
-        PermanentCheckpoints(saved_at, run, stage.corpus.tokenizer, stage.recipe),
+        PermanentCheckpoints(saved_at, run, stage.corpus.tokenizer, stage.recipe, stage.provenance),
         HubPushCallback(pusher, saved_at, run),
     ]
-    checkpointer = ResumeCheckpointer(args.save_steps, args.max_steps, run.resume, stage.recipe) \
+    checkpointer = ResumeCheckpointer(args.save_steps, args.max_steps, run.resume, stage.recipe, stage.provenance) \
         if args.save_steps else None
     if accelerator.is_main_process:
         sizes = count_parameters(model)
@@ -91,7 +120,13 @@ def run_stage(stage: Stage, args: TrainArguments) -> Path:
               f"{len(stage.corpus.tokenizer):,} tokens")
     trainer = Trainer(args, model, stage.stream, accelerator, callbacks, checkpointer)
     try:
-        trainer.fit(trainer.load(checkpoint) if action == "resume" else 0)
+        start = 0
+        if action == "resume":
+            start = trainer.load(checkpoint)
+            if accelerator.is_main_process:  # only once the checkpoint has loaded
+                run.rewind(start)
+            accelerator.wait_for_everyone()
+        trainer.fit(start)
         accelerator.end_training()
         if accelerator.is_main_process:
             print(f"report: {stage.write_report(run)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -95,7 +96,12 @@ class Trainer:
 
     def load(self, checkpoint: Path) -> int:
         """Restore a resume checkpoint; returns the step it was taken after."""
-        self.accelerator.load_state(str(checkpoint))
+        try:
+            self.accelerator.load_state(str(checkpoint))
+        except Exception as err:
+            raise RunError(f"resume checkpoint '{checkpoint}' is damaged ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0][:160] if str(err) else ''}): delete that folder and rerun the "
+                           f"command; the run then restarts from step 0") from err
         state = read_state(checkpoint)
         self.tokens_seen = state["tokens_seen"]
         return state["step"]
@@ -122,10 +128,20 @@ class Trainer:
         self.checkpointer.save(self.accelerator, step, {"tokens_seen": self.tokens_seen,
                                                         "tracker_run_ids": self._tracker_run_ids()})
 
-    def _saves_at(self, step: int) -> bool:
-        """Whether weights are written after `step`."""
+    def _writes_at(self, step: int) -> bool:
+        """Whether weights or evaluations are written after `step`."""
         return (self.checkpointer is not None and self.checkpointer.due(step)) or any(
-            c.saves_at(step) for c in self.callbacks)
+            c.writes_at(step) for c in self.callbacks)
+
+    @torch.no_grad()
+    def _check_weights(self, step: int) -> None:
+        """Stop before anything is written if a weight is not finite (on any process's shard)."""
+        finite = [torch.isfinite(_local(p)).all() for p in self.model.parameters() if _local(p).numel()]
+        bad = (~torch.stack(finite).all()).float() if finite else torch.zeros((), device=self.accelerator.device)
+        if self.accelerator.reduce(bad.to(self.accelerator.device), reduction="sum").item() > 0:
+            raise RunError(f"the weights are not finite after step {step} (an update blew up): lower learning_rate (or "
+                           f"add warmup_steps, or clip with max_grad_norm); nothing was written after the previous "
+                           f"checkpoint, so rerunning resumes from the last good one")
 
     def _call(self, step: int) -> None:
         for callback in self.callbacks:
@@ -165,7 +181,7 @@ class Trainer:
 
     def fit(self, start_step: int = 0) -> None:
         """Train from `start_step` (0, or the step of a loaded resume checkpoint) to args.max_steps; on
-        SIGTERM, save a resume checkpoint after the current step and stop."""
+        SIGTERM or a first Ctrl-C, save a resume checkpoint after the current step and stop."""
         with StopSignal() as self.stop:
             try:
                 self._fit(start_step)
@@ -178,6 +194,8 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_train_begin(self, start_step)
         if start_step == 0:
+            if self._writes_at(0):
+                self._check_weights(0)
             self._call(0)
         bar = tqdm(initial=start_step, total=args.max_steps, disable=not accelerator.is_main_process,
                    desc="training")
@@ -187,7 +205,8 @@ class Trainer:
             for step in range(start_step + 1, args.max_steps + 1):
                 running += self.train_step(step - 1)
                 window_steps += 1
-                if step % args.logging_steps == 0 or step == args.max_steps:
+                logged = step % args.logging_steps == 0 or step == args.max_steps
+                if logged:
                     loss = accelerator.reduce(running, reduction="sum").item() / window_steps  # waits for the device
                     _check_finite(loss, step)
                     seconds = time.perf_counter() - window_start - in_callbacks
@@ -198,8 +217,10 @@ class Trainer:
                     running.zero_()
                     window_start, window_tokens, window_steps = time.perf_counter(), self.tokens_seen, 0
                     in_callbacks = 0.0
-                elif self._saves_at(step):  # never save weights after a non-finite loss
-                    _check_finite(accelerator.reduce(running.clone(), reduction="sum").item(), step)
+                if self._writes_at(step):  # never write weights or evaluations of a blown-up model
+                    if not logged:
+                        _check_finite(accelerator.reduce(running.clone(), reduction="sum").item(), step)
+                    self._check_weights(step)
                 bar.update()
                 callbacks_start = time.perf_counter()
                 self._call(step)
@@ -210,15 +231,25 @@ class Trainer:
             bar.close()
 
     def _stop_after(self, step: int) -> None:
-        """Save a resume checkpoint after `step` (unless one was just saved) and stop with exit status 143."""
+        """Save a resume checkpoint after `step` (unless one was just saved) and stop with exit status 128 + the
+        signal's number (143 for SIGTERM, 130 for SIGINT)."""
+        name, code = self.stop.name, 128 + self.stop.signum
         if self.checkpointer is None:
-            raise RunError(f"stopped by SIGTERM after step {step}; save_steps is 0, so no resume checkpoint was "
-                           f"saved and a rerun starts over", exit_code=143)
+            raise RunError(f"stopped by {name} after step {step}; save_steps is 0, so no resume checkpoint was "
+                           f"saved and a rerun starts over", exit_code=code)
         if not self.checkpointer.due(step):
+            self._check_weights(step)
             self._save_resume(step)
         saved = self.checkpointer.path(step)
-        raise RunError(f"stopped by SIGTERM after step {step}; resume checkpoint {saved} saved: rerun the same "
-                       f"command to continue", exit_code=143)
+        raise RunError(f"stopped by {name} after step {step}; resume checkpoint {saved} saved: rerun the same "
+                       f"command to continue", exit_code=code)
+
+
+def _local(parameter: torch.Tensor) -> torch.Tensor:
+    """This process's part of a parameter: its DeepSpeed ZeRO-3 partition or DTensor shard, else itself."""
+    if hasattr(parameter, "ds_tensor"):
+        return parameter.ds_tensor
+    return parameter.to_local() if hasattr(parameter, "to_local") else parameter
 
 
 def _check_finite(loss: float, step: int) -> None:
@@ -228,30 +259,49 @@ def _check_finite(loss: float, step: int) -> None:
 
 
 class StopSignal:
-    """Turns SIGTERM (a cluster's pre-emption, `kill`) into a request to stop after the current step."""
+    """Turns SIGTERM (a cluster's pre-emption, `kill`) and a first Ctrl-C (SIGINT) into a request to stop
+    after the current step; a second Ctrl-C stops at once (KeyboardInterrupt)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
-        self.flag = False
-        self.previous = None
+        self.signum: int | None = None
+        self.previous: dict[int, object] = {}
+
+    @property
+    def flag(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
 
     def __enter__(self) -> StopSignal:
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
     def _handle(self, signum, frame) -> None:
-        self.flag = True
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if signum == signal.SIGINT:
+            print("\nCtrl-C: stopping after this step with a resume checkpoint (press it again to stop at once)",
+                  file=sys.stderr)
+        self.signum = signum
 
     def requested(self, accelerator: Accelerator, step: int, every: int) -> bool:
-        """Whether any process got the signal, so that all of them stop after the same step. With
-        several processes that takes a collective, so they agree only every `every` steps."""
+        """Whether any process got a signal, so that all of them stop after the same step. With several
+        processes that takes a collective, so they agree only every `every` steps (on the highest signal)."""
         if accelerator.num_processes == 1:
             return self.flag
         if step % every:
             return False
-        flag = torch.tensor(float(self.flag), device=accelerator.device)
-        return accelerator.reduce(flag, reduction="sum").item() > 0
+        signum = torch.tensor(float(self.signum or 0), device=accelerator.device)
+        agreed = int(accelerator.reduce(signum, reduction="max").item())
+        if agreed:
+            self.signum = self.signum or agreed
+        return agreed > 0
