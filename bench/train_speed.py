@@ -1,11 +1,15 @@
 """Training speed: our step against the Hugging Face Trainer on the same model and the same
-biographies, in the same process. Prints ms/step, tokens/s, MFU and the ratio.
+biographies, in the same process. Prints ms/step, tokens/s, MFU, peak memory and the ratio.
 
-    python bench/train_speed.py --corpus corpora/paper --model_preset 44M --batch_size 128   # a GPU
-    python bench/train_speed.py --corpus corpora/demo --model_preset demo --batch_size 32    # a CPU
+    python bench/train_speed.py --corpus corpora/paper --model_preset 44M --batch_size 128 --compile  # a GPU
+    python bench/train_speed.py --corpus corpora/demo --model_preset demo --batch_size 32             # a CPU
 
-On a GPU both sides use bf16 and fused AdamW; `--compile` compiles both; `--hf_max_length 512`
-pads the Trainer's batches to 512 tokens as a naive setup would.
+On a GPU both sides use bf16 and fused AdamW; `--compile` compiles both (ours with
+`--compile_mode`, default reduce-overhead: CUDA graphs over fixed shapes); `--hf_max_length 512`
+pads the Trainer's batches to 512 tokens as a naive setup would. Step times are the wall time of
+the measured steps (after `--warmup` steps) divided by their number, one device sync at each end,
+so that a step that lets the CPU run ahead is credited for it. MFU counts the model's FLOPs on real
+tokens (pipeline.train.flops), the same for both sides.
 """
 
 from __future__ import annotations
@@ -16,14 +20,13 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from datasets import Dataset
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from data_gen import Corpus
 from pipeline.config import ModelArguments, TrainArguments
-from pipeline.train.flops import flops_per_token, peak_flops
 from pipeline.model import build_model
+from pipeline.train.flops import flops_per_token, peak_flops
 from pipeline.train.trainer import Trainer as OurTrainer
 from pipeline.train.trainer import make_accelerator
 
@@ -33,42 +36,61 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-class _StepTimer(TrainerCallback):
-    def __init__(self):
-        self.times: list[float] = []
+def _peak_memory_gb() -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
 
-    def on_step_begin(self, args, state, control, **kwargs):
-        _sync()
-        self.start = time.perf_counter()
+
+def _reset_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+class _WindowTimer(TrainerCallback):
+    """Wall time from the end of step `warmup` to the end of training."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.seconds = warmup, None, None
 
     def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.warmup:
+            _sync()
+            self.start = time.perf_counter()
+
+    def on_train_end(self, args, state, control, **kwargs):
         _sync()
-        self.times.append(time.perf_counter() - self.start)
+        self.seconds = time.perf_counter() - self.start
 
 
-def time_ours(corpus: Corpus, args, warmup: int, steps: int) -> list[float]:
+def time_ours(corpus: Corpus, args, warmup: int, steps: int) -> dict:
+    """ms/step and peak memory of our training step."""
+    _reset_memory()
     set_seed(0)
     model = build_model(ModelArguments(model_preset=args.model_preset), corpus.tokenizer)
     train_args = TrainArguments(output_dir=tempfile.mkdtemp(), batch_size=args.batch_size, max_steps=warmup + steps,
-                                mixed_precision=args.mixed_precision, torch_compile=args.compile, report_to="none")
-    accelerator: Accelerator = make_accelerator(train_args, Path(train_args.output_dir))
+                                mixed_precision=args.mixed_precision, torch_compile=args.compile,
+                                torch_compile_mode=args.compile_mode, report_to="none")
+    accelerator = make_accelerator(train_args, Path(train_args.output_dir))
     trainer = OurTrainer(train_args, model, corpus.stream(args.batch_size, seed=0), accelerator, [])
-    times = []
-    for step in range(warmup + steps):
-        _sync()
-        start = time.perf_counter()
+    for step in range(warmup):
         trainer.train_step(step)
-        _sync()
-        times.append(time.perf_counter() - start)
+    _sync()
+    start = time.perf_counter()
+    for step in range(warmup, warmup + steps):
+        trainer.train_step(step)
+    _sync()
+    seconds = time.perf_counter() - start
     trainer.loader.close()
-    return times[warmup:]
+    return {"ms_per_step": 1000 * seconds / steps, "peak_memory_gb": _peak_memory_gb()}
 
 
-def time_hf_trainer(corpus: Corpus, args, warmup: int, steps: int) -> list[float]:
+def time_hf_trainer(corpus: Corpus, args, warmup: int, steps: int) -> dict:
+    """ms/step and peak memory of the Hugging Face Trainer on the same biographies."""
+    _reset_memory()
     stream = corpus.stream(args.batch_size, seed=0)
     rows = []
     for step in range(warmup + steps):
-        batch = stream.batch(step)
+        batch = stream.batch(step, marks=False)
         rows += [ids[mask == 1].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
     dataset = Dataset.from_dict({"input_ids": rows})
     set_seed(0)
@@ -82,13 +104,31 @@ def time_hf_trainer(corpus: Corpus, args, warmup: int, steps: int) -> list[float
         dataloader_drop_last=True, use_cpu=not cuda, seed=0)
     pad = {"pad_to_multiple_of": args.hf_max_length} if args.hf_max_length else {"pad_to_multiple_of": 8}
     collator = DataCollatorForLanguageModeling(corpus.tokenizer, mlm=False, **pad)
-    timer = _StepTimer()
+    timer = _WindowTimer(warmup)
     Trainer(model=model, args=training_args, train_dataset=dataset, data_collator=collator,
             callbacks=[timer]).train()
-    return timer.times[warmup:]
+    return {"ms_per_step": 1000 * timer.seconds / steps, "peak_memory_gb": _peak_memory_gb()}
 
 
-def main() -> None:
+def step_rows(corpus: Corpus, args, warmup: int, steps: int) -> list[dict]:
+    """Both sides timed on the same model and biographies, with tokens/s, MFU and the ratio to ours."""
+    stream = corpus.stream(args.batch_size, seed=0)
+    tokens = sum(stream.num_label_tokens(s) for s in range(warmup, warmup + steps)) / steps
+    config = build_model(ModelArguments(model_preset=args.model_preset), corpus.tokenizer).config
+    per_token = flops_per_token(config, tokens / args.batch_size)
+    peak = peak_flops(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    rows = [{"side": "HF Trainer" + (f" (padded to {args.hf_max_length})" if args.hf_max_length else ""),
+             **time_hf_trainer(corpus, args, warmup, steps)},
+            {"side": "ours", **time_ours(corpus, args, warmup, steps)}]
+    ours = rows[-1]["ms_per_step"]
+    for row in rows:
+        row["tokens_per_s"] = tokens / (row["ms_per_step"] / 1000)
+        row["mfu"] = per_token * row["tokens_per_s"] / peak if peak else None
+        row["ours_faster_by"] = row["ms_per_step"] / ours
+    return rows
+
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="corpora/demo")
     parser.add_argument("--model_preset", default="demo")
@@ -96,29 +136,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile_mode", default="reduce-overhead")
     parser.add_argument("--hf_max_length", type=int, default=0)
-    args = parser.parse_args()
-    args.mixed_precision = "bf16" if torch.cuda.is_available() else "no"
-    corpus = Corpus(args.corpus)
-    stream = corpus.stream(args.batch_size, seed=0)
-    tokens = sum(stream.num_label_tokens(s) for s in range(args.warmup, args.warmup + args.steps)) / args.steps
+    return parser
 
-    results = {"HF Trainer": time_hf_trainer(corpus, args, args.warmup, args.steps),
-               "ours": time_ours(corpus, args, args.warmup, args.steps)}
-    config = build_model(ModelArguments(model_preset=args.model_preset), corpus.tokenizer).config
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    peak = peak_flops(device)
-    per_token = flops_per_token(config, tokens / args.batch_size)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    print(f"{name}, preset {args.model_preset}, batch {args.batch_size}, {tokens:,.0f} tokens/step, "
-          f"{args.mixed_precision}, compile={args.compile}")
-    print(f"{'':<12}{'ms/step':>10}{'tokens/s':>14}{'MFU':>8}")
-    for label, times in results.items():
-        ms = 1000 * sorted(times)[len(times) // 2]
-        mfu = f"{per_token * tokens / (ms / 1000) / peak:.1%}" if peak else "n/a"
-        print(f"{label:<12}{ms:>10.1f}{tokens / (ms / 1000):>14,.0f}{mfu:>8}")
-    hf, ours = (sorted(t)[len(t) // 2] for t in results.values())
-    print(f"speed-up of ours over the HF Trainer: {hf / ours:.2f}x (median step times)")
+
+def main() -> None:
+    args = parser().parse_args()
+    args.mixed_precision = "bf16" if torch.cuda.is_available() else "no"
+    if not torch.cuda.is_available() and args.compile_mode == "reduce-overhead":
+        args.compile_mode = "default"  # CUDA graphs need CUDA
+    corpus = Corpus(args.corpus)
+    rows = step_rows(corpus, args, args.warmup, args.steps)
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    print(f"{name}, preset {args.model_preset}, batch {args.batch_size}, {args.mixed_precision}, "
+          f"compile={args.compile} ({args.compile_mode})")
+    print(f"{'':<28}{'ms/step':>10}{'tokens/s':>14}{'MFU':>8}{'peak GiB':>10}")
+    for row in rows:
+        mfu = f"{row['mfu']:.1%}" if row["mfu"] else "n/a"
+        memory = f"{row['peak_memory_gb']:.1f}" if row["peak_memory_gb"] else "n/a"
+        print(f"{row['side']:<28}{row['ms_per_step']:>10.1f}{row['tokens_per_s']:>14,.0f}{mfu:>8}{memory:>10}")
+    print(f"speed-up of ours over the HF Trainer: {rows[0]['ours_faster_by']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -30,9 +30,16 @@ def shard_rows(batch_size: int, rank: int, world_size: int, micro: int = 0, n_mi
     return slice(start, start + size)
 
 
+NO_TOKEN = -10_000  # beyond a sentence's end in the sentence table
+
 @dataclass
 class BiographyStream:
-    """Biographies of `people`: six sentences in random order, a random training template each."""
+    """Biographies of `people`: six sentences in random order, a random training template each.
+
+    Batches are assembled with array operations, no loop over rows: each (attribute, template) sentence is
+    a row of a table holding its template words' ids and, as negative codes, placeholders for the name and
+    value tokens; code -1 - k reads column k of an individual's `fill` row (3 name tokens, then each
+    attribute's value tokens)."""
 
     people: Individuals
     templates: TemplateTokens
@@ -42,22 +49,32 @@ class BiographyStream:
     batch_size: int
     seed: int = 0
     sampler: object = None  # which individuals each step draws (data_gen.samplers); None: uniform
-    _tables: tuple = field(init=False, repr=False)
+    _sentences: np.ndarray = field(init=False, repr=False)  # [attributes, templates, longest sentence]
+    _lengths: np.ndarray = field(init=False, repr=False)  # [attributes, templates]
+    _fill: np.ndarray = field(init=False, repr=False)  # [people, 3 + value tokens of every attribute]
+    _fill_attribute: np.ndarray = field(init=False, repr=False)  # attribute of each fill column (-1: name)
     _last_draw: tuple = field(init=False, repr=False, default=(None, None))
 
     def __post_init__(self):
         if self.sampler is None:
             self.sampler = Uniform(len(self.people))
-        values = [self.people.values[a].tolist() for a in ATTRIBUTES]
-        slots = [self.people.values[a].shape[1] for a in ATTRIBUTES]
-        prefix, middle, suffix = self.templates.prefix, self.templates.middle, self.templates.suffix
-        # per attribute and template: a sentence's value marks, name marks and length, whoever it is about
-        marks = [[([-1] * (len(p) + 3 + len(m)) + [a] * slots[a] + [-1] * len(s),
-                   [-1] * len(p) + [0, 1, 2] + [-1] * (len(m) + slots[a] + len(s)),
-                   len(p) + 3 + len(m) + slots[a] + len(s))
-                  for p, m, s in zip(prefix[a], middle[a], suffix[a])] for a in range(len(ATTRIBUTES))]
-        lengths = self.templates.word_lengths() + 3 + np.array(slots)[:, None]
-        self._tables = (self.people.names.tolist(), values, lengths, marks)
+        values = [self.people.values[a] for a in ATTRIBUTES]
+        self._fill = np.concatenate([self.people.names, *values], axis=1).astype(np.int64)
+        self._fill_attribute = np.concatenate([np.full(3, -1)] + [np.full(v.shape[1], a) for a, v in enumerate(values)])
+        first_value = 3 + np.concatenate([[0], np.cumsum([v.shape[1] for v in values])])
+        rows = [[p + [-1, -2, -3] + m + [-1 - k for k in range(first_value[a], first_value[a + 1])] + x
+                 for p, m, x in zip(self.templates.prefix[a], self.templates.middle[a], self.templates.suffix[a])]
+                for a in range(len(ATTRIBUTES))]
+        self._lengths = np.array([[len(row) for row in per_attribute] for per_attribute in rows])
+        self._sentences = np.full((*self._lengths.shape, self._lengths.max()), NO_TOKEN, dtype=np.int64)
+        for a, per_attribute in enumerate(rows):
+            for t, row in enumerate(per_attribute):
+                self._sentences[a, t, : len(row)] = row
+
+    @property
+    def max_length(self) -> int:
+        """The longest biography any step can draw: <bos>, each attribute's longest sentence, <eos>."""
+        return int(self._lengths.max(axis=1).sum()) + 2
 
     def draw(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The global batch of `step`: individuals [B], sentence order [B, 6], template per attribute [B, 6]
@@ -84,40 +101,45 @@ class BiographyStream:
     def num_label_tokens(self, step: int) -> int:
         """Tokens predicted in the whole global batch of `step` (each biography predicts all but <bos>)."""
         _, _, template = self.draw(step)
-        sentence_lengths = self._tables[2][np.arange(len(ATTRIBUTES))[None, :], template]  # [B, 6]
+        sentence_lengths = self._lengths[np.arange(len(ATTRIBUTES))[None, :], template]  # [B, 6]
         return int(sentence_lengths.sum() + self.batch_size)  # + <eos> per biography
 
-    def batch(self, step: int, rows: slice = slice(None), pad_to_multiple_of: int = 1) -> dict[str, np.ndarray]:
-        """Rows of the global batch of `step`, padded to their longest biography (rounded up to a
-        multiple of `pad_to_multiple_of`, which keeps the number of shapes a compiler sees small).
+    def batch(self, step: int, rows: slice = slice(None), pad_to_multiple_of: int = 1, length: int | None = None,
+              marks: bool = True) -> dict[str, np.ndarray]:
+        """Rows of the global batch of `step`, padded to `length` (default: their longest biography, rounded
+        up to a multiple of `pad_to_multiple_of`, which keeps the number of shapes a compiler sees small).
 
-        Returns input_ids, attention_mask, labels (-100 on padding), value_attribute (the
-        attribute index on each value token), name_part (0, 1, 2 on the first, middle and last
-        name tokens) and sentence (the sentence index of each token), all [b, T], -1 elsewhere.
+        Returns input_ids, attention_mask and labels (-100 on padding), and with `marks` value_attribute
+        (the attribute index on each value token), name_part (0, 1, 2 on the first, middle and last name
+        tokens) and sentence (the sentence index of each token), all [b, T], -1 elsewhere.
         """
         who, order, template = (x[rows] for x in self.draw(step))
-        names, values, _, marks = self._tables
-        prefix, middle, suffix = self.templates.prefix, self.templates.middle, self.templates.suffix
-        rows_out = []
-        for i, sentence_order, chosen in zip(who.tolist(), order.tolist(), template.tolist()):
-            ids, value_marks, name_marks, sentence_marks = [self.bos_id], [-1], [-1], [-1]
-            for s, a in enumerate(sentence_order):
-                t = chosen[a]
-                ids += prefix[a][t] + names[i] + middle[a][t] + values[a][i] + suffix[a][t]
-                sentence_value_marks, sentence_name_marks, length = marks[a][t]
-                value_marks += sentence_value_marks
-                name_marks += sentence_name_marks
-                sentence_marks += [s] * length
-            ids.append(self.eos_id)
-            rows_out.append((ids, value_marks + [-1], name_marks + [-1], sentence_marks + [-1]))
-        length = -(-max(len(r[0]) for r in rows_out) // pad_to_multiple_of) * pad_to_multiple_of
-        arrays = [np.full((len(rows_out), length), fill, dtype=np.int64) for fill in (self.pad_id, -1, -1, -1)]
-        for r, row in enumerate(rows_out):
-            for array, marks in zip(arrays, row):
-                array[r, : len(marks)] = marks
-        input_ids, value_attribute, name_part, sentence = arrays
-        lengths = np.array([len(r[0]) for r in rows_out])
-        attention_mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int64)
-        labels = np.where(attention_mask == 1, input_ids, IGNORE_INDEX)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-                "value_attribute": value_attribute, "name_part": name_part, "sentence": sentence}
+        b, fill_width = len(who), self._fill.shape[1]
+        chosen = np.take_along_axis(template, order, axis=1)  # the template of each sentence, in biography order
+        sentence_lengths = self._lengths[order, chosen]  # [b, 6]
+        ends = np.cumsum(sentence_lengths, axis=1) + 1  # where each sentence ends, after <bos>
+        lengths = ends[:, -1] + 1
+        width = length or -(-int(lengths.max()) // pad_to_multiple_of) * pad_to_multiple_of
+        position = np.arange(width)[None, :]
+        attention_mask = (position < lengths[:, None]).astype(np.int64)
+        inside = (position >= 1) & (position < lengths[:, None] - 1)  # the sentences' tokens
+        boundary = np.zeros((b, width), dtype=np.int64)
+        boundary[np.arange(b)[:, None], ends[:, :-1]] = 1
+        sentence = np.cumsum(boundary, axis=1)  # [b, T]: the sentence each position is in
+        # position p of sentence s reads its table row at p - (the sentence's start); outside, any index (clipped)
+        row_start = (order * self._lengths.shape[1] + chosen) * self._sentences.shape[-1] - ends + sentence_lengths
+        code = self._sentences.take(np.take_along_axis(row_start, sentence, axis=1) + position, mode="clip")
+        placeholder = code < 0
+        column = -1 - code
+        filled = self._fill.take(who[:, None] * fill_width + column, mode="clip")
+        input_ids = np.where(inside, np.where(placeholder, filled, code), self.pad_id)
+        input_ids[:, 0] = self.bos_id
+        input_ids[np.arange(b), lengths - 1] = self.eos_id
+        out = {"input_ids": input_ids, "attention_mask": attention_mask,
+               "labels": np.where(attention_mask == 1, input_ids, IGNORE_INDEX)}
+        if marks:
+            attribute = np.where(inside & placeholder, self._fill_attribute.take(column, mode="clip"), -2)
+            out["value_attribute"] = np.where(attribute >= 0, attribute, -1)
+            out["name_part"] = np.where(attribute == -1, column, -1)
+            out["sentence"] = np.where(inside, sentence, -1)
+        return out

@@ -25,6 +25,7 @@ PRESETS = {
     "163M": {"num_hidden_layers": 12, "hidden_size": 896, "intermediate_size": 3584, "num_attention_heads": 16},
     "400M": {"num_hidden_layers": 12, "hidden_size": 1536, "intermediate_size": 6144, "num_attention_heads": 12},
 }
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 FREEZE = ("none", "mlp", "attention")
 LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -138,7 +139,13 @@ class PerformanceArguments:
     """How fast: precision, compilation, attention kernel, batching and prefetching."""
 
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16."})
-    torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile (inductor)."})
+    torch_compile: bool = field(default=False, metadata={"help": "Compile the training step with torch.compile "
+                                                                 "(inductor)."})
+    torch_compile_mode: str = field(default="default", metadata={
+        "help": f"torch.compile mode: {', '.join(COMPILE_MODES)} (reduce-overhead: CUDA graphs; needs fixed_length)."})
+    fixed_length: bool | None = field(default=None, metadata={
+        "help": "Pad every batch to the longest biography the corpus can draw: fixed shapes, so no recompiles and "
+                "CUDA graphs (default: on a GPU; on a CPU batches are padded to their longest biography)."})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2."})
     eval_batch_size: int = field(default=1024, metadata={"help": "Queries per evaluation forward pass."})
     pad_to_multiple_of: int | None = field(
@@ -151,6 +158,7 @@ class PerformanceArguments:
 
     def check_performance(self) -> None:
         check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
+        check_choice("torch_compile_mode", self.torch_compile_mode, COMPILE_MODES)
         check_values(self, at_least_one=("eval_batch_size", "pad_to_multiple_of"), at_least_zero=("prefetch_batches",),
                      positive=("peak_tflops",))
 

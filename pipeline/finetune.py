@@ -106,7 +106,7 @@ def finetune(data_args: DataArguments, args: FinetuneTrainArguments, ft: Finetun
     stage = Stage(
         name=FINETUNE, recipe=recipe_dict(data_args, args, ft), corpus=corpus,
         stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler, people=people),
-        evaluator=lambda: Evaluator(corpus, groups, args.eval_batch_size),
+        evaluator=lambda: Evaluator(corpus, groups, args.eval_batch_size, compile=args.torch_compile),
         make_model=lambda: load_model(checkpoint, ft, args.attn_implementation),
         write_report=lambda run: write_finetune_report(run, corpus),
         provenance={"corpus": corpus.provenance(), "init_corpus": pretrained_on})

@@ -41,7 +41,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
         name=PRETRAIN, recipe=recipe_dict(model_args, data_args, args, patching), corpus=corpus,
         stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler),
         evaluator=lambda: Evaluator(corpus, pretraining_splits(corpus, data_args.eval_individuals),
-                                    args.eval_batch_size, exposure_split=SEEN),
+                                    args.eval_batch_size, exposure_split=SEEN, compile=args.torch_compile),
         make_model=lambda: build_model(model_args, corpus.tokenizer, args.attn_implementation),
         write_report=lambda run: write_report(run, corpus), provenance={"corpus": corpus.provenance()},
         extra_callbacks=extra_callbacks)

@@ -70,3 +70,32 @@ def test_baseline_is_entropy_of_values_summed_over_tokens():
     assert baseline["date"] == pytest.approx(math.log(4))
     uniform = np.random.default_rng(0).integers(0, 50, size=(200_000, 1))
     assert no_knowledge_baseline({"x": uniform})["x"] == pytest.approx(math.log(50), abs=1e-3)
+
+
+def test_the_evaluator_equals_scoring_each_whole_query(corpus):
+    """Queries cut after their value and grouped by length, without a mask, give the numbers of scoring each
+    whole query on its own."""
+    from accelerate import Accelerator
+
+    from pipeline.config import ModelArguments
+    from pipeline.evaluation import Evaluator, pretraining_splits
+    from pipeline.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelArguments(model_preset="tiny"), corpus.tokenizer).eval()
+    splits = pretraining_splits(corpus, 12)
+    results = Evaluator(corpus, splits, batch_size=7).evaluate(model, Accelerator(cpu=True))
+    baselines = no_knowledge_baseline(corpus.individuals("train").values)
+    for group, (split, individuals) in splits.items():
+        queries = corpus.queries(split)
+        queries = queries.select([i for i, who in enumerate(queries["individual"]) if who in set(individuals)])
+        scores = []
+        with torch.no_grad():
+            for query in queries:
+                ids = torch.tensor(query["input_ids"])[None]
+                scores.append(query_scores(model(input_ids=ids).logits, ids, torch.tensor([query["value_start"]]),
+                                           torch.tensor([query["value_end"]])))
+        expected = summarize(*(torch.cat([getattr(s, k) for s in scores]).double().numpy()
+                               for k in ("loss", "correct", "top_prob", "entropy")), queries["attribute"], baselines)
+        for key in ("attribute_loss", "attribute_accuracy", "first_token_top_prob", "first_token_entropy"):
+            assert results[group][key] == pytest.approx(expected[key], rel=1e-6, abs=1e-9), (group, key)

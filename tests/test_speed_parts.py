@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,9 +36,15 @@ def test_prefetching_loader_gives_the_stream_batches(corpus):
     ahead = StreamLoader(stream, rank=1, world_size=2, n_micro=2, device=torch.device("cpu"), depth=3,
                          pad_to_multiple_of=8)
     inline = StreamLoader(stream, rank=1, world_size=2, n_micro=2, device=torch.device("cpu"), depth=0)
+    fixed = StreamLoader(stream, rank=1, world_size=2, n_micro=2, device=torch.device("cpu"), depth=0,
+                         pad_to_multiple_of=8, length=stream.max_length + 3)
     for step in (0, 1, 2, 7, 8):
-        n_tokens, micro = ahead.get(step)
-        assert n_tokens == stream.num_label_tokens(step) == inline.get(step)[0]
+        got = ahead.get(step)
+        n_tokens, micro = got.n_tokens, got.micro
+        assert n_tokens == stream.num_label_tokens(step) == inline.get(step).n_tokens == got.count.item()
+        assert (got.who == stream.draw(step)[0]).all()
+        assert all(set(m) == {"input_ids", "labels"} for m in micro)  # right padding, causal: no mask needed
+        assert all(m["input_ids"].shape[1] == stream.max_length + 3 for m in fixed.get(step).micro)
         for m, batch in enumerate(micro):
             expected = stream.batch(step, shard_rows(12, 1, 2, m, 2))
             width = expected["input_ids"].shape[1]
@@ -67,3 +75,17 @@ def test_slurm_script_bad_input(args, message):
     result = subprocess.run(["bash", "recipes/launch.slurm", *args, "--dry_run"], cwd=ROOT, capture_output=True,
                             text=True)
     assert result.returncode == 2 and message in result.stderr
+
+
+@pytest.mark.slow
+def test_the_gpu_suite_runs_its_smoke_version_anywhere(tmp_path):
+    result = subprocess.run([sys.executable, "bench/gpu_suite.py", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_suite.json").read_text())
+    assert [row["side"] for row in report["steps"]] == ["HF Trainer", "ours"]
+    assert all(row["ms_per_step"] > 0 and row["tokens_per_s"] > 0 for row in report["steps"])
+    assert report["default_run"]["steps"] == 30 and report["run_cut"]
+    assert report["evaluation"]["queries"] == 500 * 30  # every seen individual, 5 templates x 6 attributes
+    table = (tmp_path / "gpu_suite.md").read_text()
+    assert table.startswith("**CPU") and "| step, ours |" in table and "x faster" in table and table in result.stdout

@@ -74,3 +74,54 @@ def test_token_count_matches_labels(corpus):
     for step in range(5):
         labels = stream.batch(step)["labels"]
         assert stream.num_label_tokens(step) == int((labels != IGNORE_INDEX).sum()) - 10  # <bos> predicts nothing
+
+
+def _landed_batch(stream, step: int, rows=slice(None), pad_to_multiple_of: int = 1) -> dict[str, np.ndarray]:
+    """The stream's batch as the per-row Python loop of the landed tree assembled it (the oracle of the
+    vectorised stream)."""
+    who, order, template = (x[rows] for x in stream.draw(step))
+    prefix, middle, suffix = stream.templates.prefix, stream.templates.middle, stream.templates.suffix
+    names = stream.people.names.tolist()
+    values = [stream.people.values[a].tolist() for a in ATTRIBUTES]
+    rows_out = []
+    for i, sentence_order, chosen in zip(who.tolist(), order.tolist(), template.tolist()):
+        ids, value_marks, name_marks, sentence_marks = [stream.bos_id], [-1], [-1], [-1]
+        for s, a in enumerate(sentence_order):
+            p, m, x = prefix[a][chosen[a]], middle[a][chosen[a]], suffix[a][chosen[a]]
+            ids += p + names[i] + m + values[a][i] + x
+            value_marks += [-1] * (len(p) + 3 + len(m)) + [a] * len(values[a][i]) + [-1] * len(x)
+            name_marks += [-1] * len(p) + [0, 1, 2] + [-1] * (len(m) + len(values[a][i]) + len(x))
+            sentence_marks += [s] * (len(p) + 3 + len(m) + len(values[a][i]) + len(x))
+        ids.append(stream.eos_id)
+        rows_out.append((ids, value_marks + [-1], name_marks + [-1], sentence_marks + [-1]))
+    length = -(-max(len(r[0]) for r in rows_out) // pad_to_multiple_of) * pad_to_multiple_of
+    arrays = [np.full((len(rows_out), length), fill, dtype=np.int64) for fill in (stream.pad_id, -1, -1, -1)]
+    for r, row in enumerate(rows_out):
+        for array, marks in zip(arrays, row):
+            array[r, : len(marks)] = marks
+    input_ids, value_attribute, name_part, sentence = arrays
+    lengths = np.array([len(r[0]) for r in rows_out])
+    attention_mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int64)
+    return {"input_ids": input_ids, "attention_mask": attention_mask,
+            "labels": np.where(attention_mask == 1, input_ids, IGNORE_INDEX), "value_attribute": value_attribute,
+            "name_part": name_part, "sentence": sentence}
+
+
+@pytest.mark.parametrize("seed, batch_size", [(0, 16), (5, 12), (11, 128)])
+def test_the_vectorised_stream_equals_the_landed_loop(corpus, seed, batch_size):
+    from data_gen.samplers import build_sampler
+
+    sampler = build_sampler("power_law", len(corpus.split("train")), batch_size, 100, alpha=1.0)
+    for stream in (corpus.stream(batch_size, seed), corpus.stream(batch_size, seed, sampler=sampler)):
+        for step in (0, 1, 7, 123):
+            for rows, multiple in ((slice(None), 1), (slice(2, 6), 8), (shard_rows(batch_size, 1, 2), 1)):
+                expected, actual = _landed_batch(stream, step, rows, multiple), stream.batch(step, rows, multiple)
+                assert list(actual) == list(expected)
+                for key in expected:
+                    np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
+            unmarked = stream.batch(step, length=stream.max_length, marks=False)
+            assert set(unmarked) == {"input_ids", "attention_mask", "labels"}
+            assert unmarked["input_ids"].shape[1] == stream.max_length
+            full = stream.batch(step)
+            np.testing.assert_array_equal(unmarked["input_ids"][:, : full["input_ids"].shape[1]], full["input_ids"])
+            assert (unmarked["labels"][:, full["input_ids"].shape[1]:] == IGNORE_INDEX).all()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import evaluate
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -14,31 +13,37 @@ from data_gen import ATTRIBUTES, Corpus
 from data_gen.columns import as_array
 
 from ..run_folder import HELDOUT, SEEN
-from .metrics import auroc, by_exposure, by_rank, frequency_rank, no_knowledge_baseline, query_scores
+from .metrics import auroc, by_exposure, by_rank, frequency_rank, no_knowledge_baseline, query_scores, summarize
 
 METRIC_PATH = Path(__file__).parent / "attribute_recall"
 
 
-def _batches(queries: Dataset, batch_size: int, pad_id: int) -> list[dict[str, torch.Tensor]]:
-    columns = queries.with_format("numpy", columns=["input_ids", "value_start", "value_end", "attribute",
-                                                    "individual"])
-    attribute_index = {a: i for i, a in enumerate(ATTRIBUTES)}
+def _batches(queries: Dataset, batch_size: int, pad_id: int, multiple: int = 8) -> list[dict[str, torch.Tensor]]:
+    """Queries cut after their value's last token (what follows is not scored), grouped by that length
+    rounded up to `multiple` (few shapes, little padding, right padding only: causal attention needs no
+    mask), in batches of at most `batch_size`; `query` holds each one's index in `queries`."""
+    ids = queries.with_format("arrow")["input_ids"].combine_chunks()
+    flat, offsets = ids.flatten().to_numpy(), ids.offsets.to_numpy()[:-1]
+    value_start, value_end = as_array(queries, "value_start").astype(np.int64), as_array(queries, "value_end")
+    value_end = value_end.astype(np.int64)
+    names = as_array(queries, "attribute")
+    attribute = np.zeros(len(names), dtype=np.int64)
+    for index, name in enumerate(ATTRIBUTES):
+        attribute[names == name] = index
+    individual = as_array(queries, "individual").astype(np.int64)
+    width = -(-value_end // multiple) * multiple
     batches = []
-    for start in range(0, len(queries), batch_size):
-        rows = columns[start: start + batch_size]
-        ids = list(rows["input_ids"])
-        lengths = np.array([len(x) for x in ids])
-        input_ids = np.full((len(ids), lengths.max()), pad_id, dtype=np.int64)
-        for r, x in enumerate(ids):
-            input_ids[r, : len(x)] = x
-        batches.append({
-            "input_ids": torch.from_numpy(input_ids),
-            "attention_mask": torch.from_numpy((np.arange(lengths.max()) < lengths[:, None]).astype(np.int64)),
-            "value_start": torch.from_numpy(rows["value_start"].astype(np.int64)),
-            "value_end": torch.from_numpy(rows["value_end"].astype(np.int64)),
-            "attribute": torch.tensor([attribute_index[a] for a in rows["attribute"]]),
-            "individual": torch.from_numpy(rows["individual"].astype(np.int64)),
-        })
+    for length in np.unique(width):
+        group = np.flatnonzero(width == length)
+        for start in range(0, len(group), batch_size):
+            rows = group[start: start + batch_size]
+            position = np.arange(length)[None, :]
+            input_ids = np.where(position < value_end[rows, None],
+                                 flat[np.minimum(offsets[rows, None] + position, len(flat) - 1)], pad_id)
+            batches.append({key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in (
+                ("input_ids", input_ids.astype(np.int64)), ("value_start", value_start[rows]),
+                ("value_end", value_end[rows]), ("attribute", attribute[rows]), ("individual", individual[rows]),
+                ("query", rows.astype(np.int64)))})
     return batches
 
 
@@ -60,46 +65,63 @@ class Evaluator:
     """Attribute recall (on held-out templates) of named groups of individuals.
 
     `splits` maps a name to (individual split, indices of its individuals evaluated), e.g. pretraining's
-    seen and held-out individuals. Batches are spread over processes, per-query scores gathered, and
-    the numbers computed by the `attribute_recall` evaluate module; every process gets them. Also
-    reports how well the first value token's top probability separates the first group (known
-    individuals) from "heldout" (`confidence_auroc`). With `exposure_split`, that group's metrics
-    are also given by exposure and frequency rank of the training stream's individuals.
+    seen and held-out individuals. Batches (built once, then kept on the device) are spread over
+    processes, per-query scores gathered, and the numbers computed by `metrics.summarize`, the function
+    behind the `attribute_recall` evaluate module; every process gets them. Also reports how well the
+    first value token's top probability separates the first group (known individuals) from "heldout"
+    (`confidence_auroc`). With `exposure_split`, that group's metrics are also given by exposure and
+    frequency rank of the training stream's individuals. With `compile`, the forward is compiled.
     """
 
     def __init__(self, corpus: Corpus, splits: dict[str, tuple[str, np.ndarray]], batch_size: int,
-                 exposure_split: str | None = None):
+                 exposure_split: str | None = None, compile: bool = False):
         self.baselines = no_knowledge_baseline(corpus.individuals("train").values)
-        self.metric = evaluate.load(str(METRIC_PATH))
-        self.exposure_split = exposure_split
-        self.batches = {}
+        self.exposure_split, self.compile = exposure_split, compile
+        self.batches, self.on_device, self._forward_of = {}, {}, (None, None)
         for name, (split, individuals) in splits.items():
             queries = corpus.queries(split)
             queries = queries.select(np.flatnonzero(np.isin(as_array(queries, "individual"), individuals)))
             self.batches[name] = _batches(queries, batch_size, corpus.tokenizer.pad_token_id)
 
+    def _device_batches(self, split: str, device: torch.device) -> list[dict[str, torch.Tensor]]:
+        """A split's batches on `device`, moved there once."""
+        if (split, device) not in self.on_device:
+            self.on_device[(split, device)] = [{k: t.to(device) for k, t in batch.items()}
+                                               for batch in self.batches[split]]
+        return self.on_device[(split, device)]
+
+    def _forward(self, model: torch.nn.Module):
+        """The scores of one batch of queries under `model`, compiled once per model when asked."""
+        if self._forward_of[0] is not model:
+            decoder, head = model.get_decoder(), model.get_output_embeddings()
+
+            def forward(input_ids, value_start, value_end):
+                hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state
+                return query_scores(_ValueLogits(hidden, head), input_ids, value_start, value_end)
+
+            self._forward_of = (model, torch.compile(forward) if self.compile else forward)
+        return self._forward_of[1]
+
     @torch.no_grad()
     def scores(self, model: torch.nn.Module, accelerator: Accelerator, split: str) -> dict[str, np.ndarray]:
         """Per-query scores of one split, from every process, in query order."""
-        unwrapped = accelerator.unwrap_model(model)
-        decoder, head = unwrapped.get_decoder(), unwrapped.get_output_embeddings()
-        batches = self.batches[split]
+        forward = self._forward(accelerator.unwrap_model(model))
+        batches = self._device_batches(split, accelerator.device)
         per_process = -(-len(batches) // accelerator.num_processes)
         local = []
         for k in range(per_process):  # every process runs the same number of forward passes
             index = k * accelerator.num_processes + accelerator.process_index
-            batch = {key: t.to(accelerator.device) for key, t in batches[index % len(batches)].items()}
+            batch = batches[index % len(batches)]
             with accelerator.autocast():  # bf16 matmuls when training in bf16
-                hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-                scores = query_scores(_ValueLogits(hidden, head), batch["input_ids"], batch["value_start"],
-                                      batch["value_end"])
+                scores = forward(batch["input_ids"], batch["value_start"], batch["value_end"])
+            query = batch["query"] if index < len(batches) else torch.full_like(batch["query"], -1)
             columns = [scores.loss, scores.correct, scores.top_prob, scores.entropy, batch["attribute"],
-                       batch["individual"], torch.full_like(scores.loss, index if index < len(batches) else -1)]
+                       batch["individual"], query]
             local.append(torch.stack([c.double() for c in columns], dim=1))
         table = accelerator.pad_across_processes(torch.cat(local), pad_index=-1)  # [queries, 7] per process
         table = accelerator.gather(table).cpu().numpy()
         table = table[table[:, 6] >= 0]
-        table = table[np.argsort(table[:, 6], kind="stable")]  # batches back in order
+        table = table[np.argsort(table[:, 6], kind="stable")]  # queries back in order
         return {"value_loss": table[:, 0], "correct": table[:, 1].astype(bool), "top_prob": table[:, 2],
                 "entropy": table[:, 3], "attribute": [ATTRIBUTES[int(a)] for a in table[:, 4]],
                 "individual": table[:, 5].astype(np.int64)}
@@ -113,7 +135,8 @@ class Evaluator:
         scores = {split: self.scores(model, accelerator, split) for split in self.batches}
         model.train(was_training)
         individuals = {split: s.pop("individual") for split, s in scores.items()}
-        results = {split: self.metric.compute(**s, baselines=self.baselines) for split, s in scores.items()}
+        results = {split: summarize(s["value_loss"], s["correct"], s["top_prob"], s["entropy"], s["attribute"],
+                                    self.baselines) for split, s in scores.items()}
         if exposures is not None and self.exposure_split:
             known, who = scores[self.exposure_split], individuals[self.exposure_split]
             results[self.exposure_split]["by_exposure"] = by_exposure(exposures[who], known["value_loss"],

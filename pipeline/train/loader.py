@@ -4,44 +4,65 @@ never waits for data generation."""
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from data_gen.stream import BiographyStream, shard_rows
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
+MODEL_INPUTS = ("input_ids", "labels")  # right padding, labels -100 there and causal attention: no mask needed
+
+
+@dataclass
+class StepBatch:
+    """One optimizer step's data on this process: tokens predicted in the global batch (as an int, and as a
+    device tensor that needs no host sync), this process's micro-batches, and who the global batch drew."""
+
+    n_tokens: int
+    count: torch.Tensor
+    micro: list[dict[str, torch.Tensor]]
+    who: np.ndarray
 
 
 class StreamLoader:
-    """This process's micro-batches of each step, as tensors on `device`, built `depth` steps ahead."""
+    """This process's micro-batches of each step, as tensors on `device`, built `depth` steps ahead, padded
+    to `length` tokens (fixed shapes) or to their longest biography rounded up to `pad_to_multiple_of`."""
 
     def __init__(self, stream: BiographyStream, rank: int, world_size: int, n_micro: int, device: torch.device,
-                 depth: int = 2, pad_to_multiple_of: int = 1):
-        self.stream, self.device, self.depth, self.multiple = stream, device, depth, pad_to_multiple_of
+                 depth: int = 2, pad_to_multiple_of: int = 1, length: int | None = None):
+        self.stream, self.device, self.depth, self.multiple, self.length = (stream, device, depth, pad_to_multiple_of,
+                                                                            length)
         self.rows = [shard_rows(stream.batch_size, rank, world_size, m, n_micro) for m in range(n_micro)]
         self.pin = device.type == "cuda"
         self.pool = ThreadPoolExecutor(max_workers=1) if depth else None
         self.pending: dict[int, Future] = {}
 
-    def _build(self, step: int) -> tuple[int, list[dict[str, torch.Tensor]]]:
+    def _build(self, step: int) -> StepBatch:
         micro = []
         for rows in self.rows:
-            batch = self.stream.batch(step, rows, pad_to_multiple_of=self.multiple)
-            tensors = {k: torch.from_numpy(batch[k]) for k in MODEL_INPUTS}
-            micro.append({k: t.pin_memory() if self.pin else t for k, t in tensors.items()})
-        return self.stream.num_label_tokens(step), micro
+            batch = self.stream.batch(step, rows, pad_to_multiple_of=self.multiple, length=self.length, marks=False)
+            micro.append({k: torch.from_numpy(batch[k]) for k in MODEL_INPUTS})
+        n_tokens = self.stream.num_label_tokens(step)
+        count = torch.tensor(float(n_tokens))  # a tensor: no recompiles as it varies
+        if self.pin:
+            micro = [{k: t.pin_memory() for k, t in m.items()} for m in micro]
+            count = count.pin_memory()
+        return StepBatch(n_tokens, count, micro, self.stream.draw(step)[0])
 
-    def get(self, step: int) -> tuple[int, list[dict[str, torch.Tensor]]]:
-        """Tokens predicted in the global batch of `step`, and this process's micro-batches on the device."""
+    def get(self, step: int) -> StepBatch:
+        """The data of `step`, on the device (copies queued without waiting)."""
         if self.pool is None:
-            n_tokens, micro = self._build(step)
+            batch = self._build(step)
         else:
             future = self.pending.pop(step, None) or self.pool.submit(self._build, step)
             for ahead in range(step + 1, step + 1 + self.depth):
                 if ahead not in self.pending:
                     self.pending[ahead] = self.pool.submit(self._build, ahead)
-            n_tokens, micro = future.result()
-        return n_tokens, [{k: t.to(self.device, non_blocking=True) for k, t in m.items()} for m in micro]
+            batch = future.result()
+        batch.count = batch.count.to(self.device, non_blocking=True)
+        batch.micro = [{k: t.to(self.device, non_blocking=True) for k, t in m.items()} for m in batch.micro]
+        return batch
 
     def close(self) -> None:
         if self.pool is not None:

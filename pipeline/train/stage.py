@@ -129,6 +129,7 @@ def _run(stage: Stage, args: TrainArguments, run: RunFolder, accelerator: Accele
         trainer.fit(start)
         accelerator.end_training()
         if accelerator.is_main_process:
+            print(trainer.summary)
             print(f"report: {stage.write_report(run)}")
         if pusher:
             push_run_files(pusher, run, run.checkpoint(args.max_steps))

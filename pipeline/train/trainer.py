@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, TorchDynamoPlugin
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -40,12 +40,19 @@ def micro_batches(args: TrainArguments, num_processes: int) -> int:
     return per_process // micro
 
 
+def single_device(accelerator: Accelerator) -> bool:
+    """Whether the trainer drives the model itself: one process, no DeepSpeed, FSDP or fp16 loss scaling.
+    Elsewhere every step goes through Accelerate's wrappers."""
+    return accelerator.distributed_type == DistributedType.NO and accelerator.mixed_precision != "fp16"
+
+
 def make_accelerator(args: TrainArguments, project_dir: Path) -> Accelerator:
     """The run's Accelerator, with gradient accumulation (and DeepSpeed's batch sizes and clipping)
-    set so that one optimizer step consumes exactly one global batch."""
+    set so that one optimizer step consumes exactly one global batch. Accelerate compiles the model for
+    runs over several processes; on a single device the trainer compiles its own step (see Trainer)."""
+    plugin = TorchDynamoPlugin(backend="inductor", mode=args.torch_compile_mode) if args.torch_compile else None
     accelerator = Accelerator(mixed_precision=args.mixed_precision, project_dir=str(project_dir),
-                              log_with=None if args.report_to == "none" else args.report_to,
-                              dynamo_backend="inductor" if args.torch_compile else "no")
+                              log_with=None if args.report_to == "none" else args.report_to, dynamo_plugin=plugin)
     n_micro = micro_batches(args, accelerator.num_processes)
     accelerator.gradient_accumulation_steps = n_micro
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
@@ -82,16 +89,26 @@ class Trainer:
             self.optimizer = accelerator.prepare(make_optimizer(self.model, args))
         scheduler_kwargs = {"min_lr_rate": 0.1} if args.lr_scheduler_type == "cosine_with_min_lr" else {}
         # Stepped by hand once per optimizer step: a prepared scheduler would step once per process.
-        self.scheduler = get_scheduler(args.lr_scheduler_type, self.optimizer, num_warmup_steps=args.warmup_steps,
+        self.direct = single_device(accelerator)
+        stepped = self.optimizer.optimizer if self.direct else self.optimizer  # the one whose step() is called
+        self.scheduler = get_scheduler(args.lr_scheduler_type, stepped, num_warmup_steps=args.warmup_steps,
                                        num_training_steps=args.max_steps, scheduler_specific_kwargs=scheduler_kwargs)
         accelerator.register_for_checkpointing(self.scheduler)
         on_gpu = accelerator.device.type == "cuda"
         prefetch = args.prefetch_batches if args.prefetch_batches is not None else (2 if on_gpu else 0)
         multiple = args.pad_to_multiple_of or (8 if on_gpu else 1)
+        fixed = args.fixed_length if args.fixed_length is not None else on_gpu
+        length = -(-stream.max_length // multiple) * multiple if fixed else None
         self.loader = StreamLoader(stream, accelerator.process_index, accelerator.num_processes, self.n_micro,
-                                   accelerator.device, prefetch, multiple)
+                                   accelerator.device, prefetch, multiple, length)
+        if self.direct:  # the model's own forward under autocast: no fp32 copy of the logits, compiled here
+            unwrapped = accelerator.unwrap_model(self.model, keep_fp32_wrapper=True)
+            forward = getattr(unwrapped, "_original_forward", unwrapped.forward)
+            self.forward = torch.compile(forward, mode=args.torch_compile_mode, dynamic=not fixed) \
+                if args.torch_compile else forward
+            self.autocast_dtype = torch.bfloat16 if args.mixed_precision == "bf16" else None
         self.tokens_seen = 0
-        self._exposures = (0, np.zeros(len(stream.people), dtype=np.int64))  # (up to step, counts)
+        self._exposures = (0, np.zeros(len(stream.people), dtype=np.int64))  # (after step, counts)
         self.peak_flops = peak_flops(accelerator.device, args.peak_tflops)
 
     def load(self, checkpoint: Path) -> int:
@@ -104,16 +121,14 @@ class Trainer:
                            f"command; the run then restarts from step 0") from err
         state = read_state(checkpoint)
         self.tokens_seen = state["tokens_seen"]
+        self._exposures = (state["step"], self.stream.exposures(state["step"]))  # replayed once
         return state["step"]
 
     def exposures(self, step: int) -> np.ndarray:
-        """How many times each individual has been drawn in the first `step` steps."""
+        """How many times each individual has been drawn in the first `step` steps (counted as steps are
+        drawn)."""
         done, counts = self._exposures
-        if step < done:
-            done, counts = 0, np.zeros_like(counts)
-        counts = counts + self.stream.exposures(step, done)
-        self._exposures = (step, counts)
-        return counts
+        return counts.copy() if step == done else self.stream.exposures(step)
 
     def reset_optimizer_state(self) -> None:
         """Forget the optimizer's moments (the learning-rate schedule goes on)."""
@@ -152,22 +167,45 @@ class Trainer:
     def train_step(self, step: int) -> torch.Tensor:
         """One optimizer step on the global batch drawn at `step`; returns this process's share of its
         mean token loss (summed over processes, it is the global batch's mean)."""
+        batch = self.loader.get(step)
+        total = self._direct_step(batch) if self.direct else self._accelerate_step(batch)
+        self.scheduler.step()
+        self.tokens_seen += batch.n_tokens
+        done, counts = self._exposures
+        if done == step:
+            self._exposures = (step + 1, counts + np.bincount(batch.who, minlength=len(counts)))
+        return total
+
+    def _direct_step(self, batch) -> torch.Tensor:
+        """A step on a single device without Accelerate's per-step wrappers (which only manage processes,
+        accumulation bookkeeping and fp16 scaling there); the same arithmetic."""
+        total = torch.zeros((), device=self.accelerator.device)
+        for inputs in batch.micro:
+            with torch.autocast(self.accelerator.device.type, dtype=self.autocast_dtype,
+                                enabled=self.autocast_dtype is not None):
+                loss = self.forward(**inputs, num_items_in_batch=batch.count, use_cache=False).loss
+            loss.backward()  # sum over tokens / global token count: micro-batches add up to the batch's mean
+            total += loss.detach()
+        optimizer = self.optimizer.optimizer
+        if self.args.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return total
+
+    def _accelerate_step(self, batch) -> torch.Tensor:
         accelerator, model = self.accelerator, self.model
-        n_tokens, parts = self.loader.get(step)
         scale = accelerator.num_processes * self.n_micro  # undo DDP's and accumulation's averaging
         total = torch.zeros((), device=accelerator.device)
-        count = torch.tensor(float(n_tokens), device=accelerator.device)  # a tensor: no recompiles as it varies
-        for inputs in parts:
+        for inputs in batch.micro:
             with accelerator.accumulate(model):
-                loss = model(**inputs, num_items_in_batch=count).loss  # sum over tokens / global token count
-                accelerator.backward(loss * scale)
+                loss = model(**inputs, num_items_in_batch=batch.count, use_cache=False).loss
+                accelerator.backward(loss * scale)  # sum over tokens / global token count, times the averaging
             total += loss.detach()
         if self.args.max_grad_norm and accelerator.distributed_type != DistributedType.DEEPSPEED:
             accelerator.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
         self.optimizer.step()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.tokens_seen += n_tokens
         return total
 
     def _speed(self, steps: int, tokens: int, seconds: float) -> dict[str, float]:
@@ -193,10 +231,12 @@ class Trainer:
         self.model.train()
         for callback in self.callbacks:
             callback.on_train_begin(self, start_step)
+        fit_start = time.perf_counter()
         if start_step == 0:
             if self._writes_at(0):
                 self._check_weights(0)
             self._call(0)
+        callbacks_total = time.perf_counter() - fit_start
         bar = tqdm(initial=start_step, total=args.max_steps, disable=not accelerator.is_main_process,
                    desc="training")
         running = torch.zeros((), device=accelerator.device)
@@ -225,10 +265,15 @@ class Trainer:
                 callbacks_start = time.perf_counter()
                 self._call(step)
                 in_callbacks += time.perf_counter() - callbacks_start
+                callbacks_total += time.perf_counter() - callbacks_start
                 if self.stop.requested(accelerator, step, args.logging_steps):
                     self._stop_after(step)
         finally:
             bar.close()
+        total = time.perf_counter() - fit_start
+        self.summary = (f"trained {args.max_steps - start_step:,} steps in {total - callbacks_total:.1f} s "
+                        f"({1000 * (total - callbacks_total) / max(args.max_steps - start_step, 1):.2f} ms/step); "
+                        f"evaluations and checkpoints {callbacks_total:.1f} s")
 
     def _stop_after(self, step: int) -> None:
         """Save a resume checkpoint after `step` (unless one was just saved) and stop with exit status 128 + the
