@@ -100,3 +100,37 @@ def test_rerunning_a_finished_run_changes_nothing(corpus_dir, tmp_path, capsys):
     main(_flags(corpus_dir, out, 4, "--save_steps", "2"))
     assert "already holds this run, complete" in capsys.readouterr().out
     assert (out / "trajectory.jsonl").read_text() == trajectory
+
+
+@pytest.mark.slow
+def test_a_kill_during_a_background_write_resumes_from_the_last_complete_checkpoint(corpus_dir, tmp_path):
+    """Checkpoints are written by a background thread: training reaches the end while the resume checkpoint
+    of step 150 is still being written; a SIGKILL then leaves it unpublished, and the rerun resumes from
+    step 100 to the same trajectory and weights as an uninterrupted run."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    flags = _flags(corpus_dir, straight, 200, "--save_steps", "50")
+    main(flags)
+    flags[flags.index("--output_dir") + 1] = str(killed)
+    marker = tmp_path / "stalled"
+    script = (f"import time\nimport pipeline.train.checkpoints as checkpoints\nfrom pipeline.pretrain import main\n"
+              f"original = checkpoints.publish_checkpoint\n"
+              f"def stalled(staging, final, record):\n"
+              f"    if record['step'] == 150 and final.parent.name == 'resume':\n"
+              f"        open({str(marker)!r}, 'w').close()\n        time.sleep(600)\n"
+              f"    return original(staging, final, record)\n"
+              f"checkpoints.publish_checkpoint = stalled\nmain({flags!r})\n")
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (marker.exists() and (killed / "trajectory.jsonl").is_file()
+                                          and max(r["step"] for r in load_trajectory(killed)) == 200):
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be killed during its write"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert latest_resume_checkpoint(killed).name == checkpoint_name(100)
+    assert (killed / "resume" / f".tmp-{checkpoint_name(150)}").is_dir()  # written, never published
+    main(flags)
+    assert load_trajectory(killed) == load_trajectory(straight)
+    a = AutoModelForCausalLM.from_pretrained(straight / "checkpoints" / checkpoint_name(200)).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(killed / "checkpoints" / checkpoint_name(200)).state_dict()
+    assert all((a[k] == b[k]).all() for k in a)

@@ -237,7 +237,7 @@ def test_a_restarted_run_keeps_its_folder(corpus_dir, tmp_path, monkeypatch, cap
     assert load_trajectory(out) == load_trajectory(straight)
 
 
-def _sigint_run(corpus_dir, out, *, save_steps: int, presses: int) -> tuple[int, str]:
+def _sigint_run(corpus_dir, out, *, save_steps: int) -> tuple[int, str]:
     argv = tp(corpus_dir, out, max_steps=100_000, save_steps=save_steps, eval_points=0, checkpoint_points=0)
     process = subprocess.Popen([sys.executable, "-m", "pipeline.pretrain", *argv], cwd=REPO, text=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -245,24 +245,40 @@ def _sigint_run(corpus_dir, out, *, save_steps: int, presses: int) -> tuple[int,
     while not (out / "trajectory.jsonl").is_file() and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(1)
-    for _ in range(presses):
-        process.send_signal(signal.SIGINT)
-        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
     return process.wait(timeout=300), process.communicate()[1]
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_and_a_second_one_stops_at_once(corpus_dir, tmp_path):
+def test_ctrl_c_finishes_the_step_and_saves(corpus_dir, tmp_path):
     out = tmp_path / "once"
-    code, err = _sigint_run(corpus_dir, out, save_steps=100_000, presses=1)
+    code, err = _sigint_run(corpus_dir, out, save_steps=100_000)
     last = err.strip().splitlines()[-1]
     assert code == 130 and last.startswith("error: stopped by SIGINT after step") and "Traceback" not in err
     (saved,) = RunFolder(out).resume.glob("step-*")
     step = read_state(saved)["step"]
     assert f"after step {step};" in last and 0 < step < 100_000
-    out = tmp_path / "twice"
-    code, err = _sigint_run(corpus_dir, out, save_steps=100_000, presses=2)
-    assert code == 130 and "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: stopped at once")
+
+
+def test_a_second_ctrl_c_stops_at_once(capsys):
+    import os
+
+    from pipeline.train.trainer import StopSignal
+
+    with StopSignal() as stop:
+        os.kill(os.getpid(), signal.SIGINT)  # the first asks to stop after the step
+        time.sleep(0.1)
+        assert stop.flag and stop.name == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+    assert "press it again to stop at once" in capsys.readouterr().err
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert run_cli(interrupted) == 130
+    assert capsys.readouterr().err.startswith("error: stopped at once by Ctrl-C")
 
 
 @pytest.mark.parametrize("text, message", [

@@ -76,13 +76,18 @@ def test_token_count_matches_labels(corpus):
         assert stream.num_label_tokens(step) == int((labels != IGNORE_INDEX).sum()) - 10  # <bos> predicts nothing
 
 
+_LANDED_TABLES: dict[int, tuple] = {}
+
+
 def _landed_batch(stream, step: int, rows=slice(None), pad_to_multiple_of: int = 1) -> dict[str, np.ndarray]:
     """The stream's batch as the per-row Python loop of the landed tree assembled it (the oracle of the
     vectorised stream)."""
     who, order, template = (x[rows] for x in stream.draw(step))
     prefix, middle, suffix = stream.templates.prefix, stream.templates.middle, stream.templates.suffix
-    names = stream.people.names.tolist()
-    values = [stream.people.values[a].tolist() for a in ATTRIBUTES]
+    if id(stream) not in _LANDED_TABLES:  # built once per stream, as the landed stream did
+        _LANDED_TABLES[id(stream)] = (stream.people.names.tolist(), [stream.people.values[a].tolist()
+                                                                     for a in ATTRIBUTES])
+    names, values = _LANDED_TABLES[id(stream)]
     rows_out = []
     for i, sentence_order, chosen in zip(who.tolist(), order.tolist(), template.tolist()):
         ids, value_marks, name_marks, sentence_marks = [stream.bos_id], [-1], [-1], [-1]

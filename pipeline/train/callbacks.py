@@ -4,6 +4,7 @@ Hub pushes of permanent checkpoints, and log-spaced schedules."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -42,6 +43,9 @@ class TrainingState(Protocol):
 
     def reset_optimizer_state(self) -> None:
         """Forget the optimizer's moments (the learning-rate schedule goes on)."""
+
+    def write_in_background(self, write: Callable[[], None]) -> None:
+        """Run `write` in the checkpoint writer's thread, after the writes queued before it."""
 
 
 class Callback:
@@ -93,5 +97,6 @@ class HubPushCallback(Callback):
         self.pusher, self.steps, self.run = pusher, set(steps), run
 
     def on_step(self, state: TrainingState, step: int) -> None:
-        if self.pusher is not None and step in self.steps:
-            self.pusher.push(self.run.checkpoint(step), checkpoint_name(step), f"Checkpoint at step {step:,}")
+        if self.pusher is not None and step in self.steps:  # queued once the checkpoint is written
+            folder, pusher = self.run.checkpoint(step), self.pusher
+            state.write_in_background(lambda: pusher.push(folder, checkpoint_name(step), f"Checkpoint at step {step:,}"))

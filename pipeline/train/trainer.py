@@ -22,7 +22,7 @@ from data_gen.stream import BiographyStream
 from ..config import OptimizerArguments, TrainArguments
 from ..run_folder import read_state
 from .callbacks import Callback
-from .checkpoints import ResumeCheckpointer
+from .checkpoints import BackgroundWriter, ResumeCheckpointer
 from .flops import flops_per_token, peak_flops
 from .loader import StreamLoader
 
@@ -139,9 +139,13 @@ class Trainer:
         ids = {t.name: getattr(getattr(t, "run", None), "id", None) for t in self.accelerator.trackers}
         return {name: run_id for name, run_id in ids.items() if isinstance(run_id, str)}
 
+    def write_in_background(self, write) -> None:
+        """Run `write` in the checkpoint writer's thread, after the writes queued before it."""
+        self.writer.submit(write)
+
     def _save_resume(self, step: int) -> None:
         self.checkpointer.save(self.accelerator, step, {"tokens_seen": self.tokens_seen,
-                                                        "tracker_run_ids": self._tracker_run_ids()})
+                                                        "tracker_run_ids": self._tracker_run_ids()}, self.writer)
 
     def _writes_at(self, step: int) -> bool:
         """Whether weights or evaluations are written after `step`."""
@@ -220,11 +224,13 @@ class Trainer:
     def fit(self, start_step: int = 0) -> None:
         """Train from `start_step` (0, or the step of a loaded resume checkpoint) to args.max_steps; on
         SIGTERM or a first Ctrl-C, save a resume checkpoint after the current step and stop."""
+        self.writer = BackgroundWriter()
         with StopSignal() as self.stop:
             try:
                 self._fit(start_step)
             finally:
                 self.loader.close()
+                self.writer.close()  # checkpoints already snapshotted are written, whatever stopped training
 
     def _fit(self, start_step: int) -> None:
         accelerator, args = self.accelerator, self.args
