@@ -69,16 +69,16 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(ModelArguments(model_preset=args.model_preset), corpus.tokenizer).to(accelerator.device)
     splits = pretraining_splits(corpus, args.individuals)
+    landed = baseline_evaluator(args.baseline_rev)
     rows = {}
-    for name, make in (("landed evaluator", lambda: baseline_evaluator(args.baseline_rev)(
-            corpus, splits, args.batch_size)), ("evaluator", lambda: Evaluator(corpus, splits, args.batch_size,
-                                                                               compile=cuda))):
+    for name, make in (("landed evaluator", lambda: landed(corpus, splits, args.batch_size)),
+                       ("evaluator", lambda: Evaluator(corpus, splits, args.batch_size, compile=cuda))):
         evaluator, build = timed(make)
-        _, first = timed(lambda: evaluator.evaluate(model, accelerator))
-        results, second = timed(lambda: evaluator.evaluate(model, accelerator))
+        evaluate = evaluator.evaluate
+        _, first = timed(lambda evaluate=evaluate: evaluate(model, accelerator))
+        results, second = timed(lambda evaluate=evaluate: evaluate(model, accelerator))
         rows[name] = (build, first, second, results)
-    queries = sum(len(corpus.queries(split).filter(lambda q, keep=set(ids.tolist()): q["individual"] in keep))
-                  for split, ids in splits.values())
+    queries = sum(len(batch["query"]) for batches in evaluator.batches.values() for batch in batches)
     print(f"{'':<18}{'build s':>9}{'first s':>9}{'next s':>9}{'queries/s':>12}")
     for name, (build, first, second, _) in rows.items():
         print(f"{name:<18}{build:>9.2f}{first:>9.2f}{second:>9.2f}{queries / second:>12,.0f}")

@@ -13,6 +13,7 @@ Prepare a bare GPU image with ../shared/gpu/wheels.sh (datasets, evaluate and de
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import re
@@ -43,6 +44,15 @@ def timed(function, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
+def attempt(name: str, function, *args, **kwargs):
+    """A stage's result, or {"failed": its error} so that the other stages still run and report."""
+    try:
+        return function(*args, **kwargs)
+    except Exception as err:  # noqa: BLE001 - any failure is reported in the table, the suite goes on
+        print(f"{name} failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return {"failed": f"{type(err).__name__}: {str(err).strip().splitlines()[-1][:200] if str(err) else ''}"}
+
+
 def build_corpus(out: Path, smoke: bool) -> tuple[Path, float]:
     """The paper corpus (64k individuals; `smoke`: 2,000 from small pools), built once into `out`."""
     folder = out / "corpus"
@@ -55,6 +65,8 @@ def build_corpus(out: Path, smoke: bool) -> tuple[Path, float]:
 
 def gpu_tests() -> dict:
     """pytest -m gpu: how many passed, failed and were skipped."""
+    if importlib.util.find_spec("pytest") is None:
+        return {"passed": 0, "failed": 0, "skipped": 0, "seconds": 0.0, "tail": ["pytest is not installed"]}
     result, seconds = timed(subprocess.run, [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p",
                                              "no:cacheprovider", "tests"], cwd=ROOT, capture_output=True, text=True)
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", result.stdout)}
@@ -104,24 +116,31 @@ def full_evaluation(corpus_path: Path, checkpoint: str, smoke: bool) -> dict:
 
 def markdown(report: dict) -> str:
     steps, run, evaluation, tests = report["steps"], report["default_run"], report["evaluation"], report["tests"]
+    failed = {name: report[name]["failed"] for name in ("steps", "default_run", "evaluation")
+              if isinstance(report[name], dict) and "failed" in report[name]}
     lines = [f"**{report['device']}**, torch {report['torch']}, {report['date']}{' (smoke)' if report['smoke'] else ''}",
              "", "| measure | value |", "|---|---|",
              f"| corpus build | {report['corpus_seconds']:.1f} s |",
-             "| GPU tests | " + (f"{tests['passed']} passed, {tests['failed']} failed, {tests['skipped']} skipped "
-                                 f"({tests['seconds']:.0f} s) |" if tests else "not run (--smoke or --skip_tests) |")]
-    for row in steps:
+             ("| GPU tests | " + (f"{tests['passed']} passed, {tests['failed']} failed, {tests['skipped']} skipped "
+                                  f"({tests['seconds']:.0f} s; {' '.join(tests['tail'])}) |" if tests
+                                  else "not run (--smoke or --skip_tests) |"))]
+    for row in ([] if "steps" in failed else steps):
         mfu = f", MFU {row['mfu']:.1%}" if row["mfu"] else ""
         memory = f", peak {row['peak_memory_gb']:.1f} GiB" if row["peak_memory_gb"] else ""
-        ratio = f"; ours is {row['ours_faster_by']:.2f}x faster" if row["side"] != "ours" else ""
+        ratio = f"; {row['ours_faster_by']:.2f}x the time of `{steps[-1]['side']}`" if row is not steps[-1] else ""
         lines.append(f"| step, {row['side']} | {row['ms_per_step']:.2f} ms, {row['tokens_per_s']:,.0f} tokens/s"
                      f"{mfu}{memory}{ratio} |")
-    lines += [f"| default run ({run['steps']:,} steps{', cut' if report['run_cut'] else ''}), wall | "
-              f"{run['wall_seconds']:.1f} s (process start to report) |",
-              f"| default run, training | {run['train_seconds']:.1f} s ({run['ms_per_step']:.2f} ms/step) |",
-              f"| default run, evaluations and checkpoints | {run['callback_seconds']:.1f} s |",
-              f"| default run, final seen accuracy | {run['final_seen_accuracy']:.1%} |",
-              f"| full evaluation ({evaluation['queries']:,} seen queries) | {evaluation['seconds']:.2f} s "
-              f"(first call {evaluation['first_seconds']:.1f} s, batches built in {evaluation['build_seconds']:.1f} s) |"]
+    if "default_run" not in failed:
+        lines += [f"| default run ({run['steps']:,} steps{', cut' if report['run_cut'] else ''}), wall | "
+                  f"{run['wall_seconds']:.1f} s (process start to report) |",
+                  f"| default run, training | {run['train_seconds']:.1f} s ({run['ms_per_step']:.2f} ms/step) |",
+                  f"| default run, evaluations and checkpoints | {run['callback_seconds']:.1f} s |",
+                  f"| default run, final seen accuracy | {run['final_seen_accuracy']:.1%} |"]
+    if "evaluation" not in failed:
+        lines.append(f"| full evaluation ({evaluation['queries']:,} seen queries) | {evaluation['seconds']:.2f} s "
+                     f"(first call {evaluation['first_seconds']:.1f} s, batches built in "
+                     f"{evaluation['build_seconds']:.1f} s) |")
+    lines += [f"| {name} | failed: {error} |" for name, error in failed.items()]
     return "\n".join(lines)
 
 
@@ -142,13 +161,15 @@ def main(argv: list[str] | None = None) -> None:
     bench = argparse.Namespace(model_preset="tiny" if args.smoke else "44M", batch_size=16 if args.smoke else 128,
                                compile=cuda, compile_mode="reduce-overhead" if cuda else "default",
                                mixed_precision="bf16" if cuda else "no", hf_max_length=0)
-    steps = step_rows(Corpus(corpus), bench, warmup=3 if args.smoke else 20, steps=5 if args.smoke else 100)
-    run = default_run(corpus, args.out, args.smoke, args.run_steps or (30 if args.smoke else None))
+    steps = attempt("step timing", step_rows, Corpus(corpus), bench, warmup=3 if args.smoke else 20,
+                    steps=5 if args.smoke else 100, our_modes=() if args.smoke else ("default",))
+    run = attempt("default run", default_run, corpus, args.out, args.smoke, args.run_steps or (30 if args.smoke else None))
     report = {"device": torch.cuda.get_device_name() if cuda else f"CPU ({platform.processor() or platform.machine()})",
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "smoke": args.smoke,
               "corpus_seconds": corpus_seconds, "tests": tests, "steps": steps, "default_run": run,
               "run_cut": bool(args.run_steps) or args.smoke,
-              "evaluation": full_evaluation(corpus, run["checkpoint"], args.smoke)}
+              "evaluation": attempt("full evaluation", full_evaluation, corpus, run["checkpoint"], args.smoke)
+              if "checkpoint" in run else {"failed": "no checkpoint: the default run failed"}}
     table = markdown(report)
     (args.out / "gpu_suite.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out / "gpu_suite.md").write_text(table + "\n")

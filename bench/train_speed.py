@@ -110,16 +110,22 @@ def time_hf_trainer(corpus: Corpus, args, warmup: int, steps: int) -> dict:
     return {"ms_per_step": 1000 * timer.seconds / steps, "peak_memory_gb": _peak_memory_gb()}
 
 
-def step_rows(corpus: Corpus, args, warmup: int, steps: int) -> list[dict]:
-    """Both sides timed on the same model and biographies, with tokens/s, MFU and the ratio to ours."""
+def step_rows(corpus: Corpus, args, warmup: int, steps: int, our_modes: tuple[str, ...] = ()) -> list[dict]:
+    """Both sides timed on the same model and biographies, with tokens/s, MFU and the ratio to ours (the
+    last row); `our_modes`: more compile modes of ours, timed first."""
     stream = corpus.stream(args.batch_size, seed=0)
     tokens = sum(stream.num_label_tokens(s) for s in range(warmup, warmup + steps)) / steps
     config = build_model(ModelArguments(model_preset=args.model_preset), corpus.tokenizer).config
     per_token = flops_per_token(config, tokens / args.batch_size)
     peak = peak_flops(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     rows = [{"side": "HF Trainer" + (f" (padded to {args.hf_max_length})" if args.hf_max_length else ""),
-             **time_hf_trainer(corpus, args, warmup, steps)},
-            {"side": "ours", **time_ours(corpus, args, warmup, steps)}]
+             **time_hf_trainer(corpus, args, warmup, steps)}]
+    for mode in our_modes:
+        rows.append({"side": f"ours, {mode}", **time_ours(corpus, argparse.Namespace(**{**vars(args),
+                                                                                       "compile_mode": mode}),
+                                                           warmup, steps)})
+    rows.append({"side": "ours" + (f", {args.compile_mode}" if args.compile else ""),
+                 **time_ours(corpus, args, warmup, steps)})
     ours = rows[-1]["ms_per_step"]
     for row in rows:
         row["tokens_per_s"] = tokens / (row["ms_per_step"] / 1000)
