@@ -133,6 +133,9 @@ def _run(stage: Stage, args: TrainArguments, run: RunFolder, accelerator: Accele
             print(f"report: {stage.write_report(run)}")
         if pusher:
             push_run_files(pusher, run, run.checkpoint(args.max_steps))
+        if torch.distributed.is_initialized():  # gloo's threads must not outlive the group at exit
+            accelerator.wait_for_everyone()
+            torch.distributed.destroy_process_group()
     finally:
         if pusher:  # the uploads of the checkpoints already saved finish, even when training stopped
             pushed, failed = pusher.close()
