@@ -7,6 +7,12 @@ is described in pipeline/studies/schema.py.
     python -m pipeline.sweep --config ... --slurm_array runs/study.sbatch [--accelerate_config zero2]
                                                              # build the corpora, write a slurm array job
     python -m pipeline.sweep --config ... --aggregate_only      # table and figures from finished runs
+    python -m pipeline.sweep --config ... --jobs 2             # two runs at once, the CPU cores split
+    python -m pipeline.sweep --config ... --devices 0,1,2,3 --runs_per_device 2   # eight runs on four GPUs
+
+With --jobs or --devices, runs are subprocesses with a log each (<study>/logs/<run>.log) and a live
+progress table; a failed run is retried once, then reported (in summary.csv too) without stopping the
+others; SIGTERM or Ctrl-C stops them all, each saving a resume checkpoint, and rerunning continues.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from data_gen.recipe import RecipeError, run_cli
+from data_gen.recipe import RecipeError, RunError, run_cli
 
-from .run_folder import SUMMARY
+from .run_folder import STUDY_LOGS, SUMMARY
 from .studies.aggregate import aggregate
 from .studies.figures import draw_study_figures
+from .studies.parallel import Pool, slots
 from .studies.runner import print_commands, run_study
 from .studies.schema import load_study
 from .studies.slurm import write_slurm_array
@@ -34,6 +41,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accelerate_config", help="accelerate config file for the launch lines.")
     parser.add_argument("--gpus_per_task", type=int, default=1, help="GPUs per array task (default 1).")
     parser.add_argument("--aggregate_only", action="store_true", help="Only aggregate finished runs.")
+    parser.add_argument("--jobs", type=int, help="Runs at once, as subprocesses sharing the CPU cores.")
+    parser.add_argument("--devices", help="GPUs to run on, e.g. 0,1,2,3 (one CUDA_VISIBLE_DEVICES per run).")
+    parser.add_argument("--runs_per_device", type=int, default=1, help="Runs sharing each GPU (default 1).")
     args = parser.parse_args(argv)
     study = load_study(args.config)
     if args.accelerate_config and not Path(args.accelerate_config).is_file():
@@ -45,11 +55,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.slurm_array:
         write_slurm_array(study, args.config, args.slurm_array, args.accelerate_config, args.gpus_per_task)
         return
-    if not args.aggregate_only:
-        run_study(study)
-    rows = aggregate(study)
+    pool = Pool(slots(args.jobs, args.devices, args.runs_per_device)) if args.jobs or args.devices else None
+    failed = {} if args.aggregate_only else run_study(study, pool)
+    rows = aggregate(study, failed)
     figures = draw_study_figures(rows, study)
     print(f"{len(rows)} runs in {Path(study.output_dir) / SUMMARY}; figures: {', '.join(map(str, figures))}")
+    if failed:
+        reasons = "; ".join(f"{name}: {line}" for name, line in failed.items())
+        raise RunError(f"{len(failed)} runs failed after a retry ({reasons}); their logs are in "
+                       f"{Path(study.output_dir) / STUDY_LOGS}")
 
 
 if __name__ == "__main__":

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import csv
+import signal
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
 from data_gen import RecipeError
+from data_gen.recipe import RunError
 from pipeline.pretrain import main as pretrain_main
-from pipeline.run_folder import load_trajectory
+from pipeline.run_folder import RunFolder, load_trajectory
 from pipeline.studies.figures import draw_study_figures
 from pipeline.studies.fit import fit_power_law
 from pipeline.studies.schema import Study, load_study
@@ -152,3 +157,73 @@ def test_study_files_are_checked(tmp_path, entries, message):
         return
     with pytest.raises(RecipeError, match=message):
         parse_study(values, "s.yaml")
+
+
+def _study_file(tmp_path, corpus_dir, grid: dict, max_steps: int = 4, name: str = "study.yaml") -> Path:
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({**TINY_RUN, "corpus": str(corpus_dir), "max_steps": max_steps, "eval_points": 2,
+                                    "checkpoint_points": 1, "eval_individuals": 20, "save_steps": 2}))
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({"base": str(base), "output_dir": str(tmp_path / name.replace(".yaml", "")),
+                                    "grid": grid}))
+    return path
+
+
+@pytest.mark.slow
+def test_parallel_runs_give_the_same_trajectories(tmp_path, corpus_dir, capsys):
+    one = _study_file(tmp_path, corpus_dir, {"seed": [0, 1], "learning_rate": [0.002, 0.004]}, name="one.yaml")
+    two = _study_file(tmp_path, corpus_dir, {"seed": [0, 1], "learning_rate": [0.002, 0.004]}, name="two.yaml")
+    sweep_main(["--config", str(one), "--jobs", "1"])
+    sweep_main(["--config", str(two), "--jobs", "2"])
+    out = capsys.readouterr().out
+    assert "runs: 4 done, 0 running, 0 failed, 0 queued" in out
+    for run in ("learning_rate=0.002_seed=0", "learning_rate=0.004_seed=1"):  # keys sorted by yaml.safe_dump
+        a, b = load_trajectory(tmp_path / "one" / run), load_trajectory(tmp_path / "two" / run)
+        assert [(r["step"], r["split"]) for r in a] == [(r["step"], r["split"]) for r in b]
+        for x, y in zip(a, b):  # one thread per run against two: the same sums in another order
+            assert x["attribute_loss"] == pytest.approx(y["attribute_loss"], rel=1e-4)
+        assert (tmp_path / "two" / "logs" / f"{run}.log").is_file()
+    with (tmp_path / "two" / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(r["status"] == "done" for r in rows)
+    same_rate = [r for r in rows if r["learning_rate"] == "0.002"]  # seeds 0 and 1: one grid point
+    assert same_rate[0]["final_loss_mean"] == same_rate[1]["final_loss_mean"]
+    losses = [float(r["final_loss"]) for r in same_rate]
+    assert float(same_rate[0]["final_loss_mean"]) == pytest.approx(sum(losses) / 2)
+    assert min(losses) <= float(same_rate[0]["final_loss_low"]) <= float(same_rate[0]["final_loss_high"]) <= max(losses)
+
+
+@pytest.mark.slow
+def test_a_failing_run_is_retried_once_then_reported_without_stopping_the_others(tmp_path, corpus_dir, capsys):
+    study = _study_file(tmp_path, corpus_dir, {"learning_rate": [0.002, -1.0]})
+    with pytest.raises(RunError, match=r"1 runs failed after a retry \(learning_rate=-1.0: error: learning_rate "
+                                       r"must be positive"):
+        sweep_main(["--config", str(study), "--jobs", "2"])
+    log = (tmp_path / "study" / "logs" / "learning_rate=-1.0.log").read_text()
+    assert log.count("=== attempt") == 2  # retried once
+    with (tmp_path / "study" / "summary.csv").open() as f:
+        rows = {r["run"]: r for r in csv.DictReader(f)}
+    assert rows["learning_rate=0.002"]["status"] == "done" and float(rows["learning_rate=0.002"]["final_loss"]) > 0
+    assert rows["learning_rate=-1.0"]["status"] == "failed" and "must be positive" in rows["learning_rate=-1.0"]["error"]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_run_with_a_resume_checkpoint_and_a_rerun_continues(tmp_path, corpus_dir):
+    study = _study_file(tmp_path, corpus_dir, {"seed": [0, 1]}, max_steps=400)
+    command = [sys.executable, "-m", "pipeline.sweep", "--config", str(study), "--jobs", "2"]
+    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    logs = [tmp_path / "study" / "logs" / f"seed={s}.log" for s in (0, 1)]
+    deadline = time.time() + 300
+    while time.time() < deadline and not all(log.is_file() and "/400 [" in log.read_text() for log in logs):
+        time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 143 and err.strip().splitlines()[-1].startswith("error: stopped by SIGTERM: 2 running")
+    for seed in (0, 1):
+        assert RunFolder(tmp_path / "study" / f"seed={seed}").latest_resume_checkpoint() is not None
+        assert "stopped by SIGTERM after step" in logs[seed].read_text()
+    sweep_main(["--config", str(study), "--jobs", "2"])  # continues
+    for seed in (0, 1):
+        assert max(r["step"] for r in load_trajectory(tmp_path / "study" / f"seed={seed}")) == 400
+        assert "resuming" in logs[seed].read_text()

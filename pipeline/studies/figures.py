@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -19,36 +20,57 @@ from ..run_folder import (
     PLATEAU_FIGURE,
     SEEN,
     STUDY_FIGURE,
+    STUDY_FIT,
     STUDY_REPORT,
     WARMUP_FIGURE,
     RunFolder,
     series,
 )
-from .fit import PAPER_PLATEAU_FIT, fit_power_law
+from .aggregate import bootstrap_interval
+from .fit import PAPER_PLATEAU_FIT, fit_with_interval
 from .schema import Study
 
 
-def _means(rows: list[dict], x_key: str, y_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of y over the runs (seeds) sharing each x, for runs where y was reached."""
+def _intervals(rows: list[dict], x_key: str, y_key: str) -> tuple[np.ndarray, ...]:
+    """Per x: the mean of y over the runs (seeds) sharing it where y was reached, and its 95% bootstrap
+    interval."""
     xs = sorted({r[x_key] for r in rows if r[y_key] is not None})
-    ys = [np.mean([r[y_key] for r in rows if r[x_key] == x and r[y_key] is not None]) for x in xs]
-    return np.array(xs, dtype=float), np.array(ys, dtype=float)
+    stats = np.array([bootstrap_interval([r[y_key] for r in rows if r[x_key] == x and r[y_key] is not None])
+                      for x in xs]).reshape(-1, 3)
+    return np.array(xs, dtype=float), stats[:, 0], stats[:, 1], stats[:, 2]
+
+
+def _errorbar(ax, x, mean, low, high, **kwargs):
+    ax.errorbar(x, mean, yerr=[mean - low, high - mean], capsize=3, **kwargs)
+
+
+def plateau_fit(rows: list[dict]) -> dict | None:
+    """The power law of plateau length against N, its exponent's interval over seeds (needs two N)."""
+    groups = {}
+    for r in rows:
+        if r["plateau_length"]:
+            groups.setdefault(r["n_individuals"], []).append(r["plateau_length"])
+    return fit_with_interval(groups) if len(groups) >= 2 else None
 
 
 def plateau_vs_population(rows: list[dict], path: Path) -> Path:
-    x, y = _means(rows, "n_individuals", "plateau_length")
+    x, mean, low, high = _intervals(rows, "n_individuals", "plateau_length")
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.scatter([r["n_individuals"] for r in rows if r["plateau_length"]],
-               [r["plateau_length"] for r in rows if r["plateau_length"]], color="tab:blue", alpha=0.4, label="runs")
-    if len(x) >= 2:
-        a, b, r2 = fit_power_law(x, y)
+               [r["plateau_length"] for r in rows if r["plateau_length"]], color="tab:blue", alpha=0.3, s=12,
+               label="runs")
+    _errorbar(ax, x, mean, low, high, fmt="o", color="tab:blue", label="mean, 95% interval over seeds")
+    fit = plateau_fit(rows)
+    if fit:
         grid = np.geomspace(x.min(), x.max(), 50)
-        ax.plot(grid, a * grid ** b, color="tab:blue", label=f"fit: {a:.3g} N^{b:.2f} (R² {r2:.3f})")
+        ax.plot(grid, fit["a"] * grid ** fit["b"], color="tab:blue",
+                label=f"fit: {fit['a']:.3g} N^{fit['b']:.2f} [{fit['b_low']:.2f}, {fit['b_high']:.2f}] "
+                      f"(R² {fit['r2']:.3f})")
     grid = np.geomspace(max(x.min(), 1), x.max(), 50) if len(x) else np.array([])
     ax.plot(grid, PAPER_PLATEAU_FIT[0] * grid ** PAPER_PLATEAU_FIT[1], "--", color="gray",
             label="paper: 0.43 N^0.81")
     ax.set(xscale="log", yscale="log", xlabel="individuals N", ylabel="plateau length (steps)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     return save_figure(fig, path)
 
 
@@ -59,7 +81,7 @@ def alpha_curves(rows: list[dict], path: Path) -> Path:
         members = [r for r in rows if r.get("n_individuals") == group]
         label = f"N = {group}" if group is not None else "runs"
         for ax, key in zip(axes, ("plateau_length", "final_loss")):
-            ax.plot(*_means(members, "alpha", key), "-o", label=label)
+            _errorbar(ax, *_intervals(members, "alpha", key), fmt="-o", label=label)
     for ax, name in zip(axes, ("plateau length (steps)", "final attribute loss")):
         ax.set(xlabel="alpha (power-law exponent)", ylabel=name)
         ax.legend(fontsize=8)
@@ -71,23 +93,27 @@ def warmup_heatmap(rows: list[dict], path: Path) -> Path:
     individuals = sorted({r["indiv_warmup"] for r in warm})
     epochs = sorted({r["epochs_warmup"] for r in warm})
     grid = np.full((len(individuals), len(epochs)), np.nan)
+    spread = np.zeros_like(grid)
     for i, n in enumerate(individuals):
         for j, e in enumerate(epochs):
             values = [r["final_accuracy"] for r in warm if r["indiv_warmup"] == n and r["epochs_warmup"] == e]
-            grid[i, j] = np.mean(values) if values else np.nan
+            if values:
+                mean, low, high = bootstrap_interval(values)
+                grid[i, j], spread[i, j] = mean, (high - low) / 2
     uniform = [r["final_accuracy"] for r in rows if r["baseline"]]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     image = ax.imshow(grid, cmap="viridis", origin="lower", aspect="auto")
     for (i, j), value in np.ndenumerate(grid):
         if np.isfinite(value):
-            ax.text(j, i, f"{value:.0%}", ha="center", va="center", color="white", fontsize=8)
+            text = f"{value:.0%}" + (f"\n±{spread[i, j]:.0%}" if spread[i, j] else "")
+            ax.text(j, i, text, ha="center", va="center", color="white", fontsize=8)
     ax.set_xticks(range(len(epochs)), [str(e) for e in epochs])
     ax.set_yticks(range(len(individuals)), [str(n) for n in individuals])
     ax.set(xlabel="epochs_warmup", ylabel="indiv_warmup")
-    title = "final accuracy after warm-up"
+    title = "final accuracy after warm-up (mean ± half its 95% interval over seeds)"
     if uniform:
-        title += f" (baseline run: {np.mean(uniform):.0%})"
-    ax.set_title(title, fontsize=10)
+        title += f"\n(baseline run: {np.mean(uniform):.0%})"
+    ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax)
     return save_figure(fig, path)
 
@@ -140,6 +166,9 @@ def draw_study_figures(rows: list[dict], study: Study) -> list[Path]:
         return [patching_report(study)]
     if "n_individuals" in keys and "alpha" not in keys:
         figures.append(plateau_vs_population(rows, out / PLATEAU_FIGURE))
+        fit = plateau_fit(rows)
+        if fit:
+            (out / STUDY_FIT).write_text(json.dumps(fit, indent=1) + "\n")
     if "alpha" in keys:
         figures.append(alpha_curves(rows, out / ALPHA_FIGURE))
     if {"indiv_warmup", "epochs_warmup"} <= keys:

@@ -14,3 +14,19 @@ def fit_power_law(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     residual = ly - (log_a + b * lx)
     r2 = 1 - (residual ** 2).sum() / ((ly - ly.mean()) ** 2).sum()
     return float(np.exp(log_a)), float(b), float(r2)
+
+
+def fit_with_interval(groups: dict[float, list[float]], draws: int = 2000, seed: int = 0) -> dict:
+    """The power law through the means of `groups` (x: the values of its runs, one per seed), with a 95%
+    interval of the exponent from resampling each x's runs with replacement."""
+    xs = np.array(sorted(groups), dtype=float)
+    means = np.array([np.mean(groups[x]) for x in sorted(groups)])
+    a, b, r2 = fit_power_law(xs, means)
+    rng = np.random.default_rng(seed)
+    resampled = np.stack([rng.choice(groups[x], size=(draws, len(groups[x]))).mean(axis=1) for x in sorted(groups)],
+                         axis=1)  # [draws, x]
+    lx, ly = np.log(xs), np.log(resampled)
+    exponents = ((lx - lx.mean()) * (ly - ly.mean(axis=1, keepdims=True))).sum(axis=1) / ((lx - lx.mean()) ** 2).sum()
+    return {"a": a, "b": b, "r2": r2, "b_low": float(np.percentile(exponents, 2.5)),
+            "b_high": float(np.percentile(exponents, 97.5)), "x": xs.tolist(), "mean": means.tolist(),
+            "runs": [len(groups[x]) for x in sorted(groups)]}

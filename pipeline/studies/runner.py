@@ -18,7 +18,8 @@ from data_gen.recipe import parse_recipe
 from ..finetune import main as finetune_main
 from ..pretrain import ARGUMENTS as PRETRAIN_ARGUMENTS
 from ..pretrain import main as pretrain_main
-from ..run_folder import FINETUNE, PRETRAIN, STUDY_CORPORA, RunFolder
+from ..run_folder import FINETUNE, PRETRAIN, STUDY_CORPORA, STUDY_LOGS, RunFolder
+from .parallel import Job, Pool
 from .schema import CORPUS_KEYS, GridPoint, Study
 
 STAGE_MAINS = {PRETRAIN: pretrain_main, FINETUNE: finetune_main}
@@ -78,15 +79,29 @@ def build_corpora(study: Study, dry_run: bool = False) -> list[str]:
     return list(commands.values())
 
 
-def run_study(study: Study) -> None:
-    """Build the corpora, run the first run, then every grid point, one after another, holding the study's
-    folder (each run holds its own)."""
+def run_study(study: Study, pool: Pool | None = None) -> dict[str, str]:
+    """Build the corpora (all of them, before any run), run the first run, then every grid point: one
+    after another here, or as subprocesses on `pool`'s slots. Holds the study's folder (each run holds its
+    own). Returns the runs that failed, with the last line of their log."""
     with exclusive(Path(study.output_dir), "study"):
         build_corpora(study)
+        if pool is None:
+            if study.pretrain is not None:
+                pretrain_main(first_run_flags(study))
+            for point in study.points():
+                STAGE_MAINS[study.stage](run_flags(point, study))
+            return {}
+        logs = Path(study.output_dir) / STUDY_LOGS
+        failed = {}
         if study.pretrain is not None:
-            pretrain_main(first_run_flags(study))
-        for point in study.points():
-            STAGE_MAINS[study.stage](run_flags(point, study))
+            first = Path(study.pretrain.output_dir).name
+            (job,) = pool.run([Job(first, ["-m", "pipeline.pretrain", *first_run_flags(study)], logs / f"{first}.log")])
+            if job.state == "failed":
+                return {first: job.last_line}
+        jobs = [Job(study.name(point), ["-m", f"pipeline.{study.stage}", *run_flags(point, study)],
+                    logs / f"{study.name(point)}.log") for point in study.points()]
+        failed.update({job.name: job.last_line for job in pool.run(jobs) if job.state == "failed"})
+        return failed
 
 
 def launcher(accelerate_config: str | None) -> str:

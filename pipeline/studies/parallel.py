@@ -1,0 +1,168 @@
+"""Runs of a study at once, as subprocesses on the slots of this machine: CPU cores split between
+`--jobs N` runs, or GPUs (`--devices 0,1 --runs_per_device K`: one CUDA_VISIBLE_DEVICES per run).
+
+Each run writes its own log; a live table shows every run's state, step and ETA (read from its
+progress bar). A failed run is retried once (it resumes from its resume checkpoint) and then reported,
+never stopping the others. SIGTERM or Ctrl-C stops launching and sends SIGTERM to every child, which
+saves a resume checkpoint and exits; rerunning the same command continues.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_gen.recipe import RecipeError, RunError
+
+PROGRESS = re.compile(rb"(\d+)/(\d+) \[[^<\]]*<([^,\]]*)")  # tqdm: "675/1500 [01:10<02:01, ..."
+STOPPED = {signal.SIGTERM: 143, signal.SIGINT: 130}
+
+
+@dataclass
+class Job:
+    """One run: the module and flags it is launched with, and its log."""
+
+    name: str
+    argv: list[str]
+    log: Path
+    state: str = "queued"  # queued, running, done, failed
+    attempts: int = 0
+    slot: int | None = None
+    process: subprocess.Popen | None = field(default=None, repr=False)
+    last_line: str = ""
+
+    def progress(self) -> tuple[str, str]:
+        """The run's step (of max) and ETA from the last progress bar in its log."""
+        if not self.log.is_file():
+            return "", ""
+        with self.log.open("rb") as f:
+            f.seek(max(0, self.log.stat().st_size - 4096))
+            found = PROGRESS.findall(f.read())
+        if not found:
+            return "", ""
+        step, total, eta = found[-1]
+        return f"{int(step):,}/{int(total):,}", eta.decode().strip() or "?"
+
+    def tail(self) -> str:
+        """The last line of the log that is not a progress bar."""
+        if not self.log.is_file():
+            return ""
+        lines = [line.strip() for chunk in self.log.read_text(errors="replace").splitlines()
+                 for line in chunk.split("\r") if line.strip()]
+        lines = [line for line in lines if not PROGRESS.search(line.encode())]
+        return lines[-1] if lines else ""
+
+
+def slots(jobs: int | None, devices: str | None, runs_per_device: int) -> list[dict[str, str]]:
+    """The environment of each slot: its share of the CPU cores, and its GPU."""
+    if devices:
+        gpus = [d.strip() for d in devices.split(",") if d.strip()]
+        if not gpus or runs_per_device < 1:
+            raise RecipeError("--devices takes GPU indices such as 0,1 and --runs_per_device at least 1")
+        envs = [{"CUDA_VISIBLE_DEVICES": gpu} for gpu in gpus for _ in range(runs_per_device)]
+    else:
+        if jobs is None or jobs < 1:
+            raise RecipeError(f"--jobs must be at least 1, got {jobs}")
+        envs = [{} for _ in range(jobs)]
+    threads = str(max(1, len(os.sched_getaffinity(0)) // len(envs)))
+    return [{**env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for env in envs]
+
+
+class Pool:
+    """Runs jobs on slots, at most one job per slot, until all are done or failed."""
+
+    def __init__(self, slot_envs: list[dict[str, str]], retries: int = 1, refresh: float = 2.0, cwd: Path | None = None):
+        self.slot_envs, self.retries, self.refresh, self.cwd = slot_envs, retries, refresh, cwd
+        self.stop_signal: int | None = None
+        self._drawn, self._last_counts = 0, ""
+
+    def _handle(self, signum, frame) -> None:
+        if self.stop_signal == signal.SIGINT and signum == signal.SIGINT:  # a second Ctrl-C: at once
+            for job in self.running:
+                job.process.kill()
+            raise KeyboardInterrupt
+        if self.stop_signal is None:
+            print(f"\n{signal.Signals(signum).name}: stopping every run after its step, each saving a resume "
+                  f"checkpoint", file=sys.stderr, flush=True)
+            for job in self.running:
+                job.process.send_signal(signal.SIGTERM)
+        self.stop_signal = signum
+
+    def _start(self, job: Job, slot: int) -> None:
+        job.log.parent.mkdir(parents=True, exist_ok=True)
+        job.attempts += 1
+        with job.log.open("a") as log:
+            log.write(f"\n=== attempt {job.attempts}: python {' '.join(job.argv)}\n")
+            log.flush()
+            job.process = subprocess.Popen([sys.executable, *job.argv], stdout=log, stderr=subprocess.STDOUT,
+                                           env={**os.environ, **self.slot_envs[slot]}, cwd=self.cwd,
+                                           start_new_session=True)  # Ctrl-C reaches the pool, which forwards it
+        job.state, job.slot = "running", slot
+
+    @property
+    def running(self) -> list[Job]:
+        return [job for job in self.jobs if job.state == "running"]
+
+    def run(self, jobs: list[Job]) -> list[Job]:
+        """Run every job; returns them with their final state. Raises RunError if stopped by a signal."""
+        self.jobs, queue = jobs, deque(jobs)
+        previous = ({s: signal.signal(s, self._handle) for s in STOPPED}
+                    if threading.current_thread() is threading.main_thread() else {})
+        shown = 0.0
+        try:
+            while queue or self.running:
+                free = sorted(set(range(len(self.slot_envs))) - {job.slot for job in self.running})
+                while queue and free and self.stop_signal is None:
+                    self._start(queue.popleft(), free.pop(0))
+                for job in self.running:
+                    code = job.process.poll()
+                    if code is None:
+                        continue
+                    job.slot = None
+                    if code == 0:
+                        job.state = "done"
+                    elif self.stop_signal is None and job.attempts <= self.retries:
+                        job.state = "queued"
+                        queue.appendleft(job)  # retried at once: it resumes from its resume checkpoint
+                    else:
+                        job.state, job.last_line = ("stopped" if self.stop_signal else "failed"), job.tail()
+                if time.monotonic() - shown >= self.refresh:
+                    self._show()
+                    shown = time.monotonic()
+                time.sleep(0.2)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        self._show()
+        if self.stop_signal is not None:
+            stopped = [job.name for job in jobs if job.state == "stopped"]
+            raise RunError(f"stopped by {signal.Signals(self.stop_signal).name}: {len(stopped)} running runs saved "
+                           f"their resume checkpoints; rerun the same command to continue",
+                           exit_code=STOPPED[self.stop_signal])
+        return jobs
+
+    def _show(self) -> None:
+        """The progress table: redrawn in place on a terminal, printed when it changes elsewhere (logs)."""
+        counts = {state: sum(job.state == state for job in self.jobs) for state in ("done", "running", "failed",
+                                                                                       "queued")}
+        lines = [f"runs: {counts['done']} done, {counts['running']} running, {counts['failed']} failed, "
+                 f"{counts['queued']} queued"]
+        for job in self.running:
+            step, eta = job.progress()
+            lines.append(f"  {job.name:<40} slot {job.slot}  step {step or '-':>13}  eta {eta or '-'}")
+        if sys.stdout.isatty():
+            sys.stdout.write(f"\x1b[{self._drawn}F\x1b[J" if self._drawn else "")
+            self._drawn = len(lines)
+        elif lines[0] == self._last_counts:
+            return
+        self._last_counts = lines[0]
+        print("\n".join(lines), flush=True)
+
