@@ -101,9 +101,13 @@ class OptimizerArguments:
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": f"One of {', '.join(SCHEDULERS)}."})
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
+    lr_schedule_steps: int | None = field(default=None, metadata={
+        "help": "Length of the learning-rate schedule (default: max_steps). Longer, the run is exactly the first "
+                "max_steps steps of a run of that many, e.g. to measure a plateau before the schedule decays."})
 
     def check_optimizer(self) -> None:
-        check_values(self, at_least_zero=("weight_decay", "max_grad_norm", "warmup_steps"),
+        check_values(self, at_least_one=("lr_schedule_steps",),
+                     at_least_zero=("weight_decay", "max_grad_norm", "warmup_steps"),
                      positive=("learning_rate", "adam_epsilon"), fractions=("adam_beta1", "adam_beta2"))
         check_choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
 

@@ -125,3 +125,12 @@ def test_fixed_length_batches_give_the_same_losses(corpus_dir, tmp_path, monkeyp
     assert len(longest) == 12 and longest == pytest.approx(fixed, rel=1e-5)
     for a, b in zip(load_trajectory(runs["false"]), load_trajectory(runs["true"])):
         assert a["attribute_loss"] == pytest.approx(b["attribute_loss"], rel=1e-5)
+
+
+def test_a_longer_schedule_trains_exactly_the_first_steps_of_the_longer_run(corpus_dir, tmp_path):
+    common = ("--eval_points", "0", "--eval_steps", "3", "--checkpoint_points", "0")
+    long = pretrain(*_args(corpus_dir, tmp_path / "long", "--max_steps", "12", *common))
+    start = pretrain(*_args(corpus_dir, tmp_path / "start", "--max_steps", "6", "--lr_schedule_steps", "12", *common))
+    assert [r for r in load_trajectory(long) if r["step"] <= 6] == load_trajectory(start)
+    cut = pretrain(*_args(corpus_dir, tmp_path / "cut", "--max_steps", "6", *common))  # a 6-step cosine differs
+    assert [r for r in load_trajectory(cut) if r["step"] == 6] != [r for r in load_trajectory(start) if r["step"] == 6]

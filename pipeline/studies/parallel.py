@@ -24,6 +24,7 @@ from data_gen.recipe import RecipeError, RunError
 
 PROGRESS = re.compile(rb"(\d+)/(\d+) \[[^<\]]*<([^,\]]*)")  # tqdm: "675/1500 [01:10<02:01, ..."
 STOPPED = {signal.SIGTERM: 143, signal.SIGINT: 130}
+LOG_EVERY = 60.0  # seconds between two tables when the output is not a terminal (and nothing changed)
 
 
 @dataclass
@@ -82,7 +83,7 @@ class Pool:
     def __init__(self, slot_envs: list[dict[str, str]], retries: int = 1, refresh: float = 2.0, cwd: Path | None = None):
         self.slot_envs, self.retries, self.refresh, self.cwd = slot_envs, retries, refresh, cwd
         self.stop_signal: int | None = None
-        self._drawn, self._last_counts = 0, ""
+        self._drawn, self._last_counts, self._printed = 0, "", 0.0
 
     def _handle(self, signum, frame) -> None:
         if self.stop_signal == signal.SIGINT and signum == signal.SIGINT:  # a second Ctrl-C: at once
@@ -161,8 +162,8 @@ class Pool:
         if sys.stdout.isatty():
             sys.stdout.write(f"\x1b[{self._drawn}F\x1b[J" if self._drawn else "")
             self._drawn = len(lines)
-        elif lines[0] == self._last_counts:
+        elif lines[0] == self._last_counts and time.monotonic() - self._printed < LOG_EVERY:
             return
-        self._last_counts = lines[0]
+        self._last_counts, self._printed = lines[0], time.monotonic()
         print("\n".join(lines), flush=True)
 

@@ -92,7 +92,8 @@ class Trainer:
         self.direct = single_device(accelerator)
         stepped = self.optimizer.optimizer if self.direct else self.optimizer  # the one whose step() is called
         self.scheduler = get_scheduler(args.lr_scheduler_type, stepped, num_warmup_steps=args.warmup_steps,
-                                       num_training_steps=args.max_steps, scheduler_specific_kwargs=scheduler_kwargs)
+                                       num_training_steps=args.lr_schedule_steps or args.max_steps,
+                                       scheduler_specific_kwargs=scheduler_kwargs)
         accelerator.register_for_checkpointing(self.scheduler)
         on_gpu = accelerator.device.type == "cuda"
         prefetch = args.prefetch_batches if args.prefetch_batches is not None else (2 if on_gpu else 0)
