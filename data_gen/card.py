@@ -16,7 +16,7 @@ def dataset_card(config: CorpusConfig, corpus: DatasetDict, tokenizer: PreTraine
     people = individual_tokens(corpus["train"].select(range(1)), tokenizer)
     stream = BiographyStream(people, templates, tokenizer.bos_token_id, tokenizer.eos_token_id,
                              tokenizer.pad_token_id, 1, config.seed)
-    example = tokenizer.decode(stream.batch(0)["input_ids"][0], skip_special_tokens=True)
+    example = tokenizer.decode(stream.batch(0)["input_ids"][0], skip_special_tokens=True).strip()
     rows = "\n".join(f"| `{split}` | {len(ds):,} |" for split, ds in corpus.items())
     return f"""---
 pretty_name: Synthetic biographies

@@ -17,6 +17,7 @@ from .layout import BUILDER_CONFIG, HUB_DATA, MANIFEST, QUERIES_OF, TEMPLATES
 from .population import Individuals
 from .recipe import RecipeError
 from .stream import BiographyStream
+from .tokenizer import with_decoder
 from .tokens import TemplateTokens, individual_tokens
 
 
@@ -44,7 +45,7 @@ class Corpus:
         if rows != manifest["num_rows"]:
             raise RecipeError(f"corpus '{self.path}' holds {rows} rows but its manifest says {manifest['num_rows']}: "
                               f"it is incomplete, rebuild or fetch it again")
-        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(self.path))
+        self.tokenizer = with_decoder(PreTrainedTokenizerFast.from_pretrained(str(self.path)))  # older corpora too
         self.config = yaml.safe_load((self.path / BUILDER_CONFIG).read_text())
         self.template_texts = yaml.safe_load((self.path / TEMPLATES).read_text())
         self.templates = TemplateTokens.from_texts(self.template_texts, self.tokenizer)

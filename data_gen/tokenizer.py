@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import re
 
-from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 from .recipe import RecipeError
 from .resources import Pools
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
+
+
+def with_decoder(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    """Decoding that reads like the corpus: every word token comes with the space before it, punctuation
+    without, "'s" joined, and a text's <bos> takes the space after it away. So decode(ids) gives back a
+    corpus text exactly, and a continuation decoded on its own (as the text-generation pipeline does)
+    starts with its space: "... lives in" + " Puyang". (With skip_special_tokens=True the <bos> is
+    removed before decoding, so a whole text then keeps a leading space.)"""
+    bos = SPECIAL_TOKENS["bos_token"]
+    tokenizer.backend_tokenizer.decoder = decoders.Sequence([
+        decoders.Replace(Regex(r"^(?![.,'])"), " "), decoders.Fuse(), decoders.Replace(f" {bos} ", ""),
+        decoders.Replace("' s", "'s")])
+    return tokenizer
 
 
 def build_tokenizer(pools: Pools) -> PreTrainedTokenizerFast:
@@ -29,4 +42,4 @@ def build_tokenizer(pools: Pools) -> PreTrainedTokenizerFast:
     bos = SPECIAL_TOKENS["bos_token"]
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tokenizer.token_to_id(bos))])
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS)
+    return with_decoder(PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS))

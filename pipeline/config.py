@@ -9,7 +9,7 @@ the Hugging Face Trainer's `save_steps`), `*_at` lists steps.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import ClassVar
 
 from accelerate.tracking import LOGGER_TYPE_TO_CLASS
@@ -63,10 +63,15 @@ class DataArguments(SamplerConfig):
         default=1000, kw_only=True, metadata={"help": "Individuals evaluated per group (seen, held-out, ...), "
                                                       "spread evenly over their indices; 0 evaluates all."})
 
+    final_eval_individuals: int | None = field(
+        default=None, kw_only=True, metadata={"help": "Individuals evaluated per group at the last step (0: all, as "
+                                                      "capacity runs want; default: eval_individuals)."})
+
     def __post_init__(self):
         super().__post_init__()
         if self.eval_individuals < 0:
             raise RecipeError(f"eval_individuals must be 0 (all) or more, got {self.eval_individuals}")
+        check_values(self, at_least_zero=("final_eval_individuals",))
 
 
 @dataclass
@@ -267,6 +272,18 @@ class FinetuneArguments:
 def recipe_dict(*configs) -> dict:
     """The resolved recipe: every field of every config, flat, as saved with a run."""
     return {key: value for config in configs for key, value in asdict(config).items()}
+
+
+def field_defaults(*types) -> dict:
+    """Every field's default (for fields that have one), as a recipe holds it."""
+    defaults = {}
+    for t in types:
+        for f in fields(t):
+            if f.default is not MISSING:
+                defaults[f.name] = f.default
+            elif f.default_factory is not MISSING:
+                defaults[f.name] = f.default_factory()
+    return defaults
 
 
 def field_names(*types) -> set[str]:

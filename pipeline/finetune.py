@@ -25,7 +25,7 @@ from data_gen.population import Individuals
 from data_gen.recipe import RecipeError, parse_recipe, run_cli
 from data_gen.samplers import Replay
 
-from .config import DataArguments, FinetuneArguments, FinetuneTrainArguments, recipe_dict
+from .config import DataArguments, FinetuneArguments, FinetuneTrainArguments, field_defaults, recipe_dict
 from .evaluation import Evaluator, pretraining_splits, spread
 from .hub import resolve_checkpoint
 from .model import BLOCKS, load_checkpoint
@@ -100,13 +100,16 @@ def finetune(data_args: DataArguments, args: FinetuneTrainArguments, ft: Finetun
                                       corpus.individuals("train").take(old)])
     sampler = Replay(data_args.build(len(new), args.batch_size, args.max_steps), len(new), len(old),
                      ft.replay_weight)
-    n_eval = data_args.eval_individuals
-    groups = {OLD: ("train", spread(old, n_eval)), NEW: (ft.new_split, spread(new, n_eval)),
-              HELDOUT: pretraining_splits(corpus, n_eval)[HELDOUT]}
+    def groups(n: int) -> dict:
+        return {OLD: ("train", spread(old, n)), NEW: (ft.new_split, spread(new, n)),
+                HELDOUT: pretraining_splits(corpus, n)[HELDOUT]}
+
     stage = Stage(
         name=FINETUNE, recipe=recipe_dict(data_args, args, ft), corpus=corpus,
         stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler, people=people),
-        evaluator=lambda: Evaluator(corpus, groups, args.eval_batch_size, compile=args.torch_compile),
+        evaluator=lambda n: Evaluator(corpus, groups(n), args.eval_batch_size, compile=args.torch_compile),
+        eval_individuals=data_args.eval_individuals, final_eval_individuals=data_args.final_eval_individuals,
+        defaults=field_defaults(*ARGUMENTS),
         make_model=lambda: load_model(checkpoint, ft, args.attn_implementation),
         write_report=lambda run: write_finetune_report(run, corpus),
         provenance={"corpus": corpus.provenance(), "init_corpus": pretrained_on})

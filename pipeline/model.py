@@ -66,7 +66,11 @@ def load_eager(checkpoint: Path) -> PreTrainedModel:
 
 
 def count_parameters(model: PreTrainedModel) -> dict[str, int]:
-    """Total parameters and those outside the input and output embeddings."""
-    total = sum(p.numel() for p in model.parameters())
-    embeddings = model.get_input_embeddings().weight.numel() + model.get_output_embeddings().weight.numel()
+    """Total parameters and those outside the input and output embeddings (whole, even when DeepSpeed
+    ZeRO-3 partitions them)."""
+    def size(p):
+        return getattr(p, "ds_numel", p.numel())
+
+    total = sum(size(p) for p in model.parameters())
+    embeddings = size(model.get_input_embeddings().weight) + size(model.get_output_embeddings().weight)
     return {"total": total, "non_embedding": total - embeddings}

@@ -14,7 +14,7 @@ from pathlib import Path
 from data_gen import Corpus
 from data_gen.recipe import parse_recipe, run_cli
 
-from .config import DataArguments, ModelArguments, PatchingArguments, TrainArguments, recipe_dict
+from .config import DataArguments, ModelArguments, PatchingArguments, TrainArguments, field_defaults, recipe_dict
 from .evaluation import Evaluator, pretraining_splits
 from .model import build_model
 from .report import write_report
@@ -40,8 +40,10 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
     stage = Stage(
         name=PRETRAIN, recipe=recipe_dict(model_args, data_args, args, patching), corpus=corpus,
         stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler),
-        evaluator=lambda: Evaluator(corpus, pretraining_splits(corpus, data_args.eval_individuals),
-                                    args.eval_batch_size, exposure_split=SEEN, compile=args.torch_compile),
+        evaluator=lambda n: Evaluator(corpus, pretraining_splits(corpus, n), args.eval_batch_size,
+                                      exposure_split=SEEN, compile=args.torch_compile),
+        eval_individuals=data_args.eval_individuals, final_eval_individuals=data_args.final_eval_individuals,
+        defaults=field_defaults(*ARGUMENTS),
         make_model=lambda: build_model(model_args, corpus.tokenizer, args.attn_implementation),
         write_report=lambda run: write_report(run, corpus), provenance={"corpus": corpus.provenance()},
         extra_callbacks=extra_callbacks)

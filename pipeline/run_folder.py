@@ -65,6 +65,8 @@ STUDY_LOGS = "logs"  # one log per run of a parallel study: logs/<run>.log
 STUDY_REPORT = "study.md"
 STUDY_FIGURE = "study.png"
 STUDY_FIT = "fit.json"  # the power law of plateau length against N, with its exponent's interval
+CAPACITY_FIGURE = "capacity.png"
+CAPACITY_FIT = "capacity.json"  # bits stored per parameter, fitted over model sizes
 PLATEAU_FIGURE = "plateau_vs_population.png"
 ALPHA_FIGURE = "alpha.png"
 WARMUP_FIGURE = "warmup.png"
@@ -188,14 +190,15 @@ class RunFolder:
         with (self.path / TRAJECTORY).open("a") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows)
 
-    def resolve(self, recipe: dict, overwrite: bool, renamed: dict[str, str] | None = None
-                ) -> tuple[str, Path | None]:
+    def resolve(self, recipe: dict, overwrite: bool, renamed: dict[str, str] | None = None,
+                defaults: dict | None = None) -> tuple[str, Path | None]:
         """What to do with the folder: ("new", None), ("restart", None), ("resume", checkpoint) or ("done",
         checkpoint).
 
-        A folder holding the same recipe (its keys `renamed` to their current names) resumes from its latest
-        complete resume checkpoint, or restarts in place when it has none (it is never deleted for that); one
-        holding another recipe, or files that are not a run, is refused unless `overwrite` (runs only)."""
+        A folder holding the same recipe (its keys `renamed` to their current names, and keys it was saved
+        without taking their `defaults`) resumes from its latest complete resume checkpoint, or restarts in
+        place when it has none (it is never deleted for that); one holding another recipe, or files that are
+        not a run, is refused unless `overwrite` (runs only)."""
         if self.path.is_file():
             raise RecipeError(f"output_dir '{self.path}' is a file: choose a folder")
         if not self.path.exists() or not any(self.path.iterdir()):
@@ -206,7 +209,7 @@ class RunFolder:
                               f"or new folder")
         if overwrite:
             return "new", None
-        saved = {(renamed or {}).get(key, key): value for key, value in self.recipe().items()}
+        saved = {**(defaults or {}), **{(renamed or {}).get(key, key): value for key, value in self.recipe().items()}}
         differing = sorted(k for k in set(saved) | set(recipe)
                            if k not in UNCHECKED_KEYS and saved.get(k) != recipe.get(k))
         if differing:

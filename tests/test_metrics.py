@@ -99,3 +99,15 @@ def test_the_evaluator_equals_scoring_each_whole_query(corpus):
                                for k in ("loss", "correct", "top_prob", "entropy")), queries["attribute"], baselines)
         for key in ("attribute_loss", "attribute_accuracy", "first_token_top_prob", "first_token_entropy"):
             assert results[group][key] == pytest.approx(expected[key], rel=1e-6, abs=1e-9), (group, key)
+
+
+def test_knowledge_bits_by_hand():
+    from pipeline.evaluation.metrics import knowledge_bits
+
+    # two individuals, two attributes (baselines 2 and 1 nats), two queries each
+    loss = np.array([0.5, 1.5,   3.0, 3.0,   0.0, 0.0,   0.4, 0.8])
+    attribute = ["a", "a", "a", "a", "b", "b", "b", "b"]
+    individual = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+    # individual 0: a 2 - 1.0 = 1, b 1 - 0 = 1; individual 1: a 2 - 3 < 0 -> 0, b 1 - 0.6 = 0.4
+    bits = knowledge_bits(loss, attribute, individual, {"a": 2.0, "b": 1.0}, population=10)
+    assert bits == pytest.approx((1 + 1 + 0 + 0.4) / math.log(2) * 10 / 2)

@@ -73,3 +73,12 @@ def test_the_stage_is_read_from_the_trajectory(tmp_path):
     assert run.stage() == "finetune"
     with pytest.raises(RecipeError, match="is not a run folder"):
         RunFolder(tmp_path / "nothing").recipe()
+
+
+def test_a_run_saved_before_a_key_existed_resumes_while_it_has_its_default(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    run.start({"max_steps": 10})
+    assert run.resolve({"max_steps": 10, "lr_schedule_steps": None}, False, defaults={"lr_schedule_steps": None}
+                       )[0] == "restart"
+    with pytest.raises(RecipeError, match="differs in lr_schedule_steps"):
+        run.resolve({"max_steps": 10, "lr_schedule_steps": 99}, False, defaults={"lr_schedule_steps": None})

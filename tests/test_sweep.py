@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -227,3 +228,19 @@ def test_sigterm_stops_every_run_with_a_resume_checkpoint_and_a_rerun_continues(
     for seed in (0, 1):
         assert max(r["step"] for r in load_trajectory(tmp_path / "study" / f"seed={seed}")) == 400
         assert "resuming" in logs[seed].read_text()
+
+
+def test_bits_per_parameter_fit_and_capacity_figure(tmp_path):
+    from pipeline.studies.fit import fit_bits_per_parameter
+
+    fit = fit_bits_per_parameter({1000.0: [1900.0, 2100.0], 4000.0: [8000.0]})
+    assert fit["bits_per_parameter"] == pytest.approx((2000 * 1000 + 8000 * 4000) / (1000**2 + 4000**2))
+    assert fit["low"] <= fit["bits_per_parameter"] <= fit["high"]
+    rows = [{"hidden_size": h, "seed": s, "baseline": False, "knowledge_bits": 1.5 * p * (1 + 0.05 * s),
+             "parameters": 3 * p, "non_embedding_parameters": p, "plateau_length": None, "final_loss": 1.0}
+            for h, p in ((16, 7000), (32, 16000), (64, 41000)) for s in (0, 1)]
+    figures = draw_study_figures(rows, Study("b.yaml", str(tmp_path), {"hidden_size": [], "seed": []}))
+    assert [f.name for f in figures] == ["capacity.png"] and figures[0].stat().st_size > 10_000
+    fits = json.loads((tmp_path / "capacity.json").read_text())
+    assert fits["non_embedding_parameters"]["bits_per_parameter"] == pytest.approx(1.5 * 1.025, rel=1e-3)
+    assert fits["parameters"]["bits_per_parameter"] == pytest.approx(0.5 * 1.025, rel=1e-3)

@@ -13,7 +13,17 @@ from data_gen import ATTRIBUTES, Corpus
 from data_gen.columns import as_array
 
 from ..run_folder import HELDOUT, SEEN
-from .metrics import auroc, by_exposure, by_rank, frequency_rank, no_knowledge_baseline, query_scores, summarize
+from ..model import count_parameters
+from .metrics import (
+    auroc,
+    by_exposure,
+    by_rank,
+    frequency_rank,
+    knowledge_bits,
+    no_knowledge_baseline,
+    query_scores,
+    summarize,
+)
 
 METRIC_PATH = Path(__file__).parent / "attribute_recall"
 
@@ -70,13 +80,15 @@ class Evaluator:
     behind the `attribute_recall` evaluate module; every process gets them. Also reports how well the
     first value token's top probability separates the first group (known individuals) from "heldout"
     (`confidence_auroc`). With `exposure_split`, that group's metrics are also given by exposure and
-    frequency rank of the training stream's individuals. With `compile`, the forward is compiled.
+    frequency rank of the training stream's individuals, and the knowledge the model stores about the
+    training population (`knowledge_bits`, and per parameter). With `compile`, the forward is compiled.
     """
 
     def __init__(self, corpus: Corpus, splits: dict[str, tuple[str, np.ndarray]], batch_size: int,
                  exposure_split: str | None = None, compile: bool = False):
         self.baselines = no_knowledge_baseline(corpus.individuals("train").values)
         self.exposure_split, self.compile = exposure_split, compile
+        self.population = len(corpus.split("train"))
         self.batches, self.on_device, self._forward_of = {}, {}, (None, None)
         for name, (split, individuals) in splits.items():
             queries = corpus.queries(split)
@@ -137,8 +149,15 @@ class Evaluator:
         individuals = {split: s.pop("individual") for split, s in scores.items()}
         results = {split: summarize(s["value_loss"], s["correct"], s["top_prob"], s["entropy"], s["attribute"],
                                     self.baselines) for split, s in scores.items()}
-        if exposures is not None and self.exposure_split:
+        if self.exposure_split:
             known, who = scores[self.exposure_split], individuals[self.exposure_split]
+            bits = knowledge_bits(known["value_loss"], known["attribute"], who, self.baselines, self.population)
+            sizes = count_parameters(accelerator.unwrap_model(model))
+            results[self.exposure_split].update({
+                "knowledge_bits": bits, "knowledge_bits_per_parameter": bits / sizes["total"],
+                "knowledge_bits_per_non_embedding_parameter": bits / sizes["non_embedding"],
+                "parameters": sizes["total"], "non_embedding_parameters": sizes["non_embedding"]})
+        if exposures is not None and self.exposure_split:
             results[self.exposure_split]["by_exposure"] = by_exposure(exposures[who], known["value_loss"],
                                                                       known["correct"])
             results[self.exposure_split]["by_rank"] = by_rank(frequency_rank(exposures)[who], known["value_loss"],

@@ -7,6 +7,13 @@
   value token in the training population but not the individual, i.e. the sum over
   the value's tokens of the entropy of their empirical distribution; for uniform values
   and a large population this is the paper's log(number of possible values).
+- Knowledge stored, in bits: for each evaluated individual and attribute, the baseline minus
+  the individual's attribute loss (the mean over its queries), clipped at 0, summed, divided
+  by ln 2, and scaled from the evaluated individuals to the whole population. It is what a
+  model's predictions save over knowing only the value distribution, the quantity whose sum
+  Allen-Zhu & Li (Physics of Language Models 3.3) bound from below as the bits a model must
+  store (their N x sum over attributes of log2 |values| - loss, for uniform values); clipping
+  keeps a confidently wrong answer from counting against what is known of the others.
 """
 
 from __future__ import annotations
@@ -64,6 +71,21 @@ def summarize(loss: np.ndarray, correct: np.ndarray, top_prob: np.ndarray, entro
     return {"attribute_loss": mean["loss"], "attribute_accuracy": mean["accuracy"],
             "baseline_loss": mean["baseline"], "first_token_top_prob": mean["top_prob"],
             "first_token_entropy": mean["entropy"], "per_attribute": per_attribute}
+
+
+def knowledge_bits(loss: np.ndarray, attribute: list[str], individual: np.ndarray, baselines: dict[str, float],
+                   population: int) -> float:
+    """Knowledge stored in bits (see the module's docstring), from per-query value losses of the
+    evaluated individuals, scaled to a population of `population` individuals."""
+    attribute, individual = np.asarray(attribute), np.asarray(individual)
+    nats = 0.0
+    for name, baseline in baselines.items():
+        rows = attribute == name
+        who, inverse = np.unique(individual[rows], return_inverse=True)
+        mean_loss = np.bincount(inverse, weights=loss[rows]) / np.bincount(inverse)  # per individual
+        nats += np.clip(baseline - mean_loss, 0.0, None).sum()
+    evaluated = len(np.unique(individual))
+    return float(nats / np.log(2) * population / evaluated)
 
 
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:

@@ -17,7 +17,9 @@ from .schema import GridPoint, Study
 
 PRETRAIN_METRICS = ("plateau_length", "emergence", "final_accuracy", "final_loss")
 FINETUNE_METRICS = ("old_accuracy_lowest", "old_accuracy_final", "new_accuracy_final", "half_drop_step")
-TOLERANCES = (0.025, 0.05, 0.10)  # of the baseline: the band the phase detector calls the plateau
+TOLERANCES = (0.025, 0.05, 0.10)
+CAPACITY_KEYS = ("knowledge_bits", "knowledge_bits_per_parameter", "knowledge_bits_per_non_embedding_parameter",
+                 "parameters", "non_embedding_parameters")  # of the baseline: the band the phase detector calls the plateau
 
 
 def bootstrap_interval(values: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -36,6 +38,7 @@ def _run_row(study: Study, point: GridPoint, trajectory: list[dict]) -> dict:
             "plateau_length": phases.plateau_length, "emergence": phases.emergence,
             "final_accuracy": final[SEEN]["attribute_accuracy"], "final_loss": final[SEEN]["attribute_loss"],
             "heldout_loss": final[HELDOUT]["attribute_loss"], "baseline_loss": phases.baseline,
+            **{key: final[SEEN].get(key) for key in CAPACITY_KEYS},
             **{f"plateau_length_tol{t:g}": run_phases(trajectory, tolerance=t).plateau_length for t in TOLERANCES}}
 
 
@@ -66,7 +69,7 @@ def aggregate(study: Study, failed: dict[str, str] | None = None) -> list[dict]:
             failures.append({**values, "status": "failed", "error": failed[run.path.name]})
         elif (run / TRAJECTORY).is_file():
             rows.append({**values, **_run_row(study, point, run.trajectory()), "status": "done"})
-    metrics = FINETUNE_METRICS if study.stage == FINETUNE else PRETRAIN_METRICS + tuple(
+    metrics = FINETUNE_METRICS if study.stage == FINETUNE else PRETRAIN_METRICS + CAPACITY_KEYS[:3] + tuple(
         f"plateau_length_tol{t:g}" for t in TOLERANCES)
     add_intervals(rows, [k for k in study.grid if k != "seed"] + ["baseline"], metrics)
     out = Path(study.output_dir) / SUMMARY

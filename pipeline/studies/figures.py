@@ -15,6 +15,8 @@ from ..analysis.phases import run_phases
 from ..report.plots import plot_forgetting, save_figure
 from ..run_folder import (
     ALPHA_FIGURE,
+    CAPACITY_FIGURE,
+    CAPACITY_FIT,
     FINETUNE,
     FORGETTING_FIGURE,
     PLATEAU_FIGURE,
@@ -27,7 +29,7 @@ from ..run_folder import (
     series,
 )
 from .aggregate import bootstrap_interval
-from .fit import PAPER_PLATEAU_FIT, fit_with_interval
+from .fit import PAPER_PLATEAU_FIT, fit_bits_per_parameter, fit_with_interval
 from .schema import Study
 
 
@@ -118,6 +120,45 @@ def warmup_heatmap(rows: list[dict], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+MODEL_KEYS = {"model_preset", "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads"}
+ANCHORS = ((1.0, "1 bit/parameter (Allen-Zhu & Li, 100 exposures)"),
+           (2.0, "2 bits/parameter (Allen-Zhu & Li, 1,000 exposures)"))
+
+
+def capacity_fits(rows: list[dict]) -> dict:
+    """Bits per parameter fitted over model sizes, counting all parameters or the non-embedding ones."""
+    fits = {}
+    for key in ("non_embedding_parameters", "parameters"):
+        groups = {}
+        for r in rows:
+            if r.get("knowledge_bits") is not None:
+                groups.setdefault(r[key], []).append(r["knowledge_bits"])
+        if groups:
+            fits[key] = fit_bits_per_parameter(groups)
+    return fits
+
+
+def capacity_figure(rows: list[dict], fits: dict, path: Path) -> Path:
+    """Bits stored against parameters (non-embedding, and all), every run and each size's mean with its
+    interval over seeds, the fitted bits per parameter and the anchors' lines."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, key, name in zip(axes, ("non_embedding_parameters", "parameters"), ("non-embedding parameters",
+                                                                                  "parameters (all)")):
+        ax.scatter([r[key] for r in rows], [r["knowledge_bits"] for r in rows], color="tab:blue", alpha=0.3, s=14,
+                   label="runs")
+        _errorbar(ax, *_intervals(rows, key, "knowledge_bits"), fmt="o", color="tab:blue",
+                  label="mean, 95% interval over seeds")
+        grid = np.geomspace(min(r[key] for r in rows) / 1.5, max(r[key] for r in rows) * 1.5, 20)
+        for bits, label in ANCHORS:
+            ax.plot(grid, bits * grid, "--", color="gray", alpha=0.5 * bits, label=label)
+        fit = fits[key]
+        ax.plot(grid, fit["bits_per_parameter"] * grid, color="tab:blue",
+                label=f"fit: {fit['bits_per_parameter']:.2f} [{fit['low']:.2f}, {fit['high']:.2f}] bits/parameter")
+        ax.set(xscale="log", yscale="log", xlabel=name, ylabel="knowledge stored (bits)")
+        ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
 def patching_report(study: Study) -> Path:
     """An attention-patching study: the first (unpatched) run and every patched run's learning curves on one
     figure, and their phases in a table (study.md)."""
@@ -164,6 +205,10 @@ def draw_study_figures(rows: list[dict], study: Study) -> list[Path]:
                                 out / FORGETTING_FIGURE)]
     if study.pretrain is not None:
         return [patching_report(study)]
+    if keys & MODEL_KEYS and any(r.get("knowledge_bits") is not None for r in rows):
+        fits = capacity_fits(rows)
+        (out / CAPACITY_FIT).write_text(json.dumps(fits, indent=1) + "\n")
+        figures.append(capacity_figure(rows, fits, out / CAPACITY_FIGURE))
     if "n_individuals" in keys and "alpha" not in keys:
         figures.append(plateau_vs_population(rows, out / PLATEAU_FIGURE))
         fit = plateau_fit(rows)

@@ -30,3 +30,18 @@ def fit_with_interval(groups: dict[float, list[float]], draws: int = 2000, seed:
     return {"a": a, "b": b, "r2": r2, "b_low": float(np.percentile(exponents, 2.5)),
             "b_high": float(np.percentile(exponents, 97.5)), "x": xs.tolist(), "mean": means.tolist(),
             "runs": [len(groups[x]) for x in sorted(groups)]}
+
+
+def fit_bits_per_parameter(groups: dict[float, list[float]], draws: int = 2000, seed: int = 0) -> dict:
+    """Bits stored = k x parameters, fitted by least squares through the origin on the mean bits of each
+    model size (groups: parameters -> bits of its runs, one per seed), with a 95% interval of k from
+    resampling each size's runs with replacement."""
+    params = np.array(sorted(groups), dtype=float)
+    means = np.array([np.mean(groups[p]) for p in sorted(groups)])
+    rng = np.random.default_rng(seed)
+    resampled = np.stack([rng.choice(groups[p], size=(draws, len(groups[p]))).mean(axis=1) for p in sorted(groups)],
+                         axis=1)
+    slopes = resampled @ params / (params @ params)
+    return {"bits_per_parameter": float(means @ params / (params @ params)),
+            "low": float(np.percentile(slopes, 2.5)), "high": float(np.percentile(slopes, 97.5)),
+            "parameters": params.tolist(), "mean_bits": means.tolist(), "runs": [len(groups[p]) for p in sorted(groups)]}

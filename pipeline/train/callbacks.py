@@ -65,10 +65,13 @@ class Callback:
 
 
 class EvaluationCallback(Callback):
-    """Evaluates at scheduled steps; the main process appends one trajectory line per group."""
+    """Evaluates at scheduled steps (the last with `final`, when given: e.g. every individual); the main
+    process appends one trajectory line per group."""
 
-    def __init__(self, evaluator: Evaluator, steps: list[int], run: RunFolder, stage: str):
+    def __init__(self, evaluator: Evaluator, steps: list[int], run: RunFolder, stage: str,
+                 final: Evaluator | None = None):
         self.evaluator, self.steps, self.run, self.stage = evaluator, set(steps), run, stage
+        self.final, self.last = final, max(steps)
 
     def writes_at(self, step: int) -> bool:
         return step in self.steps
@@ -76,8 +79,9 @@ class EvaluationCallback(Callback):
     def on_step(self, state: TrainingState, step: int) -> None:
         if step not in self.steps:
             return
-        exposures = state.exposures(step) if self.evaluator.exposure_split else None
-        results = self.evaluator.evaluate(state.model, state.accelerator, exposures)
+        evaluator = self.final if self.final is not None and step == self.last else self.evaluator
+        exposures = state.exposures(step) if evaluator.exposure_split else None
+        results = evaluator.evaluate(state.model, state.accelerator, exposures)
         for split, metrics in results.items():
             if not all(math.isfinite(metrics[key]) for key in FINITE_METRICS):
                 raise RunError(f"the evaluation of {split} individuals at step {step} is not finite "

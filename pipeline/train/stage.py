@@ -39,10 +39,13 @@ class Stage:
     recipe: dict
     corpus: Corpus
     stream: BiographyStream
-    evaluator: Callable[[], Evaluator]
+    evaluator: Callable[[int], Evaluator]  # individuals per group -> the evaluator
     make_model: Callable[[], torch.nn.Module]
     write_report: Callable[[RunFolder], Path]
     provenance: dict
+    eval_individuals: int
+    final_eval_individuals: int | None
+    defaults: dict  # the recipe's keys' defaults: a run saved before a key existed had its default
     extra_callbacks: Callable[[torch.nn.Module, Accelerator], list[Callback]] = field(default=lambda m, a: [])
 
 
@@ -68,7 +71,8 @@ def run_stage(stage: Stage, args: TrainArguments) -> Path:
     run = RunFolder(args.output_dir)
     accelerator = make_accelerator(args, run.path)
     with exclusive(run.path, "run") if accelerator.is_main_process else nullcontext():
-        decision = [run.resolve(stage.recipe, args.overwrite_output_dir, renamed=type(args).renamed_keys)
+        decision = [run.resolve(stage.recipe, args.overwrite_output_dir, renamed=type(args).renamed_keys,
+                                defaults=stage.defaults)
                     if accelerator.is_main_process else None]
         action, checkpoint = broadcast_object_list(decision)[0]
         return _run(stage, args, run, accelerator, action, checkpoint)
@@ -105,8 +109,10 @@ def _run(stage: Stage, args: TrainArguments, run: RunFolder, accelerator: Accele
               if args.push_to_hub and accelerator.is_main_process else None)
     callbacks = [
         *stage.extra_callbacks(model, accelerator),
-        EvaluationCallback(stage.evaluator(), log_spaced_steps(args.max_steps, args.eval_points, args.eval_steps),
-                           run, stage.name),
+        EvaluationCallback(stage.evaluator(stage.eval_individuals),
+                           log_spaced_steps(args.max_steps, args.eval_points, args.eval_steps), run, stage.name,
+                           final=None if stage.final_eval_individuals in (None, stage.eval_individuals)
+                           else stage.evaluator(stage.final_eval_individuals)),
         PermanentCheckpoints(saved_at, run, stage.corpus.tokenizer, stage.recipe, stage.provenance),
         HubPushCallback(pusher, saved_at, run),
     ]
