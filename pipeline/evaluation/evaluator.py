@@ -12,8 +12,8 @@ from datasets import Dataset
 from data_gen import ATTRIBUTES, Corpus
 from data_gen.columns import as_array
 
-from ..run_folder import HELDOUT, SEEN
 from ..model import count_parameters
+from ..run_folder import HELDOUT, SEEN
 from .metrics import (
     auroc,
     by_exposure,
