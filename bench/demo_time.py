@@ -34,8 +34,9 @@ def main() -> None:
     subprocess.run(["git", "worktree", "add", "--detach", str(baseline), args.baseline_rev], cwd=ROOT, check=True,
                    capture_output=True)
     try:
-        times = {f"baseline ({args.baseline_rev})": wall(baseline, scratch / "runs" / "baseline", args.corpus.resolve()),
-                 "this tree": wall(ROOT, scratch / "runs" / "this", args.corpus.resolve())}
+        corpus = args.corpus.resolve()
+        times = {f"baseline ({args.baseline_rev})": wall(baseline, scratch / "runs" / "baseline", corpus),
+                 "this tree": wall(ROOT, scratch / "runs" / "this", corpus)}
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=ROOT, check=True)
     for name, seconds in times.items():

@@ -118,7 +118,8 @@ def markdown(report: dict) -> str:
     steps, run, evaluation, tests = report["steps"], report["default_run"], report["evaluation"], report["tests"]
     failed = {name: report[name]["failed"] for name in ("steps", "default_run", "evaluation")
               if isinstance(report[name], dict) and "failed" in report[name]}
-    lines = [f"**{report['device']}**, torch {report['torch']}, {report['date']}{' (smoke)' if report['smoke'] else ''}",
+    smoke = " (smoke)" if report["smoke"] else ""
+    lines = [f"**{report['device']}**, torch {report['torch']}, {report['date']}{smoke}",
              "", "| measure | value |", "|---|---|",
              f"| corpus build | {report['corpus_seconds']:.1f} s |",
              ("| GPU tests | " + (f"{tests['passed']} passed, {tests['failed']} failed, {tests['skipped']} skipped "
@@ -163,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
                                mixed_precision="bf16" if cuda else "no", hf_max_length=0)
     steps = attempt("step timing", step_rows, Corpus(corpus), bench, warmup=3 if args.smoke else 20,
                     steps=5 if args.smoke else 100, our_modes=() if args.smoke else ("default",))
-    run = attempt("default run", default_run, corpus, args.out, args.smoke, args.run_steps or (30 if args.smoke else None))
+    run = attempt("default run", default_run, corpus, args.out, args.smoke,
+                  args.run_steps or (30 if args.smoke else None))
     report = {"device": torch.cuda.get_device_name() if cuda else f"CPU ({platform.processor() or platform.machine()})",
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "smoke": args.smoke,
               "corpus_seconds": corpus_seconds, "tests": tests, "steps": steps, "default_run": run,

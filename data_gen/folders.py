@@ -63,8 +63,9 @@ def exclusive(folder: str | Path, what: str) -> Iterator[None]:
         lock.acquire()
     except Timeout:
         record = _read_holder(holder)
-        raise RecipeError(f"{what} folder '{folder}' is in use by {_holder_text(record) if record else 'another process'}"
-                          f": wait for it to finish, stop it, or choose another folder") from None
+        holder_text = _holder_text(record) if record else "another process"
+        raise RecipeError(f"{what} folder '{folder}' is in use by {holder_text}: wait for it to finish, stop it, or "
+                          f"choose another folder") from None
     except OSError as err:
         if err.errno not in NO_LOCKS:
             raise RecipeError(f"{what} folder '{folder}' cannot be written ({err.strerror or err}): choose a folder "

@@ -44,7 +44,8 @@ class ModelArguments:
 
     def __post_init__(self):
         check_choice("model_preset", self.model_preset, tuple(PRESETS))
-        check_values(self, at_least_one=("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads"))
+        check_values(self, at_least_one=("num_hidden_layers", "hidden_size", "intermediate_size",
+                                         "num_attention_heads"))
 
     def sizes(self) -> dict[str, int]:
         """The preset's sizes with the overrides applied."""

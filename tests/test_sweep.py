@@ -205,7 +205,8 @@ def test_a_failing_run_is_retried_once_then_reported_without_stopping_the_others
     with (tmp_path / "study" / "summary.csv").open() as f:
         rows = {r["run"]: r for r in csv.DictReader(f)}
     assert rows["learning_rate=0.002"]["status"] == "done" and float(rows["learning_rate=0.002"]["final_loss"]) > 0
-    assert rows["learning_rate=-1.0"]["status"] == "failed" and "must be positive" in rows["learning_rate=-1.0"]["error"]
+    failed = rows["learning_rate=-1.0"]
+    assert failed["status"] == "failed" and "must be positive" in failed["error"]
 
 
 @pytest.mark.slow

@@ -17,9 +17,9 @@ from .schema import GridPoint, Study
 
 PRETRAIN_METRICS = ("plateau_length", "emergence", "final_accuracy", "final_loss")
 FINETUNE_METRICS = ("old_accuracy_lowest", "old_accuracy_final", "new_accuracy_final", "half_drop_step")
-TOLERANCES = (0.025, 0.05, 0.10)
+TOLERANCES = (0.025, 0.05, 0.10)  # of the baseline: the band the phase detector calls the plateau
 CAPACITY_KEYS = ("knowledge_bits", "knowledge_bits_per_parameter", "knowledge_bits_per_non_embedding_parameter",
-                 "parameters", "non_embedding_parameters")  # of the baseline: the band the phase detector calls the plateau
+                 "parameters", "non_embedding_parameters")
 
 
 def bootstrap_interval(values: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -34,8 +34,8 @@ def _run_row(study: Study, point: GridPoint, trajectory: list[dict]) -> dict:
         return forgetting_summary(trajectory)
     phases = run_phases(trajectory)
     final = {r["split"]: r for r in trajectory if r["step"] == phases.max_step}
-    return {"sampler": point.values.get("sampler"), "last_step": phases.max_step, "plateau_start": phases.phase1_end, "plateau_end": phases.plateau_end,
-            "plateau_length": phases.plateau_length, "emergence": phases.emergence,
+    return {"sampler": point.values.get("sampler"), "last_step": phases.max_step,
+            "plateau_start": phases.phase1_end, "plateau_end": phases.plateau_end, "plateau_length": phases.plateau_length, "emergence": phases.emergence,
             "final_accuracy": final[SEEN]["attribute_accuracy"], "final_loss": final[SEEN]["attribute_loss"],
             "heldout_loss": final[HELDOUT]["attribute_loss"], "baseline_loss": phases.baseline,
             **{key: final[SEEN].get(key) for key in CAPACITY_KEYS},

@@ -44,4 +44,5 @@ def fit_bits_per_parameter(groups: dict[float, list[float]], draws: int = 2000, 
     slopes = resampled @ params / (params @ params)
     return {"bits_per_parameter": float(means @ params / (params @ params)),
             "low": float(np.percentile(slopes, 2.5)), "high": float(np.percentile(slopes, 97.5)),
-            "parameters": params.tolist(), "mean_bits": means.tolist(), "runs": [len(groups[p]) for p in sorted(groups)]}
+            "parameters": params.tolist(), "mean_bits": means.tolist(),
+            "runs": [len(groups[p]) for p in sorted(groups)]}

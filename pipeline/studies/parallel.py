@@ -80,7 +80,8 @@ def slots(jobs: int | None, devices: str | None, runs_per_device: int) -> list[d
 class Pool:
     """Runs jobs on slots, at most one job per slot, until all are done or failed."""
 
-    def __init__(self, slot_envs: list[dict[str, str]], retries: int = 1, refresh: float = 2.0, cwd: Path | None = None):
+    def __init__(self, slot_envs: list[dict[str, str]], retries: int = 1, refresh: float = 2.0,
+                 cwd: Path | None = None):
         self.slot_envs, self.retries, self.refresh, self.cwd = slot_envs, retries, refresh, cwd
         self.stop_signal: int | None = None
         self._drawn, self._last_counts, self._printed = 0, "", 0.0

@@ -102,5 +102,5 @@ class HubPushCallback(Callback):
 
     def on_step(self, state: TrainingState, step: int) -> None:
         if self.pusher is not None and step in self.steps:  # queued once the checkpoint is written
-            folder, pusher = self.run.checkpoint(step), self.pusher
-            state.write_in_background(lambda: pusher.push(folder, checkpoint_name(step), f"Checkpoint at step {step:,}"))
+            folder, pusher, message = self.run.checkpoint(step), self.pusher, f"Checkpoint at step {step:,}"
+            state.write_in_background(lambda: pusher.push(folder, checkpoint_name(step), message))
