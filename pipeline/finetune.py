@@ -70,9 +70,9 @@ def check_pretraining_corpus(checkpoint: Path, corpus: Corpus, allow_other: bool
               f"'{corpus.path}'", file=sys.stderr)
     elif record["train_fingerprint"] != corpus.fingerprint("train") and not allow_other:
         raise RecipeError(f"init_from '{checkpoint}' was pretrained on corpus '{record['path']}' (seed "
-                          f"{record['seed']}, train fingerprint {record['train_fingerprint']}), whose individuals are not those of "
-                          f"'{corpus.path}' ({corpus.fingerprint('train')}): fine-tune on the corpus it was pretrained "
-                          f"on, or pass --allow_other_corpus true to fine-tune anyway")
+                          f"{record['seed']}, train fingerprint {record['train_fingerprint']}), whose individuals are "
+                          f"not those of '{corpus.path}' ({corpus.fingerprint('train')}): fine-tune on the corpus it "
+                          f"was pretrained on, or pass --allow_other_corpus true to fine-tune anyway")
     return record
 
 

@@ -35,7 +35,8 @@ def _run_row(study: Study, point: GridPoint, trajectory: list[dict]) -> dict:
     phases = run_phases(trajectory)
     final = {r["split"]: r for r in trajectory if r["step"] == phases.max_step}
     return {"sampler": point.values.get("sampler"), "last_step": phases.max_step,
-            "plateau_start": phases.phase1_end, "plateau_end": phases.plateau_end, "plateau_length": phases.plateau_length, "emergence": phases.emergence,
+            "plateau_start": phases.phase1_end, "plateau_end": phases.plateau_end,
+            "plateau_length": phases.plateau_length, "emergence": phases.emergence,
             "final_accuracy": final[SEEN]["attribute_accuracy"], "final_loss": final[SEEN]["attribute_loss"],
             "heldout_loss": final[HELDOUT]["attribute_loss"], "baseline_loss": phases.baseline,
             **{key: final[SEEN].get(key) for key in CAPACITY_KEYS},

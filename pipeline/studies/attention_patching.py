@@ -41,7 +41,8 @@ class PatchingStudyArguments:
     def study(self) -> Study:
         out = Path(self.output_dir)
         return Study(base=self.reference_config, output_dir=str(out),
-                     grid={"reference_checkpoint": self.reference_steps}, fixed={"start_patching": self.start_patching}, run_name="patched-{reference_checkpoint}",
+                     grid={"reference_checkpoint": self.reference_steps}, fixed={"start_patching": self.start_patching},
+                     run_name="patched-{reference_checkpoint}",
                      pretrain=FirstRun(self.reference_config, str(out / STUDY_REFERENCE),
                                        {"checkpoint_at": self.reference_steps}))
 

@@ -83,8 +83,8 @@ def check_reference(patching: PatchingArguments, args: PerformanceArguments) -> 
     for step in (0, patching.reference_checkpoint):
         if step not in steps:
             raise RecipeError(f"reference run '{patching.reference_run}' has no checkpoint at step {step} (it has "
-                              f"{steps or 'none'}): add it to the reference's checkpoint_at (formerly checkpoint_steps) "
-                              f"and rerun it")
+                              f"{steps or 'none'}): add it to the reference's checkpoint_at (formerly "
+                              f"checkpoint_steps) and rerun it")
     if args.torch_compile:
         raise RecipeError("attention patching does not work with torch_compile: set --torch_compile false")
 
