@@ -211,7 +211,7 @@ def test_a_failing_run_is_retried_once_then_reported_without_stopping_the_others
 
 @pytest.mark.slow
 def test_sigterm_stops_every_run_with_a_resume_checkpoint_and_a_rerun_continues(tmp_path, corpus_dir):
-    study = _study_file(tmp_path, corpus_dir, {"seed": [0, 1]}, max_steps=400)
+    study = _study_file(tmp_path, corpus_dir, {"seed": [0, 1, 2]}, max_steps=400)  # the third waits in the queue
     command = [sys.executable, "-m", "pipeline.sweep", "--config", str(study), "--jobs", "2"]
     process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -222,13 +222,14 @@ def test_sigterm_stops_every_run_with_a_resume_checkpoint_and_a_rerun_continues(
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 143 and err.strip().splitlines()[-1].startswith("error: stopped by SIGTERM: 2 running")
+    assert not (tmp_path / "study" / "seed=2").exists()  # never started
     for seed in (0, 1):
         assert RunFolder(tmp_path / "study" / f"seed={seed}").latest_resume_checkpoint() is not None
         assert "stopped by SIGTERM after step" in logs[seed].read_text()
     sweep_main(["--config", str(study), "--jobs", "2"])  # continues
-    for seed in (0, 1):
+    for seed in (0, 1, 2):
         assert max(r["step"] for r in load_trajectory(tmp_path / "study" / f"seed={seed}")) == 400
-        assert "resuming" in logs[seed].read_text()
+    assert all("resuming" in log.read_text() for log in logs)
 
 
 def test_bits_per_parameter_fit_and_capacity_figure(tmp_path):

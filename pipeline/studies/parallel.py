@@ -120,7 +120,7 @@ class Pool:
                     if threading.current_thread() is threading.main_thread() else {})
         shown = 0.0
         try:
-            while queue or self.running:
+            while (queue and self.stop_signal is None) or self.running:  # stopped: the queued ones wait
                 free = sorted(set(range(len(self.slot_envs))) - {job.slot for job in self.running})
                 while queue and free and self.stop_signal is None:
                     self._start(queue.popleft(), free.pop(0))
