@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from ..analysis.phases import run_phases
 from ..report.plots import plot_forgetting, save_figure
@@ -72,6 +73,8 @@ def plateau_vs_population(rows: list[dict], path: Path) -> Path:
     ax.plot(grid, PAPER_PLATEAU_FIT[0] * grid ** PAPER_PLATEAU_FIT[1], "--", color="gray",
             label="paper: 0.43 N^0.81")
     ax.set(xscale="log", yscale="log", xlabel="individuals N", ylabel="plateau length (steps)")
+    ax.set_xticks(x, [f"{n:,.0f}" for n in x])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=7)
     return save_figure(fig, path)
 
