@@ -115,7 +115,8 @@ def test_corpus_keys_need_a_data_recipe_and_unknown_keys_fail(tmp_path):
 
 
 def test_study_figures_from_rows(tmp_path):
-    rows = [{"n_individuals": n, "alpha": a, "plateau_length": 0.43 * n ** 0.81, "final_loss": 1.0 / (1 + a),
+    rows = [{"n_individuals": n, "alpha": a, "plateau_length": 0.43 * n ** 0.81, "plateau_end": 100 + 0.43 * n ** 0.81,
+             "final_loss": 1.0 / (1 + a),
              "final_accuracy": 0.5, "baseline": False, "indiv_warmup": None, "epochs_warmup": None}
             for n in (250, 500, 1000) for a in (0.0, 0.8)]
     figures = draw_study_figures(rows, Study("b.yaml", str(tmp_path), {"n_individuals": [], "alpha": []}))
@@ -124,6 +125,10 @@ def test_study_figures_from_rows(tmp_path):
     figures += draw_study_figures(uniform, Study("b.yaml", str(tmp_path), {"n_individuals": []}))
     assert [f.name for f in figures] == ["alpha.png", "plateau_vs_population.png"]
     assert all(f.stat().st_size > 10_000 for f in figures)
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    assert fit["b"] == pytest.approx(0.81) and fit["r2"] == pytest.approx(1.0)
+    assert fit["plateau_end"]["mean"] == pytest.approx([100 + 0.43 * n ** 0.81 for n in (250, 500, 1000)])
+    assert fit["plateau_end"]["b"] < 0.81  # the first phase's 100 steps flatten the end's growth
 
 
 def test_attention_patching_is_a_study_like_the_others(tmp_path, capsys):

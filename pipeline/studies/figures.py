@@ -47,12 +47,13 @@ def _errorbar(ax, x, mean, low, high, **kwargs):
     ax.errorbar(x, mean, yerr=[mean - low, high - mean], capsize=3, **kwargs)
 
 
-def plateau_fit(rows: list[dict]) -> dict | None:
-    """The power law of plateau length against N, its exponent's interval over seeds (needs two N)."""
+def plateau_fit(rows: list[dict], key: str = "plateau_length") -> dict | None:
+    """The power law of plateau length (or another phase step, `key`) against N, its exponent's interval
+    over seeds (needs two N)."""
     groups = {}
     for r in rows:
-        if r["plateau_length"]:
-            groups.setdefault(r["n_individuals"], []).append(r["plateau_length"])
+        if r.get(key):
+            groups.setdefault(r["n_individuals"], []).append(r[key])
     return fit_with_interval(groups) if len(groups) >= 2 else None
 
 
@@ -215,7 +216,8 @@ def draw_study_figures(rows: list[dict], study: Study) -> list[Path]:
     if "n_individuals" in keys and "alpha" not in keys:
         figures.append(plateau_vs_population(rows, out / PLATEAU_FIGURE))
         fit = plateau_fit(rows)
-        if fit:
+        if fit:  # with the fit of the step the plateau ends, which the first phase's length does not shift
+            fit["plateau_end"] = plateau_fit(rows, "plateau_end")
             (out / STUDY_FIT).write_text(json.dumps(fit, indent=1) + "\n")
     if "alpha" in keys:
         figures.append(alpha_curves(rows, out / ALPHA_FIGURE))
