@@ -18,6 +18,7 @@ from .schema import GridPoint, Study
 PRETRAIN_METRICS = ("plateau_length", "emergence", "final_accuracy", "final_loss")
 FINETUNE_METRICS = ("old_accuracy_lowest", "old_accuracy_final", "new_accuracy_final", "half_drop_step")
 TOLERANCES = (0.025, 0.05, 0.10)  # of the baseline: the band the phase detector calls the plateau
+TOLERANCE_KEYS = tuple(f"plateau_length_tol{t:g}" for t in TOLERANCES)
 CAPACITY_KEYS = ("knowledge_bits", "knowledge_bits_per_parameter", "knowledge_bits_per_non_embedding_parameter",
                  "parameters", "non_embedding_parameters")
 
@@ -40,7 +41,7 @@ def _run_row(study: Study, point: GridPoint, trajectory: list[dict]) -> dict:
             "final_accuracy": final[SEEN]["attribute_accuracy"], "final_loss": final[SEEN]["attribute_loss"],
             "heldout_loss": final[HELDOUT]["attribute_loss"], "baseline_loss": phases.baseline,
             **{key: final[SEEN].get(key) for key in CAPACITY_KEYS},
-            **{f"plateau_length_tol{t:g}": run_phases(trajectory, tolerance=t).plateau_length for t in TOLERANCES}}
+            **{key: run_phases(trajectory, tolerance=t).plateau_length for key, t in zip(TOLERANCE_KEYS, TOLERANCES)}}
 
 
 def add_intervals(rows: list[dict], group_keys: list[str], metrics: tuple[str, ...]) -> None:
@@ -70,8 +71,7 @@ def aggregate(study: Study, failed: dict[str, str] | None = None) -> list[dict]:
             failures.append({**values, "status": "failed", "error": failed[run.path.name]})
         elif (run / TRAJECTORY).is_file():
             rows.append({**values, **_run_row(study, point, run.trajectory()), "status": "done"})
-    metrics = FINETUNE_METRICS if study.stage == FINETUNE else PRETRAIN_METRICS + CAPACITY_KEYS[:3] + tuple(
-        f"plateau_length_tol{t:g}" for t in TOLERANCES)
+    metrics = FINETUNE_METRICS if study.stage == FINETUNE else PRETRAIN_METRICS + CAPACITY_KEYS[:3] + TOLERANCE_KEYS
     add_intervals(rows, [k for k in study.grid if k != "seed"] + ["baseline"], metrics)
     out = Path(study.output_dir) / SUMMARY
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from ..run_folder import (
     RunFolder,
     series,
 )
-from .aggregate import bootstrap_interval
+from .aggregate import TOLERANCE_KEYS, bootstrap_interval
 from .fit import PAPER_PLATEAU_FIT, fit_bits_per_parameter, fit_with_interval
 from .schema import Study
 
@@ -216,8 +216,8 @@ def draw_study_figures(rows: list[dict], study: Study) -> list[Path]:
     if "n_individuals" in keys and "alpha" not in keys:
         figures.append(plateau_vs_population(rows, out / PLATEAU_FIGURE))
         fit = plateau_fit(rows)
-        if fit:  # with the fit of the step the plateau ends, which the first phase's length does not shift
-            fit["plateau_end"] = plateau_fit(rows, "plateau_end")
+        if fit:  # with the fits of the plateau's start and end steps and of its length under each band
+            fit.update({key: plateau_fit(rows, key) for key in ("plateau_start", "plateau_end", *TOLERANCE_KEYS)})
             (out / STUDY_FIT).write_text(json.dumps(fit, indent=1) + "\n")
     if "alpha" in keys:
         figures.append(alpha_curves(rows, out / ALPHA_FIGURE))
