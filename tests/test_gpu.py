@@ -1,4 +1,5 @@
-"""GPU-only paths: bf16, torch.compile, fused AdamW, SDPA and flash attention, MFU. Skipped without CUDA."""
+"""GPU-only paths: bf16, torch.compile, fused AdamW, SDPA and flash attention, MFU, study runs sharing a GPU.
+Skipped without CUDA."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import math
 
 import pytest
 import torch
+import yaml
 
 from pipeline.pretrain import main
 from pipeline.run_folder import load_trajectory
 from pipeline.train.flops import peak_flops
 
-from .conftest import tiny_flags
+from .conftest import TINY_RUN, tiny_flags
 
 pytestmark = pytest.mark.gpu
 
@@ -38,3 +40,18 @@ def test_flash_attention_2_trains(corpus_dir, tmp_path):
 
 def test_device_peak_is_known_for_mfu():
     assert peak_flops(torch.device("cuda")) is not None, f"add {torch.cuda.get_device_name()} to PEAK_TFLOPS_16BIT"
+
+
+def test_study_runs_share_a_gpu(corpus_dir, tmp_path):
+    from pipeline.sweep import main as sweep_main
+
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({**TINY_RUN, "corpus": str(corpus_dir), "max_steps": 20, "eval_points": 2,
+                                    "checkpoint_points": 1, "eval_individuals": 20}))
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({"base": str(base), "output_dir": str(tmp_path / "study"),
+                                     "grid": {"seed": [0, 1]}}))
+    sweep_main(["--config", str(study), "--devices", "0", "--runs_per_device", "2"])
+    for seed in (0, 1):
+        assert "device: cuda" in (tmp_path / "study" / "logs" / f"seed={seed}.log").read_text()
+        assert load_trajectory(tmp_path / "study" / f"seed={seed}")[-1]["step"] == 20

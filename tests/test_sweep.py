@@ -19,6 +19,7 @@ from data_gen.recipe import RunError
 from pipeline.pretrain import main as pretrain_main
 from pipeline.run_folder import RunFolder, load_trajectory
 from pipeline.studies.figures import draw_study_figures
+from pipeline.studies.parallel import slots
 from pipeline.studies.fit import fit_power_law
 from pipeline.studies.schema import Study, load_study
 from pipeline.sweep import main as sweep_main
@@ -173,6 +174,19 @@ def _study_file(tmp_path, corpus_dir, grid: dict, max_steps: int = 4, name: str 
     path.write_text(yaml.safe_dump({"base": str(base), "output_dir": str(tmp_path / name.replace(".yaml", "")),
                                     "grid": grid}))
     return path
+
+
+def test_slots_split_the_cores_or_give_each_run_one_gpu(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    assert slots(2, None, 1) == [{"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"}] * 2
+    gpus = slots(None, "0, 1", 2)  # K runs to each GPU
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in gpus] == ["0", "0", "1", "1"]
+    assert all(s["OMP_NUM_THREADS"] == "2" for s in gpus)
+    for jobs, devices, per_device, message in [(0, None, 1, "--jobs must be at least 1"),
+                                                (None, ",", 1, "--devices takes GPU indices"),
+                                                (None, "0", 0, "--runs_per_device at least 1")]:
+        with pytest.raises(RecipeError, match=message):
+            slots(jobs, devices, per_device)
 
 
 @pytest.mark.slow

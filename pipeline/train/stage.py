@@ -78,6 +78,13 @@ def run_stage(stage: Stage, args: TrainArguments) -> Path:
         return _run(stage, args, run, accelerator, action, checkpoint)
 
 
+def _device_name(accelerator: Accelerator) -> str:
+    """The device of this process, with the GPU's name, and how many processes train."""
+    device = accelerator.device
+    name = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+    return f"{name} x {accelerator.num_processes} processes" if accelerator.num_processes > 1 else name
+
+
 def _run(stage: Stage, args: TrainArguments, run: RunFolder, accelerator: Accelerator, action: str,
          checkpoint: Path | None) -> Path:
     state = read_state(checkpoint) if checkpoint else {}
@@ -123,7 +130,7 @@ def _run(stage: Stage, args: TrainArguments, run: RunFolder, accelerator: Accele
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"model: {sizes['non_embedding']:,} non-embedding parameters ({sizes['total']:,} in all, "
               f"{trainable:,} trained); stream: {len(stage.stream.people):,} individuals, "
-              f"{len(stage.corpus.tokenizer):,} tokens")
+              f"{len(stage.corpus.tokenizer):,} tokens; device: {_device_name(accelerator)}")
     trainer = Trainer(args, model, stage.stream, accelerator, callbacks, checkpointer)
     try:
         start = 0
