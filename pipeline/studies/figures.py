@@ -47,24 +47,29 @@ def _errorbar(ax, x, mean, low, high, **kwargs):
     ax.errorbar(x, mean, yerr=[mean - low, high - mean], capsize=3, **kwargs)
 
 
+def _groups(rows: list[dict], x_key: str, y_key: str) -> dict:
+    """x -> the values of y of the runs (seeds) sharing it, where y was reached."""
+    groups = {}
+    for r in rows:
+        if r.get(y_key) is not None:
+            groups.setdefault(r[x_key], []).append(r[y_key])
+    return groups
+
+
 def plateau_fit(rows: list[dict], key: str = "plateau_length") -> dict | None:
     """The power law of plateau length (or another phase step, `key`) against N, its exponent's interval
     over seeds (needs two N)."""
-    groups = {}
-    for r in rows:
-        if r.get(key):
-            groups.setdefault(r["n_individuals"], []).append(r[key])
+    groups = _groups([r for r in rows if (r.get(key) or 0) > 0], "n_individuals", key)  # a log-log fit
     return fit_with_interval(groups) if len(groups) >= 2 else None
 
 
-def plateau_vs_population(rows: list[dict], path: Path) -> Path:
+def plateau_vs_population(rows: list[dict], fit: dict | None, path: Path) -> Path:
     x, mean, low, high = _intervals(rows, "n_individuals", "plateau_length")
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.scatter([r["n_individuals"] for r in rows if r["plateau_length"]],
                [r["plateau_length"] for r in rows if r["plateau_length"]], color="tab:blue", alpha=0.3, s=12,
                label="runs")
     _errorbar(ax, x, mean, low, high, fmt="o", color="tab:blue", label="mean, 95% interval over seeds")
-    fit = plateau_fit(rows)
     if fit:
         grid = np.geomspace(x.min(), x.max(), 50)
         ax.plot(grid, fit["a"] * grid ** fit["b"], color="tab:blue",
@@ -131,15 +136,8 @@ ANCHORS = ((1.0, "1 bit/parameter (Allen-Zhu & Li, 100 exposures)"),
 
 def capacity_fits(rows: list[dict]) -> dict:
     """Bits per parameter fitted over model sizes, counting all parameters or the non-embedding ones."""
-    fits = {}
-    for key in ("non_embedding_parameters", "parameters"):
-        groups = {}
-        for r in rows:
-            if r.get("knowledge_bits") is not None:
-                groups.setdefault(r[key], []).append(r["knowledge_bits"])
-        if groups:
-            fits[key] = fit_bits_per_parameter(groups)
-    return fits
+    return {key: fit_bits_per_parameter(groups) for key in ("non_embedding_parameters", "parameters")
+            if (groups := _groups(rows, key, "knowledge_bits"))}
 
 
 def capacity_figure(rows: list[dict], fits: dict, path: Path) -> Path:
@@ -214,10 +212,10 @@ def draw_study_figures(rows: list[dict], study: Study) -> list[Path]:
         (out / CAPACITY_FIT).write_text(json.dumps(fits, indent=1) + "\n")
         figures.append(capacity_figure(rows, fits, out / CAPACITY_FIGURE))
     if "n_individuals" in keys and "alpha" not in keys:
-        figures.append(plateau_vs_population(rows, out / PLATEAU_FIGURE))
         fit = plateau_fit(rows)
+        figures.append(plateau_vs_population(rows, fit, out / PLATEAU_FIGURE))
         if fit:  # with the fits of the plateau's start and end steps and of its length under each band
-            fit.update({key: plateau_fit(rows, key) for key in ("plateau_start", "plateau_end", *TOLERANCE_KEYS)})
+            fit = {**fit, **{key: plateau_fit(rows, key) for key in ("plateau_start", "plateau_end", *TOLERANCE_KEYS)}}
             (out / STUDY_FIT).write_text(json.dumps(fit, indent=1) + "\n")
     if "alpha" in keys:
         figures.append(alpha_curves(rows, out / ALPHA_FIGURE))

@@ -92,7 +92,6 @@ def run_study(study: Study, pool: Pool | None = None) -> dict[str, str]:
                 STAGE_MAINS[study.stage](run_flags(point, study))
             return {}
         logs = Path(study.output_dir) / STUDY_LOGS
-        failed = {}
         if study.pretrain is not None:
             first = Path(study.pretrain.output_dir).name
             (job,) = pool.run([Job(first, ["-m", "pipeline.pretrain", *first_run_flags(study)], logs / f"{first}.log")])
@@ -100,8 +99,7 @@ def run_study(study: Study, pool: Pool | None = None) -> dict[str, str]:
                 return {first: job.last_line}
         jobs = [Job(study.name(point), ["-m", f"pipeline.{study.stage}", *run_flags(point, study)],
                     logs / f"{study.name(point)}.log") for point in study.points()]
-        failed.update({job.name: job.last_line for job in pool.run(jobs) if job.state == "failed"})
-        return failed
+        return {job.name: job.last_line for job in pool.run(jobs) if job.state == "failed"}
 
 
 def launcher(accelerate_config: str | None) -> str:
