@@ -13,6 +13,7 @@ import numpy as np
 from ..analysis.forgetting import forgetting_summary
 from ..analysis.phases import run_phases
 from ..run_folder import FINETUNE, HELDOUT, SEEN, SUMMARY, TRAJECTORY, RunFolder
+from .fit import resampled_means
 from .schema import GridPoint, Study
 
 PRETRAIN_METRICS = ("plateau_length", "emergence", "final_accuracy", "final_loss")
@@ -25,9 +26,8 @@ CAPACITY_KEYS = ("knowledge_bits", "knowledge_bits_per_parameter", "knowledge_bi
 
 def bootstrap_interval(values: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Mean of `values` and the 2.5 and 97.5 percentiles of the means of resamples (with replacement)."""
-    values = np.asarray(values, dtype=float)
-    means = np.random.default_rng(seed).choice(values, size=(draws, len(values))).mean(axis=1)
-    return float(values.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    _, (mean,), resampled = resampled_means({0.0: values}, draws, seed)
+    return float(mean), float(np.percentile(resampled, 2.5)), float(np.percentile(resampled, 97.5))
 
 
 def _run_row(study: Study, point: GridPoint, trajectory: list[dict]) -> dict:

@@ -16,7 +16,7 @@ def fit_power_law(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     return float(np.exp(log_a)), float(b), float(r2)
 
 
-def _resampled_means(groups: dict[float, list[float]], draws: int, seed: int) -> tuple[np.ndarray, ...]:
+def resampled_means(groups: dict[float, list[float]], draws: int, seed: int) -> tuple[np.ndarray, ...]:
     """The sorted x of `groups` (x: the values of its runs, one per seed), the mean of each x's runs, and
     `draws` means of resamples of each x's runs with replacement ([draws, x])."""
     xs = sorted(groups)
@@ -28,7 +28,7 @@ def _resampled_means(groups: dict[float, list[float]], draws: int, seed: int) ->
 def fit_with_interval(groups: dict[float, list[float]], draws: int = 2000, seed: int = 0) -> dict:
     """The power law through the means of `groups` (x: the values of its runs, one per seed), with a 95%
     interval of the exponent from resampling each x's runs with replacement."""
-    xs, means, resampled = _resampled_means(groups, draws, seed)
+    xs, means, resampled = resampled_means(groups, draws, seed)
     a, b, r2 = fit_power_law(xs, means)
     lx, ly = np.log(xs), np.log(resampled)
     exponents = ((lx - lx.mean()) * (ly - ly.mean(axis=1, keepdims=True))).sum(axis=1) / ((lx - lx.mean()) ** 2).sum()
@@ -41,7 +41,7 @@ def fit_bits_per_parameter(groups: dict[float, list[float]], draws: int = 2000, 
     """Bits stored = k x parameters, fitted by least squares through the origin on the mean bits of each
     model size (groups: parameters -> bits of its runs, one per seed), with a 95% interval of k from
     resampling each size's runs with replacement."""
-    params, means, resampled = _resampled_means(groups, draws, seed)
+    params, means, resampled = resampled_means(groups, draws, seed)
     slopes = resampled @ params / (params @ params)
     return {"bits_per_parameter": float(means @ params / (params @ params)),
             "low": float(np.percentile(slopes, 2.5)), "high": float(np.percentile(slopes, 97.5)),
