@@ -15,6 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
+if not __package__:  # run as `python bench/eval_speed.py`: the repo root, whatever the cwd
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import torch
 from accelerate import Accelerator
 

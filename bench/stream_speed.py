@@ -13,10 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+if not __package__:  # run as `python bench/stream_speed.py`: the repo root, whatever the cwd
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from data_gen import ATTRIBUTES, Corpus
 from data_gen.columns import as_list
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.test_stream import _landed_batch
 
 

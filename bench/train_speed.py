@@ -8,16 +8,22 @@ On a GPU both sides use bf16 and fused AdamW; `--compile` compiles both (ours wi
 `--compile_mode`, default reduce-overhead: CUDA graphs over fixed shapes); `--hf_max_length 512`
 pads the Trainer's batches to 512 tokens as a naive setup would. Step times are the wall time of
 the measured steps (after `--warmup` steps) divided by their number, one device sync at each end,
-so that a step that lets the CPU run ahead is credited for it. MFU counts the model's FLOPs on real
-tokens (pipeline.train.flops), the same for both sides.
+so that a step that lets the CPU run ahead is credited for it. The first step's wall time (the compile,
+when compiled) and the warmup window's (the Trainer recompiles when its batch length changes) are
+reported on their own, outside ms/step. MFU counts the model's FLOPs on real tokens
+(pipeline.train.flops), the same for both sides.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+if not __package__:  # run as `python bench/train_speed.py`: the repo root, whatever the cwd
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 from datasets import Dataset
@@ -47,15 +53,25 @@ def _reset_memory() -> None:
 
 
 class _WindowTimer(TrainerCallback):
-    """Wall time from the end of step `warmup` to the end of training."""
+    """Wall times of the first step, of the first `warmup` steps and from then to the end of training."""
 
     def __init__(self, warmup: int):
-        self.warmup, self.start, self.seconds = warmup, None, None
+        self.warmup = warmup
+        self.begin = self.first = self.warmup_seconds = self.start = self.seconds = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.begin is None:
+            _sync()
+            self.begin = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.warmup:
+        if state.global_step in (1, self.warmup):
             _sync()
-            self.start = time.perf_counter()
+            now = time.perf_counter()
+            if state.global_step == 1:
+                self.first = now - self.begin
+            if state.global_step == self.warmup:
+                self.start, self.warmup_seconds = now, now - self.begin
 
     def on_train_end(self, args, state, control, **kwargs):
         _sync()
@@ -63,7 +79,8 @@ class _WindowTimer(TrainerCallback):
 
 
 def time_ours(corpus: Corpus, args, warmup: int, steps: int) -> dict:
-    """ms/step and peak memory of our training step."""
+    """ms/step and peak memory of our training step, and the wall times of its first step (compile_seconds)
+    and of its `warmup` steps (that first one included), both outside ms/step."""
     _reset_memory()
     set_seed(0)
     model = build_model(ModelArguments(model_preset=args.model_preset), corpus.tokenizer)
@@ -72,7 +89,12 @@ def time_ours(corpus: Corpus, args, warmup: int, steps: int) -> dict:
                                 torch_compile_mode=args.compile_mode, report_to="none")
     accelerator = make_accelerator(train_args, Path(train_args.output_dir))
     trainer = OurTrainer(train_args, model, corpus.stream(args.batch_size, seed=0), accelerator, [])
-    for step in range(warmup):
+    _sync()
+    begin = time.perf_counter()
+    trainer.train_step(0)
+    _sync()
+    first = time.perf_counter() - begin
+    for step in range(1, warmup):
         trainer.train_step(step)
     _sync()
     start = time.perf_counter()
@@ -81,11 +103,13 @@ def time_ours(corpus: Corpus, args, warmup: int, steps: int) -> dict:
     _sync()
     seconds = time.perf_counter() - start
     trainer.loader.close()
-    return {"ms_per_step": 1000 * seconds / steps, "peak_memory_gb": _peak_memory_gb()}
+    return {"ms_per_step": 1000 * seconds / steps, "compile_seconds": first, "warmup_seconds": start - begin,
+            "peak_memory_gb": _peak_memory_gb()}
 
 
 def time_hf_trainer(corpus: Corpus, args, warmup: int, steps: int) -> dict:
-    """ms/step and peak memory of the Hugging Face Trainer on the same biographies."""
+    """ms/step and peak memory of the Hugging Face Trainer on the same biographies, and the wall times of its
+    first step and of its `warmup` steps, as time_ours."""
     _reset_memory()
     stream = corpus.stream(args.batch_size, seed=0)
     rows = []
@@ -107,27 +131,27 @@ def time_hf_trainer(corpus: Corpus, args, warmup: int, steps: int) -> dict:
     timer = _WindowTimer(warmup)
     Trainer(model=model, args=training_args, train_dataset=dataset, data_collator=collator,
             callbacks=[timer]).train()
-    return {"ms_per_step": 1000 * timer.seconds / steps, "peak_memory_gb": _peak_memory_gb()}
+    return {"ms_per_step": 1000 * timer.seconds / steps, "compile_seconds": timer.first,
+            "warmup_seconds": timer.warmup_seconds, "peak_memory_gb": _peak_memory_gb()}
 
 
-def step_rows(corpus: Corpus, args, warmup: int, steps: int, our_modes: tuple[str, ...] = ()) -> list[dict]:
-    """Both sides timed on the same model and biographies, with tokens/s, MFU and the ratio to ours (the
-    last row); `our_modes`: more compile modes of ours, timed first."""
+def step_rows(corpus: Corpus, args, warmup: int, steps: int, other_modes: tuple[str, ...] = ()) -> list[dict]:
+    """Both sides timed on the same model and biographies, with tokens/s, MFU and the ratio to ours: rows
+    HF Trainer, ours (compiled with `args.compile_mode`), then ours in each of `other_modes`."""
     stream = corpus.stream(args.batch_size, seed=0)
     tokens = sum(stream.num_label_tokens(s) for s in range(warmup, warmup + steps)) / steps
     config = build_model(ModelArguments(model_preset=args.model_preset), corpus.tokenizer).config
     per_token = flops_per_token(config, tokens / args.batch_size)
     peak = peak_flops(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     rows = [{"side": "HF Trainer" + (f" (padded to {args.hf_max_length})" if args.hf_max_length else ""),
-             **time_hf_trainer(corpus, args, warmup, steps)}]
-    for mode in our_modes:
-        rows.append({"side": f"ours, {mode}", **time_ours(corpus, argparse.Namespace(**{**vars(args),
-                                                                                       "compile_mode": mode}),
-                                                           warmup, steps)})
-    rows.append({"side": "ours" + (f", {args.compile_mode}" if args.compile else ""),
-                 **time_ours(corpus, args, warmup, steps)})
-    ours = rows[-1]["ms_per_step"]
+             "compile_mode": None, **time_hf_trainer(corpus, args, warmup, steps)}]
+    for mode in (args.compile_mode, *other_modes) if args.compile else (None,):
+        timed = time_ours(corpus, argparse.Namespace(**{**vars(args), "compile_mode": mode or args.compile_mode}),
+                          warmup, steps)
+        rows.append({"side": "ours" + (f", {mode}" if mode else ""), "compile_mode": mode, **timed})
+    ours = rows[1]["ms_per_step"]
     for row in rows:
+        row["compiled"] = args.compile
         row["tokens_per_s"] = tokens / (row["ms_per_step"] / 1000)
         row["mfu"] = per_token * row["tokens_per_s"] / peak if peak else None
         row["ours_faster_by"] = row["ms_per_step"] / ours
@@ -157,11 +181,12 @@ def main() -> None:
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(f"{name}, preset {args.model_preset}, batch {args.batch_size}, {args.mixed_precision}, "
           f"compile={args.compile} ({args.compile_mode})")
-    print(f"{'':<28}{'ms/step':>10}{'tokens/s':>14}{'MFU':>8}{'peak GiB':>10}")
+    print(f"{'':<28}{'ms/step':>10}{'tokens/s':>14}{'MFU':>8}{'peak GiB':>10}{'1st step s':>12}{'warmup s':>10}")
     for row in rows:
         mfu = f"{row['mfu']:.1%}" if row["mfu"] else "n/a"
         memory = f"{row['peak_memory_gb']:.1f}" if row["peak_memory_gb"] else "n/a"
-        print(f"{row['side']:<28}{row['ms_per_step']:>10.1f}{row['tokens_per_s']:>14,.0f}{mfu:>8}{memory:>10}")
+        print(f"{row['side']:<28}{row['ms_per_step']:>10.1f}{row['tokens_per_s']:>14,.0f}{mfu:>8}{memory:>10}"
+              f"{row['compile_seconds']:>12.1f}{row['warmup_seconds']:>10.1f}")
     print(f"speed-up of ours over the HF Trainer: {rows[0]['ours_faster_by']:.2f}x")
 
 

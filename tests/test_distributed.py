@@ -3,6 +3,7 @@ saving, and a killed run resumed to the same trajectory as an uninterrupted one.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -47,6 +48,7 @@ def test_two_gloo_processes_match_one(corpus_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 def test_deepspeed_saves_weights_that_from_pretrained_loads(corpus, corpus_dir, tmp_path, stage):
     plain, out = tmp_path / "plain", tmp_path / stage

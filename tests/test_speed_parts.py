@@ -77,16 +77,94 @@ def test_slurm_script_bad_input(args, message):
     assert result.returncode == 2 and message in result.stderr
 
 
+def _step_row(side: str, mode: str | None, ms: float, paper: bool) -> dict:
+    return {"side": side, "compile_mode": mode, "compiled": True, "ms_per_step": ms, "tokens_per_s": 8e5 / ms,
+            "mfu": 0.2, "peak_memory_gb": 9.0, "ours_faster_by": ms / 10.0, "compile_seconds": 45.0,
+            "warmup_seconds": 47.5, "paper_recipe_mode": paper}
+
+
+def test_the_gpu_suite_writes_its_report_after_each_stage(tmp_path, monkeypatch):
+    from bench import gpu_suite
+
+    rows = [_step_row("HF Trainer", None, 25.0, False), _step_row("ours, default", "default", 10.0, True),
+            _step_row("ours, reduce-overhead", "reduce-overhead", 8.0, False)]
+
+    def killed(corpus, out, smoke, steps):  # as a time limit's SIGKILL: the suite gets no chance to write
+        on_disk = json.loads((tmp_path / "gpu_suite.json").read_text())
+        assert on_disk["steps"] == rows and on_disk["running"] == "run" and steps == 30
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gpu_suite, "build_corpus", lambda out, smoke: (out / "corpus", 1.5))
+    monkeypatch.setattr(gpu_suite, "step_timing", lambda corpus, smoke: rows)
+    monkeypatch.setattr(gpu_suite, "default_run", killed)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_suite.main(["--smoke", "--stages", "eval,run,steps", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "gpu_suite.json").read_text())
+    assert report["stages"] == ["steps", "run", "eval"] and report["steps"] == rows
+    assert "default_run" not in report and "evaluation" not in report
+    table = (tmp_path / "gpu_suite.md").read_text().splitlines()
+    assert "| corpus build | 1.5 s |" in table and "| GPU tests | not run (not in --stages) |" in table
+    assert ("| step, ours, default (the paper recipe's mode) | 10.00 ms, 80,000 tokens/s, MFU 20.0%, peak 9.0 GiB; "
+            "outside ms/step: first step (compile) 45.0 s, warmup 47.5 s |") in table
+    assert any(line.startswith("| step, ours, reduce-overhead | 8.00 ms") and "0.80x the time of `ours, default`"
+               in line for line in table)
+    assert any(line.startswith("| default run | not finished: running, or the suite was stopped in it")
+               for line in table)
+    assert any(line.startswith("| full evaluation | not run: not reached yet") for line in table)
+
+
+def test_the_gpu_suite_stages_and_the_trainers_summary_line(tmp_path, monkeypatch):
+    from bench import gpu_suite
+
+    assert gpu_suite.stages("eval, tests") == ["tests", "eval"]
+    with pytest.raises(SystemExit):
+        gpu_suite.main(["--smoke", "--stages", "steps,train", "--out", str(tmp_path)])
+    monkeypatch.setattr(gpu_suite, "build_corpus", lambda out, smoke: (out / "corpus", None))
+    gpu_suite.main(["--smoke", "--stages", "eval", "--out", str(tmp_path)])  # no run in --out: eval fails, reported
+    report = json.loads((tmp_path / "gpu_suite.json").read_text())
+    assert report["running"] is None and "no checkpoint" in report["evaluation"]["error"]
+    assert "| corpus build | already built in --out |" in (tmp_path / "gpu_suite.md").read_text()
+
+    line = "trained 1,500 steps in 123.4 s (82.27 ms/step); {}evaluations and checkpoints 45.6 s"
+    before, after = (gpu_suite.parse_summary(f"...\n{line.format(c)}\n") for c in ("", "compile 12.3 s; "))
+    assert before == {"steps": 1500, "train_seconds": 123.4, "ms_per_step": 82.27, "compile_seconds": None,
+                      "callback_seconds": 45.6}
+    assert after == {**before, "compile_seconds": 12.3}
+    run = {**after, "wall_seconds": 200.0, "recipe_steps": 16000, "final_seen_accuracy": 0.5}
+    tests = {"passed": 4, "failed": 0, "skipped": 1, "seconds": 80.0, "tail": ["4 passed, 1 skipped in 79s"]}
+    table = gpu_suite.markdown({**report, "tests": tests, "default_run": run, "stages": ["run"]}).splitlines()
+    assert "| GPU tests | 4 passed, 0 failed, 1 skipped (80 s; 4 passed, 1 skipped in 79s) |" in table
+    assert "| default run (cut to 1,500 of 16,000 steps), wall | 200.0 s (process start to report) |" in table
+    assert "| default run, compile | 12.3 s (the trainer's figure) |" in table
+    table = gpu_suite.markdown({**report, "default_run": {**run, **before, "steps": 16000}}).splitlines()
+    assert "| default run (all 16,000 steps), wall | 200.0 s (process start to report) |" in table
+    assert "| default run, compile | not reported by this trainer |" in table
+
+
+def test_the_gpu_suite_stops_the_gpu_tests_at_their_budget():
+    from bench import gpu_suite
+
+    tests = gpu_suite.gpu_tests(budget=1)  # pytest is still collecting
+    assert tests == {"passed": 0, "failed": 0, "skipped": 0, "seconds": tests["seconds"],
+                     "tail": ["stopped at its 1 s budget"]}
+    assert 1 <= tests["seconds"] < 10
+
+
 @pytest.mark.slow
 def test_the_gpu_suite_runs_its_smoke_version_anywhere(tmp_path):
-    result = subprocess.run([sys.executable, "bench/gpu_suite.py", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_suite.py"), "--smoke", "--out", "out"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)  # any folder, no PYTHONPATH
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "gpu_suite.json").read_text())
+    report = json.loads((tmp_path / "out" / "gpu_suite.json").read_text())
+    assert report["stages"] == ["steps", "run", "eval"] and report["running"] is None
     assert [row["side"] for row in report["steps"]] == ["HF Trainer", "ours"]
-    assert all(row["ms_per_step"] > 0 and row["tokens_per_s"] > 0 for row in report["steps"])
-    assert report["default_run"]["steps"] == 30 and report["run_cut"]
+    assert all(row["ms_per_step"] > 0 and row["tokens_per_s"] > 0 and row["compile_seconds"] > 0
+               and row["warmup_seconds"] >= row["compile_seconds"] for row in report["steps"])
+    run = report["default_run"]
+    assert run["steps"] == 30 and run["recipe_steps"] == 16000 and run["train_seconds"] > 0
     assert report["evaluation"]["queries"] == 500 * 30  # every seen individual, 5 templates x 6 attributes
-    table = (tmp_path / "gpu_suite.md").read_text()
+    table = (tmp_path / "out" / "gpu_suite.md").read_text()
     assert table.startswith("**CPU") and "| step, ours |" in table and "x the time of `ours`" in table
+    assert "| default run (cut to 30 of 16,000 steps), wall |" in table and "| default run, compile |" in table
+    assert "| GPU tests | not run (not in --stages) |" in table
     assert table in result.stdout and "failed" not in table
