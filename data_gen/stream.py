@@ -98,11 +98,14 @@ class BiographyStream:
             counts += np.bincount(self.draw(step)[0], minlength=len(self.people))
         return counts
 
+    def lengths(self, step: int, rows: slice = slice(None)) -> np.ndarray:
+        """Tokens of each biography of the global batch of `step` (its `rows`), <bos> and <eos> included."""
+        _, _, template = (x[rows] for x in self.draw(step))
+        return self._lengths[np.arange(len(ATTRIBUTES))[None, :], template].sum(axis=1) + 2
+
     def num_label_tokens(self, step: int) -> int:
         """Tokens predicted in the whole global batch of `step` (each biography predicts all but <bos>)."""
-        _, _, template = self.draw(step)
-        sentence_lengths = self._lengths[np.arange(len(ATTRIBUTES))[None, :], template]  # [B, 6]
-        return int(sentence_lengths.sum() + self.batch_size)  # + <eos> per biography
+        return int(self.lengths(step).sum()) - self.batch_size
 
     def batch(self, step: int, rows: slice = slice(None), pad_to_multiple_of: int = 1, length: int | None = None,
               marks: bool = True) -> dict[str, np.ndarray]:
@@ -143,3 +146,32 @@ class BiographyStream:
             out["name_part"] = np.where(attribute == -1, column, -1)
             out["sentence"] = np.where(inside, sentence, -1)
         return out
+
+    def packed(self, step: int, rows: slice = slice(None), length: int | None = None,
+               pad_to_multiple_of: int = 1) -> dict[str, np.ndarray]:
+        """The biographies of `batch(step, rows)`, in order, end to end in one row of `length` tokens (default:
+        theirs, rounded up to a multiple of `pad_to_multiple_of`): no padding between them.
+
+        Returns [1, length] arrays: input_ids; labels (-100 on each <bos>, which nothing predicts, as in a
+        row of its own, and on the padding at the end); position_ids, from 0 in each biography; document_ids,
+        the biography's index (-1 on padding), for attention that stays within a biography.
+        """
+        unpacked = self.batch(step, rows, marks=False)
+        real = unpacked["attention_mask"] == 1
+        lengths = real.sum(axis=1)
+        total = int(lengths.sum())
+        width = length or -(-total // pad_to_multiple_of) * pad_to_multiple_of
+        if width < total:
+            raise ValueError(f"the biographies of step {step} take {total} tokens, more than the row's {width}")
+        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        document = np.repeat(np.arange(len(lengths)), lengths)
+        input_ids = np.full(width, self.pad_id, dtype=np.int64)
+        input_ids[:total] = unpacked["input_ids"][real]
+        labels = np.full(width, IGNORE_INDEX, dtype=np.int64)
+        labels[:total] = np.where(np.arange(total) == starts, IGNORE_INDEX, input_ids[:total])
+        position_ids = np.zeros(width, dtype=np.int64)
+        position_ids[:total] = np.arange(total) - starts
+        document_ids = np.full(width, -1, dtype=np.int64)
+        document_ids[:total] = document
+        return {"input_ids": input_ids[None], "labels": labels[None], "position_ids": position_ids[None],
+                "document_ids": document_ids[None]}

@@ -26,6 +26,7 @@ PRESETS = {
     "400M": {"num_hidden_layers": 12, "hidden_size": 1536, "intermediate_size": 6144, "num_attention_heads": 12},
 }
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")  # the last two trace the same graphs without generating code
 FREEZE = ("none", "mlp", "attention")
 LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -153,9 +154,17 @@ class PerformanceArguments:
                                                                  "(inductor)."})
     torch_compile_mode: str = field(default="default", metadata={
         "help": f"torch.compile mode: {', '.join(COMPILE_MODES)} (reduce-overhead: CUDA graphs; needs fixed_length)."})
+    torch_compile_backend: str = field(default="inductor", metadata={
+        "help": f"torch.compile backend: {', '.join(COMPILE_BACKENDS)} (the last two only trace: for tests and "
+                f"debugging)."})
     fixed_length: bool | None = field(default=None, metadata={
         "help": "Pad every batch to the longest biography the corpus can draw: fixed shapes, so no recompiles and "
                 "CUDA graphs (default: on a GPU; on a CPU batches are padded to their longest biography)."})
+    packing: bool | None = field(default=None, metadata={
+        "help": "Lay each micro-batch's biographies end to end in one row, with positions from 0 in each and "
+                "attention within each (FlexAttention): no padding work. With fixed_length the row holds the run's "
+                "largest micro-batch. Default: on for compiled runs on a GPU, where FlexAttention is a fused kernel "
+                "(eager, it computes every pair of positions)."})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2."})
     eval_batch_size: int = field(default=1024, metadata={"help": "Queries per evaluation forward pass."})
     pad_to_multiple_of: int | None = field(
@@ -169,6 +178,11 @@ class PerformanceArguments:
     def check_performance(self) -> None:
         check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
         check_choice("torch_compile_mode", self.torch_compile_mode, COMPILE_MODES)
+        check_choice("torch_compile_backend", self.torch_compile_backend, COMPILE_BACKENDS)
+        if self.packing and self.attn_implementation != "sdpa":
+            raise RecipeError(f"packing needs attention that stays within each biography, which only "
+                              f"attn_implementation sdpa provides (got {self.attn_implementation}): set "
+                              f"--attn_implementation sdpa or --packing false")
         check_values(self, at_least_one=("eval_batch_size", "pad_to_multiple_of"), at_least_zero=("prefetch_batches",),
                      positive=("peak_tflops",))
 

@@ -3,13 +3,17 @@ from checkpoints, and their parameters named by block."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 import transformers.integrations.deepspeed as hf_deepspeed
 from safetensors import SafetensorError
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from torch.nn import functional as F
+from torch.nn.attention.flex_attention import BlockMask, create_mask, flex_attention
+from transformers import AttentionInterface, AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from data_gen.recipe import RunError
 
@@ -17,6 +21,62 @@ from .config import ModelArguments
 
 MAX_POSITIONS = 512
 BLOCKS = {"attention": ".self_attn.", "mlp": ".mlp.", "embeddings": "embed_tokens"}  # name parts of Llama-style blocks
+FUSED_ATTENTION = "fused_causal"  # what `sdpa` trains with (see fused_causal_attention)
+FLEX_BLOCK = 128  # FlexAttention's default block size
+
+
+def same_biography_causal(document_ids: torch.Tensor):
+    """The mask function of packed rows ([b, T] document ids): a position attends to its own biography's
+    positions up to itself."""
+    def mask(batch, head, q, kv):
+        return (document_ids[batch, q] == document_ids[batch, kv]) & (q >= kv)
+
+    return mask
+
+
+def document_block_mask(document_ids: torch.Tensor) -> BlockMask:
+    """FlexAttention's block mask of packed rows ([b, T] document ids, -1 on the padding at the end), built at
+    the block level from where each block's first biography starts (a biography is shorter than a block or
+    spans a few), never as a [T, T] mask."""
+    b, length = document_ids.shape
+    n_blocks = -(-length // FLEX_BLOCK)
+    position = torch.arange(length, device=document_ids.device)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    first = torch.cummax(torch.where(starts, position, 0), dim=1).values  # where each position's biography starts
+    first_block = first[:, ::FLEX_BLOCK] // FLEX_BLOCK  # [b, blocks]: the earliest key block of each query block
+    block = torch.arange(n_blocks, device=document_ids.device)
+    kv_num_blocks = (block - first_block + 1).to(torch.int32)
+    kv_indices = (first_block[..., None] + block).clamp(max=n_blocks - 1).to(torch.int32)
+    return BlockMask.from_kv_blocks(kv_num_blocks[:, None], kv_indices[:, None], BLOCK_SIZE=FLEX_BLOCK,
+                                    mask_mod=same_biography_causal(document_ids), seq_lengths=(length, length))
+
+
+def fused_causal_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                           attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
+                           document_ids: torch.Tensor | None = None, **kwargs):
+    """Attention with no mask materialised. Rows of one right-padded biography each (training and evaluation
+    rows: padding is never attended to by a real position, nor scored) take SDPA's fused causal kernel; packed
+    rows (`document_ids` given) take FlexAttention over `document_block_mask` on a GPU. Registered without a
+    mask function, transformers builds no [B, 1, T, T] mask for it (it would under torch.compile, which cannot
+    tell default positions from packed ones) and makes no host sync to check for one.
+
+    On a CPU, FlexAttention has no backward: packed rows there (tests; packing is off by default) take SDPA
+    with the same mask, materialised."""
+    enable_gqa = key.shape[1] != query.shape[1]
+    if document_ids is not None and query.device.type != "cpu":
+        output = flex_attention(query, key, value, block_mask=document_block_mask(document_ids), scale=scaling,
+                                enable_gqa=enable_gqa)
+    else:
+        mask = None if document_ids is None else create_mask(same_biography_causal(document_ids), len(query), 1,
+                                                             query.shape[2], key.shape[2], query.device)
+        output = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, is_causal=mask is None,
+                                                scale=scaling, dropout_p=dropout if module.training else 0.0,
+                                                enable_gqa=enable_gqa)
+    return output.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(FUSED_ATTENTION, fused_causal_attention)
 
 
 @contextmanager
@@ -33,7 +93,8 @@ def whole_model_init() -> Iterator[None]:
 
 def build_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase,
                 attn_implementation: str = "sdpa") -> PreTrainedModel:
-    """A freshly initialised decoder (seed it before calling) sized by `args`."""
+    """A freshly initialised decoder (seed it before calling) sized by `args`; `sdpa` is
+    fused_causal_attention."""
     sizes = args.sizes()
     config = AutoConfig.for_model(
         args.model_type,
@@ -46,7 +107,8 @@ def build_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase,
         pad_token_id=tokenizer.pad_token_id,
         **sizes,
     )
-    return AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
+    implementation = FUSED_ATTENTION if attn_implementation == "sdpa" else attn_implementation
+    return AutoModelForCausalLM.from_config(config, attn_implementation=implementation)
 
 
 def load_checkpoint(checkpoint: Path, **kwargs) -> PreTrainedModel:
@@ -63,6 +125,19 @@ def load_checkpoint(checkpoint: Path, **kwargs) -> PreTrainedModel:
 def load_eager(checkpoint: Path) -> PreTrainedModel:
     """A checkpoint's model in eval mode, with eager attention so that patterns can be returned."""
     return load_checkpoint(checkpoint, attn_implementation="eager").eval()
+
+
+def check_model_keys(model: PreTrainedModel, weights: dict, checkpoint: Path) -> None:
+    """Refuse to write `weights` as `checkpoint` unless they hold exactly the keys of `model`'s class, so that
+    `from_pretrained` loads them all (a wrapper's prefix would leave it a randomly initialised model)."""
+    with torch.device("meta"):  # a copy of the config: building a model writes its attention implementation there
+        expected = set(type(model)(copy.deepcopy(model.config)).state_dict())
+    missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
+    if missing or unexpected:
+        raise RunError(f"checkpoint {checkpoint} was not written: its weights lack {len(missing)} keys of "
+                       f"{type(model).__name__} ({', '.join(missing[:2]) or 'none'}) and hold {len(unexpected)} "
+                       f"others ({', '.join(unexpected[:2]) or 'none'}), so it would not load as the model; a bug: "
+                       f"report it with the recipe (the run's earlier checkpoints are intact)")
 
 
 def count_parameters(model: PreTrainedModel) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from accelerate import Accelerator
 
 from data_gen import Corpus, CorpusConfig
 from data_gen.builder import build
@@ -21,6 +22,20 @@ def tiny_flags(corpus_dir, output_dir, **values) -> list[str]:
         if value is not None:
             flags += [f"--{key}", *(map(str, value) if isinstance(value, list) else [str(value)])]
     return flags
+
+
+def record_losses(monkeypatch) -> list[tuple[int, float]]:
+    """(step, training loss) of every `train/loss` the trainer logs through its Accelerator, from now on."""
+    losses = []
+    original = Accelerator.log
+
+    def log(self, values, step=None, log_kwargs=None):
+        if "train/loss" in values:
+            losses.append((step, values["train/loss"]))
+        return original(self, values, step=step, log_kwargs=log_kwargs or {})
+
+    monkeypatch.setattr(Accelerator, "log", log)
+    return losses
 
 
 def small_config(output_dir, **overrides) -> CorpusConfig:

@@ -130,3 +130,32 @@ def test_the_vectorised_stream_equals_the_landed_loop(corpus, seed, batch_size):
             full = stream.batch(step)
             np.testing.assert_array_equal(unmarked["input_ids"][:, : full["input_ids"].shape[1]], full["input_ids"])
             assert (unmarked["labels"][:, full["input_ids"].shape[1]:] == IGNORE_INDEX).all()
+
+
+def test_packed_rows_hold_the_same_biographies_end_to_end(corpus):
+    stream = corpus.stream(12, seed=4)
+    for step, rows in ((0, slice(None)), (9, slice(6, 12))):
+        unpacked, packed = stream.batch(step, rows, marks=False), stream.packed(step, rows, pad_to_multiple_of=64)
+        real = unpacked["attention_mask"] == 1
+        lengths, total = real.sum(axis=1), int(real.sum())
+        assert packed["input_ids"].shape == (1, -(-total // 64) * 64)
+        ids, labels = packed["input_ids"][0], packed["labels"][0]
+        assert (ids[:total] == unpacked["input_ids"][real]).all() and (ids[total:] == stream.pad_id).all()
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        assert (ids[starts] == stream.bos_id).all() and (labels[starts] == IGNORE_INDEX).all()
+        # every other token is predicted, as in the unpacked rows, whose <bos> the loss's shift drops
+        assert (labels != IGNORE_INDEX).sum() == (unpacked["labels"][:, 1:] != IGNORE_INDEX).sum()
+        for k, (start, length) in enumerate(zip(starts, lengths)):
+            assert (packed["position_ids"][0, start: start + length] == np.arange(length)).all()
+            assert (packed["document_ids"][0, start: start + length] == k).all()
+        assert (packed["document_ids"][0, total:] == -1).all()
+    assert stream.packed(0, length=2000)["input_ids"].shape == (1, 2000)
+    with pytest.raises(ValueError, match="more than the row's 100"):
+        stream.packed(0, length=100)
+
+
+def test_lengths_count_each_biography(corpus):
+    stream = corpus.stream(10, seed=2)
+    for step in (0, 3):
+        assert (stream.lengths(step) == stream.batch(step)["attention_mask"].sum(axis=1)).all()
+        assert stream.num_label_tokens(step) == int(stream.lengths(step).sum()) - 10

@@ -24,12 +24,13 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.checkpointing import save_accelerator_state, save_custom_state
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, is_compiled_module
 from accelerate.utils.constants import RNG_STATE_NAME
 from peft import PeftModel
 
 from data_gen.recipe import RunError
 
+from ..model import check_model_keys
 from ..run_folder import EXPOSURES, RunFolder, checkpoint_name, complete_checkpoints, publish_checkpoint, staging_folder
 from .callbacks import Callback, TrainingState
 
@@ -38,6 +39,11 @@ def _disk_error(err: OSError, staging: Path, final: Path) -> RunError:
     shutil.rmtree(staging, ignore_errors=True)
     return RunError(f"could not write checkpoint {final} ({err.strerror or err}): free disk space or choose another "
                     f"output_dir; the earlier checkpoints are intact and rerunning the command resumes from the last")
+
+
+def uncompiled(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` without torch.compile's wrapper, whose state dict prefixes every key with `_orig_mod.`."""
+    return model._orig_mod if is_compiled_module(model) else model
 
 
 def host_copy(tree):
@@ -101,12 +107,14 @@ class PermanentCheckpoints(Callback):
         if step not in self.steps:
             return
         accelerator = state.accelerator
-        weights = accelerator.get_state_dict(state.model)  # every process takes part (gathered under ZeRO-3, FSDP)
+        # every process takes part (gathered under ZeRO-3, FSDP); keys without torch.compile's `_orig_mod.`
+        weights = accelerator.get_state_dict(uncompiled(state.model))
         if accelerator.is_main_process:
-            model = accelerator.unwrap_model(state.model)
+            model = accelerator.unwrap_model(state.model, keep_torch_compile=False)
             if isinstance(model, PeftModel):  # adapters merged into a copy: a plain transformers checkpoint
                 model = copy.deepcopy(model).merge_and_unload()
                 weights = model.state_dict()
+            check_model_keys(model, weights, self.run.checkpoint(step))
             weights, exposures = host_copy(weights), state.exposures(step)
             state.write_in_background(lambda: self._write(step, model, weights, exposures))
         accelerator.wait_for_everyone()

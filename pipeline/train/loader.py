@@ -12,6 +12,7 @@ import torch
 from data_gen.stream import BiographyStream, shard_rows
 
 MODEL_INPUTS = ("input_ids", "labels")  # right padding, labels -100 there and causal attention: no mask needed
+PACKED_INPUTS = (*MODEL_INPUTS, "position_ids", "document_ids")  # + where each biography starts and ends
 
 
 @dataclass
@@ -26,23 +27,31 @@ class StepBatch:
 
 
 class StreamLoader:
-    """This process's micro-batches of each step, as tensors on `device`, built `depth` steps ahead, padded
-    to `length` tokens (fixed shapes) or to their longest biography rounded up to `pad_to_multiple_of`."""
+    """This process's micro-batches of each step, as tensors on `device`, built `depth` steps ahead.
+
+    Unpacked, a micro-batch is a row per biography, padded to `length` tokens (fixed shapes) or to its
+    longest biography rounded up to `pad_to_multiple_of`. With `pack`, its biographies lie end to end in one
+    row (`BiographyStream.packed`), of `length` tokens or of theirs rounded up to `pad_to_multiple_of`."""
 
     def __init__(self, stream: BiographyStream, rank: int, world_size: int, n_micro: int, device: torch.device,
-                 depth: int = 2, pad_to_multiple_of: int = 1, length: int | None = None):
+                 depth: int = 2, pad_to_multiple_of: int = 1, length: int | None = None, pack: bool = False):
         self.stream, self.device, self.depth, self.multiple, self.length = (stream, device, depth, pad_to_multiple_of,
                                                                             length)
+        self.pack = pack
         self.rows = [shard_rows(stream.batch_size, rank, world_size, m, n_micro) for m in range(n_micro)]
         self.pin = device.type == "cuda"
         self.pool = ThreadPoolExecutor(max_workers=1) if depth else None
         self.pending: dict[int, Future] = {}
 
+    def _micro(self, step: int, rows: slice) -> dict[str, np.ndarray]:
+        if self.pack:
+            batch = self.stream.packed(step, rows, length=self.length, pad_to_multiple_of=self.multiple)
+            return {k: batch[k] for k in PACKED_INPUTS}
+        batch = self.stream.batch(step, rows, pad_to_multiple_of=self.multiple, length=self.length, marks=False)
+        return {k: batch[k] for k in MODEL_INPUTS}
+
     def _build(self, step: int) -> StepBatch:
-        micro = []
-        for rows in self.rows:
-            batch = self.stream.batch(step, rows, pad_to_multiple_of=self.multiple, length=self.length, marks=False)
-            micro.append({k: torch.from_numpy(batch[k]) for k in MODEL_INPUTS})
+        micro = [{k: torch.from_numpy(v) for k, v in self._micro(step, rows).items()} for rows in self.rows]
         n_tokens = self.stream.num_label_tokens(step)
         count = torch.tensor(float(n_tokens))  # a tensor: no recompiles as it varies
         if self.pin:
@@ -67,3 +76,12 @@ class StreamLoader:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def packed_length(stream: BiographyStream, steps: int, rank: int, world_size: int, n_micro: int,
+                  multiple: int) -> int:
+    """The row length that holds any micro-batch of the first `steps` steps end to end, rounded up to
+    `multiple`: one shape for the whole run."""
+    rows = [shard_rows(stream.batch_size, rank, world_size, m, n_micro) for m in range(n_micro)]
+    longest = max(int(stream.lengths(step)[r].sum()) for step in range(steps) for r in rows)
+    return -(-longest // multiple) * multiple

@@ -87,6 +87,9 @@ def check_reference(patching: PatchingArguments, args: PerformanceArguments) -> 
                               f"checkpoint_steps) and rerun it")
     if args.torch_compile:
         raise RecipeError("attention patching does not work with torch_compile: set --torch_compile false")
+    if args.packing:
+        raise RecipeError("attention patching feeds whole rows to the reference model, not packed biographies: set "
+                          "--packing false")
 
 
 def patching_callback(patching: PatchingArguments, model: PreTrainedModel, device: torch.device) -> PatchingCallback:

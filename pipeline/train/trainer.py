@@ -19,12 +19,12 @@ from transformers import get_scheduler
 from data_gen.recipe import RecipeError, RunError
 from data_gen.stream import BiographyStream
 
-from ..config import OptimizerArguments, TrainArguments
+from ..config import OptimizerArguments, PerformanceArguments, TrainArguments
 from ..run_folder import read_state
 from .callbacks import Callback
 from .checkpoints import BackgroundWriter, ResumeCheckpointer
 from .flops import flops_per_token, peak_flops
-from .loader import StreamLoader
+from .loader import StreamLoader, packed_length
 
 
 def micro_batches(args: TrainArguments, num_processes: int) -> int:
@@ -46,13 +46,22 @@ def single_device(accelerator: Accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.NO and accelerator.mixed_precision != "fp16"
 
 
+def compile_options(args: PerformanceArguments) -> dict:
+    """torch.compile's backend and, for inductor (the only backend that reads one), its mode."""
+    mode = {"mode": args.torch_compile_mode} if args.torch_compile_backend == "inductor" else {}
+    return {"backend": args.torch_compile_backend, **mode}
+
+
 def make_accelerator(args: TrainArguments, project_dir: Path) -> Accelerator:
     """The run's Accelerator, with gradient accumulation (and DeepSpeed's batch sizes and clipping)
-    set so that one optimizer step consumes exactly one global batch. Accelerate compiles the model for
-    runs over several processes; on a single device the trainer compiles its own step (see Trainer)."""
-    plugin = TorchDynamoPlugin(backend="inductor", mode=args.torch_compile_mode) if args.torch_compile else None
+    set so that one optimizer step consumes exactly one global batch. `torch_compile` decides what is
+    compiled, whatever an accelerate config says: Accelerate compiles the model for runs it drives (several
+    processes, DeepSpeed, FSDP); on a single device the trainer compiles its own step, once (see Trainer)."""
     accelerator = Accelerator(mixed_precision=args.mixed_precision, project_dir=str(project_dir),
-                              log_with=None if args.report_to == "none" else args.report_to, dynamo_plugin=plugin)
+                              log_with=None if args.report_to == "none" else args.report_to)
+    compiles = args.torch_compile and not single_device(accelerator)
+    accelerator.state.dynamo_plugin = TorchDynamoPlugin(
+        backend=args.torch_compile_backend if compiles else "no", mode=args.torch_compile_mode)
     n_micro = micro_batches(args, accelerator.num_processes)
     accelerator.gradient_accumulation_steps = n_micro
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
@@ -99,13 +108,20 @@ class Trainer:
         prefetch = args.prefetch_batches if args.prefetch_batches is not None else (2 if on_gpu else 0)
         multiple = args.pad_to_multiple_of or (8 if on_gpu else 1)
         fixed = args.fixed_length if args.fixed_length is not None else on_gpu
-        length = -(-stream.max_length // multiple) * multiple if fixed else None
-        self.loader = StreamLoader(stream, accelerator.process_index, accelerator.num_processes, self.n_micro,
-                                   accelerator.device, prefetch, multiple, length)
+        self.pack = args.packing if args.packing is not None else (on_gpu and args.torch_compile)
+        rank, world = accelerator.process_index, accelerator.num_processes
+        if not fixed:
+            length = None
+        elif self.pack:
+            length = packed_length(stream, args.max_steps, rank, world, self.n_micro, multiple)
+        else:
+            length = -(-stream.max_length // multiple) * multiple
+        self.loader = StreamLoader(stream, rank, world, self.n_micro, accelerator.device, prefetch, multiple, length,
+                                   self.pack)
         if self.direct:  # the model's own forward under autocast: no fp32 copy of the logits, compiled here
             unwrapped = accelerator.unwrap_model(self.model, keep_fp32_wrapper=True)
             forward = getattr(unwrapped, "_original_forward", unwrapped.forward)
-            self.forward = torch.compile(forward, mode=args.torch_compile_mode, dynamic=not fixed) \
+            self.forward = torch.compile(forward, dynamic=not fixed, **compile_options(args)) \
                 if args.torch_compile else forward
             self.autocast_dtype = torch.bfloat16 if args.mixed_precision == "bf16" else None
         self.tokens_seen = 0
@@ -216,7 +232,7 @@ class Trainer:
     def _speed(self, steps: int, tokens: int, seconds: float) -> dict[str, float]:
         speed = {"perf/ms_per_step": 1000 * seconds / steps, "perf/tokens_per_s": tokens / seconds}
         if self.peak_flops:
-            config = self.accelerator.unwrap_model(self.model).config
+            config = self.accelerator.unwrap_model(self.model, keep_torch_compile=False).config
             per_token = flops_per_token(config, tokens / (steps * self.args.batch_size))
             peak = self.peak_flops * self.accelerator.num_processes
             speed["perf/mfu"] = per_token * speed["perf/tokens_per_s"] / peak
@@ -248,21 +264,28 @@ class Trainer:
                    desc="training")
         running = torch.zeros((), device=accelerator.device)
         window_start, window_tokens, window_steps, in_callbacks = time.perf_counter(), self.tokens_seen, 0, 0.0
+        timed_steps, compile_seconds = 0, 0.0  # steps in the speed window; the compiling first step, on its own
         try:  # the bar is closed before any error is printed
             for step in range(start_step + 1, args.max_steps + 1):
                 running += self.train_step(step - 1)
                 window_steps += 1
+                timed_steps += 1
+                if args.torch_compile and step == start_step + 1:  # compiles: left out of ms/step and MFU
+                    _synchronize(accelerator.device)
+                    compile_seconds = time.perf_counter() - window_start
+                    window_start, window_tokens, timed_steps = time.perf_counter(), self.tokens_seen, 0
                 logged = step % args.logging_steps == 0 or step == args.max_steps
                 if logged:
                     loss = accelerator.reduce(running, reduction="sum").item() / window_steps  # waits for the device
                     _check_finite(loss, step)
                     seconds = time.perf_counter() - window_start - in_callbacks
-                    speed = self._speed(window_steps, self.tokens_seen - window_tokens, seconds)
+                    speed = self._speed(timed_steps, self.tokens_seen - window_tokens, seconds) if timed_steps else {}
                     lr = self.scheduler.get_last_lr()[0]
                     accelerator.log({"train/loss": loss, "train/lr": lr, **speed}, step=step)
-                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed['perf/tokens_per_s']:,.0f}")
+                    bar.set_postfix(loss=f"{loss:.3f}", **({"tok_s": f"{speed['perf/tokens_per_s']:,.0f}"}
+                                                           if speed else {}))
                     running.zero_()
-                    window_start, window_tokens, window_steps = time.perf_counter(), self.tokens_seen, 0
+                    window_start, window_tokens, window_steps, timed_steps = time.perf_counter(), self.tokens_seen, 0, 0
                     in_callbacks = 0.0
                 if self._writes_at(step):  # never write weights or evaluations of a blown-up model
                     if not logged:
@@ -277,10 +300,11 @@ class Trainer:
                     self._stop_after(step)
         finally:
             bar.close()
-        total = time.perf_counter() - fit_start
-        self.summary = (f"trained {args.max_steps - start_step:,} steps in {total - callbacks_total:.1f} s "
-                        f"({1000 * (total - callbacks_total) / max(args.max_steps - start_step, 1):.2f} ms/step); "
-                        f"evaluations and checkpoints {callbacks_total:.1f} s")
+        steps = args.max_steps - start_step
+        training = time.perf_counter() - fit_start - callbacks_total - compile_seconds
+        per_step = 1000 * training / max(steps - (compile_seconds > 0), 1)
+        self.summary = (f"trained {steps:,} steps in {training:.1f} s ({per_step:.2f} ms/step); compile "
+                        f"{compile_seconds:.1f} s; evaluations and checkpoints {callbacks_total:.1f} s")
 
     def _stop_after(self, step: int) -> None:
         """Save a resume checkpoint after `step` (unless one was just saved) and stop with exit status 128 + the
@@ -302,6 +326,11 @@ def _local(parameter: torch.Tensor) -> torch.Tensor:
     if hasattr(parameter, "ds_tensor"):
         return parameter.ds_tensor
     return parameter.to_local() if hasattr(parameter, "to_local") else parameter
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _check_finite(loss: float, step: int) -> None:
