@@ -25,6 +25,8 @@ def test_query_scores_on_hand_built_logits():
     assert scores.top_prob.tolist() == pytest.approx([0.6, 0.5], rel=1e-5)  # of the first value token
     entropy = [-sum(p * math.log(p) for p in ps) for ps in ([0.1, 0.2, 0.6, 0.1], [0.1, 0.1, 0.3, 0.5])]
     assert scores.entropy.tolist() == pytest.approx(entropy, rel=1e-5)
+    given = query_scores(logits, input_ids, torch.tensor([2, 1]), torch.tensor([3, 3]), width=2)  # no host sync
+    assert all(torch.equal(getattr(given, k), getattr(scores, k)) for k in ("loss", "correct", "top_prob", "entropy"))
 
 
 def test_summarize_averages_attributes():
@@ -37,6 +39,22 @@ def test_summarize_averages_attributes():
     assert metrics["baseline_loss"] == 2.0
     assert metrics["per_attribute"]["b"] == pytest.approx(
         {"loss": 3.0, "accuracy": 0.0, "top_prob": 0.2, "entropy": 0.0, "baseline": 3.0})
+
+
+def test_attribute_codes_give_the_numbers_of_names():
+    from data_gen import ATTRIBUTES
+    from pipeline.evaluation.metrics import knowledge_bits
+
+    rng = np.random.default_rng(0)
+    n = 300
+    loss, correct, top_prob, entropy = rng.random(n) * 5, rng.random(n) > 0.5, rng.random(n), rng.random(n)
+    codes, individual = rng.integers(0, len(ATTRIBUTES), n), rng.integers(0, 20, n)
+    names = [ATTRIBUTES[c] for c in codes]
+    baselines = {name: 1.0 + k for k, name in enumerate(reversed(ATTRIBUTES))}  # another order than the codes'
+    assert summarize(loss, correct, top_prob, entropy, codes, baselines) == summarize(
+        loss, correct, top_prob, entropy, names, baselines)
+    assert knowledge_bits(loss, codes, individual, baselines, 100) == knowledge_bits(
+        loss, names, individual, baselines, 100)
 
 
 def test_evaluate_module_loads_offline_and_matches_summarize(monkeypatch):

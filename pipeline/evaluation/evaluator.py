@@ -28,10 +28,11 @@ from .metrics import (
 METRIC_PATH = Path(__file__).parent / "attribute_recall"
 
 
-def _batches(queries: Dataset, batch_size: int, pad_id: int, multiple: int = 8) -> list[dict[str, torch.Tensor]]:
-    """Queries cut after their value's last token (what follows is not scored), grouped by that length
-    rounded up to `multiple` (few shapes, little padding, right padding only: causal attention needs no
-    mask), in batches of at most `batch_size`; `query` holds each one's index in `queries`."""
+def _batches(queries: Dataset, batch_size: int, pad_id: int) -> list[dict[str, torch.Tensor | int]]:
+    """Queries cut after their value's last token (what follows is not scored), in order of value width
+    (tokens), then of that length, in batches of at most `batch_size` padded on the right to their
+    longest (little padding; causal attention needs no mask); `query` holds each one's index in
+    `queries`, `width` (an int, for a compiled forward) the batch's widest value: the head runs there."""
     ids = queries.with_format("arrow")["input_ids"].combine_chunks()
     flat, offsets = ids.flatten().to_numpy(), ids.offsets.to_numpy()[:-1]
     value_start, value_end = as_array(queries, "value_start").astype(np.int64), as_array(queries, "value_end")
@@ -41,19 +42,19 @@ def _batches(queries: Dataset, batch_size: int, pad_id: int, multiple: int = 8) 
     for index, name in enumerate(ATTRIBUTES):
         attribute[names == name] = index
     individual = as_array(queries, "individual").astype(np.int64)
-    width = -(-value_end // multiple) * multiple
+    width = value_end - value_start
+    order = np.lexsort((value_end, width))
     batches = []
-    for length in np.unique(width):
-        group = np.flatnonzero(width == length)
-        for start in range(0, len(group), batch_size):
-            rows = group[start: start + batch_size]
-            position = np.arange(length)[None, :]
-            input_ids = np.where(position < value_end[rows, None],
-                                 flat[np.minimum(offsets[rows, None] + position, len(flat) - 1)], pad_id)
-            batches.append({key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in (
-                ("input_ids", input_ids.astype(np.int64)), ("value_start", value_start[rows]),
-                ("value_end", value_end[rows]), ("attribute", attribute[rows]), ("individual", individual[rows]),
-                ("query", rows.astype(np.int64)))})
+    for start in range(0, len(order), batch_size):
+        rows = order[start: start + batch_size]
+        position = np.arange(value_end[rows].max())[None, :]
+        input_ids = np.where(position < value_end[rows, None],
+                             flat[np.minimum(offsets[rows, None] + position, len(flat) - 1)], pad_id)
+        batch = {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in (
+            ("input_ids", input_ids.astype(np.int64)), ("value_start", value_start[rows]),
+            ("value_end", value_end[rows]), ("attribute", attribute[rows]), ("individual", individual[rows]),
+            ("query", rows.astype(np.int64)))}
+        batches.append({**batch, "width": int(width[rows].max())})
     return batches
 
 
@@ -81,11 +82,12 @@ class Evaluator:
     first value token's top probability separates the first group (known individuals) from "heldout"
     (`confidence_auroc`). With `exposure_split`, that group's metrics are also given by exposure and
     frequency rank of the training stream's individuals, and the knowledge the model stores about the
-    training population (`knowledge_bits`, and per parameter). With `compile`, the forward is compiled.
+    training population (`knowledge_bits`, and per parameter). With `compile` (True for inductor, or a
+    backend's name), the forward is compiled with dynamic shapes: one graph for every batch length and size.
     """
 
     def __init__(self, corpus: Corpus, splits: dict[str, tuple[str, np.ndarray]], batch_size: int,
-                 exposure_split: str | None = None, compile: bool = False):
+                 exposure_split: str | None = None, compile: bool | str = False):
         self.baselines = no_knowledge_baseline(corpus.individuals("train").values)
         self.exposure_split, self.compile = exposure_split, compile
         self.population = len(corpus.split("train"))
@@ -95,10 +97,10 @@ class Evaluator:
             queries = queries.select(np.flatnonzero(np.isin(as_array(queries, "individual"), individuals)))
             self.batches[name] = _batches(queries, batch_size, corpus.tokenizer.pad_token_id)
 
-    def _device_batches(self, split: str, device: torch.device) -> list[dict[str, torch.Tensor]]:
+    def _device_batches(self, split: str, device: torch.device) -> list[dict[str, torch.Tensor | int]]:
         """A split's batches on `device`, moved there once."""
         if (split, device) not in self.on_device:
-            self.on_device[(split, device)] = [{k: t.to(device) for k, t in batch.items()}
+            self.on_device[(split, device)] = [{k: t.to(device) if torch.is_tensor(t) else t for k, t in batch.items()}
                                                for batch in self.batches[split]]
         return self.on_device[(split, device)]
 
@@ -107,16 +109,20 @@ class Evaluator:
         if self._forward_of[0] is not model:
             decoder, head = model.get_decoder(), model.get_output_embeddings()
 
-            def forward(input_ids, value_start, value_end):
+            def forward(input_ids, value_start, value_end, width):
                 hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state
-                return query_scores(_ValueLogits(hidden, head), input_ids, value_start, value_end)
+                return query_scores(_ValueLogits(hidden, head), input_ids, value_start, value_end, width)
 
-            self._forward_of = (model, torch.compile(forward) if self.compile else forward)
+            if self.compile:
+                backend = "inductor" if self.compile is True else self.compile
+                forward = torch.compile(forward, backend=backend, dynamic=True)
+            self._forward_of = (model, forward)
         return self._forward_of[1]
 
     @torch.no_grad()
     def scores(self, model: torch.nn.Module, accelerator: Accelerator, split: str) -> dict[str, np.ndarray]:
-        """Per-query scores of one split, from every process, in query order."""
+        """Per-query scores of one split, from every process, in query order (attributes as codes, indices
+        in `data_gen.ATTRIBUTES`)."""
         forward = self._forward(accelerator.unwrap_model(model))
         batches = self._device_batches(split, accelerator.device)
         per_process = -(-len(batches) // accelerator.num_processes)
@@ -125,7 +131,7 @@ class Evaluator:
             index = k * accelerator.num_processes + accelerator.process_index
             batch = batches[index % len(batches)]
             with accelerator.autocast():  # bf16 matmuls when training in bf16
-                scores = forward(batch["input_ids"], batch["value_start"], batch["value_end"])
+                scores = forward(batch["input_ids"], batch["value_start"], batch["value_end"], batch["width"])
             query = batch["query"] if index < len(batches) else torch.full_like(batch["query"], -1)
             columns = [scores.loss, scores.correct, scores.top_prob, scores.entropy, batch["attribute"],
                        batch["individual"], query]
@@ -135,7 +141,7 @@ class Evaluator:
         table = table[table[:, 6] >= 0]
         table = table[np.argsort(table[:, 6], kind="stable")]  # queries back in order
         return {"value_loss": table[:, 0], "correct": table[:, 1].astype(bool), "top_prob": table[:, 2],
-                "entropy": table[:, 3], "attribute": [ATTRIBUTES[int(a)] for a in table[:, 4]],
+                "entropy": table[:, 3], "attribute": table[:, 4].astype(np.int64),
                 "individual": table[:, 5].astype(np.int64)}
 
     def evaluate(self, model: torch.nn.Module, accelerator: Accelerator,

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from data_gen import ATTRIBUTES
+
 
 @dataclass
 class QueryScores:
@@ -36,10 +38,12 @@ class QueryScores:
 
 
 def query_scores(logits: torch.Tensor, input_ids: torch.Tensor, value_start: torch.Tensor,
-                 value_end: torch.Tensor) -> QueryScores:
+                 value_end: torch.Tensor, width: int | None = None) -> QueryScores:
     """Scores of queries whose value tokens sit at [value_start, value_end) of input_ids;
-    logits[:, p] predicts input_ids[:, p + 1]."""
-    width = int((value_end - value_start).max())
+    logits[:, p] predicts input_ids[:, p + 1]. `width`, the longest value (read from the tensors when
+    not given, a host sync), lets a compiled caller pass it without one."""
+    if width is None:
+        width = int((value_end - value_start).max())
     offsets = torch.arange(width, device=input_ids.device)
     positions = value_start[:, None] + offsets[None, :]
     valid = offsets[None, :] < (value_end - value_start)[:, None]
@@ -55,14 +59,22 @@ def query_scores(logits: torch.Tensor, input_ids: torch.Tensor, value_start: tor
                        entropy=-(first.exp() * first).sum(dim=-1))
 
 
-def summarize(loss: np.ndarray, correct: np.ndarray, top_prob: np.ndarray, entropy: np.ndarray,
-              attribute: list[str], baselines: dict[str, float]) -> dict:
-    """Overall metrics (means over attributes of per-attribute means) and per-attribute ones, from
-    per-query values; every attribute of `baselines` must have queries."""
+def _queries_of(attribute: np.ndarray | list[str], baselines: dict[str, float]) -> dict[str, np.ndarray]:
+    """Per attribute of `baselines`, the mask of its queries; `attribute` holds each query's attribute
+    name, or its code (index in `data_gen.ATTRIBUTES`)."""
     attribute = np.asarray(attribute)
+    codes = np.issubdtype(attribute.dtype, np.integer)
+    return {name: attribute == (ATTRIBUTES.index(name) if codes else name) for name in baselines}
+
+
+def summarize(loss: np.ndarray, correct: np.ndarray, top_prob: np.ndarray, entropy: np.ndarray,
+              attribute: np.ndarray | list[str], baselines: dict[str, float]) -> dict:
+    """Overall metrics (means over attributes of per-attribute means) and per-attribute ones, from
+    per-query values and attributes (names or codes); every attribute of `baselines` must have queries."""
     per_attribute = {}
+    queries = _queries_of(attribute, baselines)
     for name, baseline in baselines.items():
-        rows = attribute == name
+        rows = queries[name]
         per_attribute[name] = {"loss": float(loss[rows].mean()), "accuracy": float(correct[rows].mean()),
                                "top_prob": float(top_prob[rows].mean()), "entropy": float(entropy[rows].mean()),
                                "baseline": baseline}
@@ -73,14 +85,15 @@ def summarize(loss: np.ndarray, correct: np.ndarray, top_prob: np.ndarray, entro
             "first_token_entropy": mean["entropy"], "per_attribute": per_attribute}
 
 
-def knowledge_bits(loss: np.ndarray, attribute: list[str], individual: np.ndarray, baselines: dict[str, float],
-                   population: int) -> float:
-    """Knowledge stored in bits (see the module's docstring), from per-query value losses of the
-    evaluated individuals, scaled to a population of `population` individuals."""
-    attribute, individual = np.asarray(attribute), np.asarray(individual)
+def knowledge_bits(loss: np.ndarray, attribute: np.ndarray | list[str], individual: np.ndarray,
+                   baselines: dict[str, float], population: int) -> float:
+    """Knowledge stored in bits (see the module's docstring), from per-query value losses and attributes
+    (names or codes) of the evaluated individuals, scaled to a population of `population` individuals."""
+    individual = np.asarray(individual)
     nats = 0.0
+    queries = _queries_of(attribute, baselines)
     for name, baseline in baselines.items():
-        rows = attribute == name
+        rows = queries[name]
         who, inverse = np.unique(individual[rows], return_inverse=True)
         mean_loss = np.bincount(inverse, weights=loss[rows]) / np.bincount(inverse)  # per individual
         nats += np.clip(baseline - mean_loss, 0.0, None).sum()
