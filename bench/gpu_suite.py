@@ -134,7 +134,7 @@ def step_timing(corpus: Path, smoke: bool) -> list[dict]:
                               hf_max_length=0)
     other = "default" if mode == "reduce-overhead" else "reduce-overhead"
     rows = step_rows(Corpus(corpus), args, warmup=3 if smoke else 20, steps=5 if smoke else 100,
-                     other_modes=() if smoke else (other,))
+                     other_modes=() if smoke else (other,), unpacked=not smoke)
     for row in rows:
         row["paper_recipe_mode"] = row["compile_mode"] == mode
     return rows

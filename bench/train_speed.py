@@ -86,7 +86,8 @@ def time_ours(corpus: Corpus, args, warmup: int, steps: int) -> dict:
     model = build_model(ModelArguments(model_preset=args.model_preset), corpus.tokenizer)
     train_args = TrainArguments(output_dir=tempfile.mkdtemp(), batch_size=args.batch_size, max_steps=warmup + steps,
                                 mixed_precision=args.mixed_precision, torch_compile=args.compile,
-                                torch_compile_mode=args.compile_mode, report_to="none")
+                                torch_compile_mode=args.compile_mode, packing=getattr(args, "packing", None),
+                                report_to="none")
     accelerator = make_accelerator(train_args, Path(train_args.output_dir))
     trainer = OurTrainer(train_args, model, corpus.stream(args.batch_size, seed=0), accelerator, [])
     _sync()
@@ -135,9 +136,12 @@ def time_hf_trainer(corpus: Corpus, args, warmup: int, steps: int) -> dict:
             "warmup_seconds": timer.warmup_seconds, "peak_memory_gb": _peak_memory_gb()}
 
 
-def step_rows(corpus: Corpus, args, warmup: int, steps: int, other_modes: tuple[str, ...] = ()) -> list[dict]:
+def step_rows(corpus: Corpus, args, warmup: int, steps: int, other_modes: tuple[str, ...] = (),
+              unpacked: bool = False) -> list[dict]:
     """Both sides timed on the same model and biographies, with tokens/s, MFU and the ratio to ours: rows
-    HF Trainer, ours (compiled with `args.compile_mode`), then ours in each of `other_modes`."""
+    HF Trainer, ours (compiled with `args.compile_mode`; packed rows where the trainer packs by default: a
+    compiled GPU step), then ours in each of `other_modes`; with `unpacked`, then ours with a row per
+    biography (the other layout)."""
     stream = corpus.stream(args.batch_size, seed=0)
     tokens = sum(stream.num_label_tokens(s) for s in range(warmup, warmup + steps)) / steps
     config = build_model(ModelArguments(model_preset=args.model_preset), corpus.tokenizer).config
@@ -149,6 +153,9 @@ def step_rows(corpus: Corpus, args, warmup: int, steps: int, other_modes: tuple[
         timed = time_ours(corpus, argparse.Namespace(**{**vars(args), "compile_mode": mode or args.compile_mode}),
                           warmup, steps)
         rows.append({"side": "ours" + (f", {mode}" if mode else ""), "compile_mode": mode, **timed})
+    if unpacked:
+        timed = time_ours(corpus, argparse.Namespace(**{**vars(args), "packing": False}), warmup, steps)
+        rows.append({"side": "ours, a row per biography", "compile_mode": None, **timed})
     ours = rows[1]["ms_per_step"]
     for row in rows:
         row["compiled"] = args.compile
@@ -168,6 +175,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--compile_mode", default="reduce-overhead")
     parser.add_argument("--hf_max_length", type=int, default=0)
+    parser.add_argument("--packing", choices=("true", "false"), help="Packed rows or a row per biography (default: "
+                                                                     "the trainer's: packed for a compiled GPU step).")
+    parser.add_argument("--unpacked", action="store_true", help="Also time ours with a row per biography.")
     return parser
 
 
@@ -177,7 +187,8 @@ def main() -> None:
     if not torch.cuda.is_available() and args.compile_mode == "reduce-overhead":
         args.compile_mode = "default"  # CUDA graphs need CUDA
     corpus = Corpus(args.corpus)
-    rows = step_rows(corpus, args, args.warmup, args.steps)
+    args.packing = None if args.packing is None else args.packing == "true"
+    rows = step_rows(corpus, args, args.warmup, args.steps, unpacked=args.unpacked)
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(f"{name}, preset {args.model_preset}, batch {args.batch_size}, {args.mixed_precision}, "
           f"compile={args.compile} ({args.compile_mode})")

@@ -175,6 +175,11 @@ class PerformanceArguments:
     peak_tflops: float | None = field(default=None, metadata={"help": "Peak 16-bit TFLOP/s per device for MFU "
                                                                       "(default: looked up from the GPU's name)."})
 
+    @property
+    def compile_backend(self) -> str | None:
+        """The backend everything compiled is compiled with (the step, evaluation), or None."""
+        return self.torch_compile_backend if self.torch_compile else None
+
     def check_performance(self) -> None:
         check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
         check_choice("torch_compile_mode", self.torch_compile_mode, COMPILE_MODES)

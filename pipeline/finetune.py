@@ -107,7 +107,7 @@ def finetune(data_args: DataArguments, args: FinetuneTrainArguments, ft: Finetun
     stage = Stage(
         name=FINETUNE, recipe=recipe_dict(data_args, args, ft), corpus=corpus,
         stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler, people=people),
-        evaluator=lambda n: Evaluator(corpus, groups(n), args.eval_batch_size, compile=args.torch_compile),
+        evaluator=lambda n: Evaluator(corpus, groups(n), args.eval_batch_size, compile=args.compile_backend),
         eval_individuals=data_args.eval_individuals, final_eval_individuals=data_args.final_eval_individuals,
         defaults=field_defaults(*ARGUMENTS),
         make_model=lambda: load_model(checkpoint, ft, args.attn_implementation),

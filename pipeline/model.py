@@ -38,7 +38,7 @@ def document_block_mask(document_ids: torch.Tensor) -> BlockMask:
     """FlexAttention's block mask of packed rows ([b, T] document ids, -1 on the padding at the end), built at
     the block level from where each block's first biography starts (a biography is shorter than a block or
     spans a few), never as a [T, T] mask."""
-    b, length = document_ids.shape
+    length = document_ids.shape[1]
     n_blocks = -(-length // FLEX_BLOCK)
     position = torch.arange(length, device=document_ids.device)
     starts = torch.ones_like(document_ids, dtype=torch.bool)
@@ -63,7 +63,7 @@ def fused_causal_attention(module: torch.nn.Module, query: torch.Tensor, key: to
 
     On a CPU, FlexAttention has no backward: packed rows there (tests; packing is off by default) take SDPA
     with the same mask, materialised."""
-    enable_gqa = key.shape[1] != query.shape[1]
+    enable_gqa = module.num_key_value_groups > 1  # from the config: compiled, a comparison of shapes is symbolic
     if document_ids is not None and query.device.type != "cpu":
         output = flex_attention(query, key, value, block_mask=document_block_mask(document_ids), scale=scaling,
                                 enable_gqa=enable_gqa)

@@ -41,7 +41,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
         name=PRETRAIN, recipe=recipe_dict(model_args, data_args, args, patching), corpus=corpus,
         stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler),
         evaluator=lambda n: Evaluator(corpus, pretraining_splits(corpus, n), args.eval_batch_size,
-                                      exposure_split=SEEN, compile=args.torch_compile),
+                                      exposure_split=SEEN, compile=args.compile_backend),
         eval_individuals=data_args.eval_individuals, final_eval_individuals=data_args.final_eval_individuals,
         defaults=field_defaults(*ARGUMENTS),
         make_model=lambda: build_model(model_args, corpus.tokenizer, args.attn_implementation),

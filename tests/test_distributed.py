@@ -49,14 +49,17 @@ def test_two_gloo_processes_match_one(corpus_dir, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
-@pytest.mark.parametrize("stage", ["zero2", "zero3"])
-def test_deepspeed_saves_weights_that_from_pretrained_loads(corpus, corpus_dir, tmp_path, stage):
+@pytest.mark.parametrize("stage, compiled", [("zero2", False), ("zero3", False), ("zero3", True)])
+def test_deepspeed_saves_weights_that_from_pretrained_loads(corpus, corpus_dir, tmp_path, stage, compiled):
     plain, out = tmp_path / "plain", tmp_path / stage
     main(_flags(corpus_dir, plain, 6, "--save_steps", "3"))
+    compile_flags = ["--torch_compile", "true", "--torch_compile_backend", "aot_eager"] if compiled else []
     _run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"{stage}.yaml"),
           "--num_processes", "1", "--mixed_precision", "no", "-m", "pipeline.pretrain",
-          *_flags(corpus_dir, out, 6, "--save_steps", "3")])
-    model = AutoModelForCausalLM.from_pretrained(out / "checkpoints" / checkpoint_name(6))
+          *_flags(corpus_dir, out, 6, "--save_steps", "3", *compile_flags)])
+    model, info = AutoModelForCausalLM.from_pretrained(out / "checkpoints" / checkpoint_name(6),
+                                                       output_loading_info=True)
+    assert not any(info.values()), info  # every key of the model, nothing else
     metrics = Evaluator(corpus, pretraining_splits(corpus, 30), 1024).evaluate(model, Accelerator(cpu=True))
     logged = {r["split"]: r for r in load_trajectory(out) if r["step"] == 6}
     assert metrics["seen"]["attribute_loss"] == pytest.approx(logged["seen"]["attribute_loss"], rel=1e-5)

@@ -82,11 +82,12 @@ def assert_checkpoint_is_the_live_model(checkpoint, live_trainer, corpus, bf16: 
     assert not any(info.values()), info  # no missing, unexpected or mismatched key
     live = live_trainer.accelerator.unwrap_model(live_trainer.model, keep_fp32_wrapper=False,
                                                  keep_torch_compile=False)
-    ids = _inputs(corpus)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    device = next(live.parameters()).device
+    ids = _inputs(corpus).to(device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         expected = live.eval()(ids).logits.float()
     with torch.no_grad():
-        got = saved.eval()(ids).logits
+        got = saved.to(device).eval()(ids).logits
     assert (got - expected).abs().max() <= (1e-2 if bf16 else 1e-5) * expected.abs().max()
 
 
@@ -133,13 +134,13 @@ def test_a_compiled_run_saves_checkpoints_that_load_as_the_model(corpus, corpus_
 def test_compiled_lora_checkpoints_are_the_merged_live_model(eager, corpus, corpus_dir, tmp_path, trainers,
                                                             monkeypatch):
     init = eager[1] / "checkpoints" / checkpoint_name(STEPS)
-    runs = {}
+    runs, losses = {}, record_losses(monkeypatch)
     for name, flags in (("eager", {}), ("compiled", COMPILE)):
-        losses = record_losses(monkeypatch)
         out = tmp_path / name
         finetune_main(tiny_flags(corpus_dir, out, model_preset=None, init_from=init, n_individuals_finetune=20,
                                  lora_rank=4, **{**RUN, "max_steps": 6, "save_steps": 0}, **flags))
-        runs[name] = losses
+        runs[name] = losses[:]
+        losses.clear()
         assert_checkpoint_is_the_live_model(out / "checkpoints" / checkpoint_name(6), trainers[-1], corpus, False)
     assert [s for s, _ in runs["compiled"]] == [s for s, _ in runs["eager"]]
     for (_, loss), (_, expected) in zip(runs["compiled"], runs["eager"]):
@@ -225,3 +226,28 @@ def test_packed_rows_waste_at_most_a_tenth_of_the_positions(corpus):
     packed = 200 * packed_length(stream, 200, 0, 1, 1, 8)
     padded = 200 * 128 * stream.max_length
     assert 1 - real / packed <= 0.10 < 1 - real / padded
+
+
+@pytest.mark.gpu
+def test_a_packed_compiled_gpu_step_is_one_graph_calling_flex_attention(corpus, corpus_dir, tmp_path, monkeypatch,
+                                                                        trainers):
+    """The GPU default (inductor, bf16, fixed shapes, packed rows): one graph, no break, each layer's attention
+    through FlexAttention's fused kernel with the block mask, no SDPA; the checkpoint is the live model."""
+    from torch._inductor.compile_fx import compile_fx
+
+    graphs = []
+
+    def recorder(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return compile_fx(graph_module, example_inputs)
+
+    monkeypatch.setattr(trainer, "compile_options", lambda args: {"backend": recorder})
+    torch._dynamo.reset()
+    counters.clear()
+    out = tmp_path / "run"
+    pretrain_main(tiny_flags(corpus_dir, out, **{**RUN, "max_steps": 6, "save_steps": 0, "eval_points": 0},
+                             torch_compile="true", mixed_precision="bf16"))
+    assert trainers[-1].pack and len(graphs) == 1 and not counters["graph_break"]
+    targets = [str(n.target) for n in graphs[0].graph.nodes]
+    assert sum("flex_attention" in t for t in targets) == 2 and not any("scaled_dot_product" in t for t in targets)
+    assert_checkpoint_is_the_live_model(out / "checkpoints" / checkpoint_name(6), trainers[-1], corpus, bf16=True)

@@ -123,7 +123,7 @@ class Evaluator:
     def scores(self, model: torch.nn.Module, accelerator: Accelerator, split: str) -> dict[str, np.ndarray]:
         """Per-query scores of one split, from every process, in query order (attributes as codes, indices
         in `data_gen.ATTRIBUTES`)."""
-        forward = self._forward(accelerator.unwrap_model(model))
+        forward = self._forward(accelerator.unwrap_model(model, keep_torch_compile=False))
         batches = self._device_batches(split, accelerator.device)
         per_process = -(-len(batches) // accelerator.num_processes)
         local = []
@@ -158,7 +158,7 @@ class Evaluator:
         if self.exposure_split:
             known, who = scores[self.exposure_split], individuals[self.exposure_split]
             bits = knowledge_bits(known["value_loss"], known["attribute"], who, self.baselines, self.population)
-            sizes = count_parameters(accelerator.unwrap_model(model))
+            sizes = count_parameters(accelerator.unwrap_model(model, keep_torch_compile=False))
             results[self.exposure_split].update({
                 "knowledge_bits": bits, "knowledge_bits_per_parameter": bits / sizes["total"],
                 "knowledge_bits_per_non_embedding_parameter": bits / sizes["non_embedding"],
