@@ -16,15 +16,15 @@ padded to 88), ~10 ms (18% MFU of 989 TFLOP/s); an inductor compile of the 44M m
 
     start: imports, CUDA context                                                                    10 s
     corpus build, 64k individuals: CPU-bound, 7.6-9.3 s measured on the 2-core development CPU      10 s
-    GPU tests, pytest -m gpu: stopped at its budget (~90 s expected: tiny-model compiles, two runs) 120 s
-    step timing: 4 compiles (HF: first batch length, then dynamic at the next; ours: default,
-      reduce-overhead) 200 s, 3 x (20 warmup + 100 measured) steps 5 s, models and data 10 s        215 s
-    default run, cut to 3,000 of 16,000 steps: start 10 s, evaluation batches 6 s, training compile
+    GPU tests, pytest -m gpu: stopped at its budget (tiny-model compiles and runs; counts kept)     75 s
+    step timing: 5 compiles (HF: first batch length, then dynamic at the next; ours: default,
+      reduce-overhead, a row per biography) 250 s, 4 x 120 steps 6 s, models and data 12 s          268 s
+    default run, cut to 2,000 of 16,000 steps: start 10 s, evaluation batches 6 s, training compile
       10 s (the step timing's `default` one, from inductor's cache), evaluator compiles 40 s,
-      40 evaluations of 240k queries at ~1 s, checkpoints 10 s, 3,000 steps 30 s                     150 s
-      (all 16,000 steps: 130 s more, past the 600 s of one command: `--stages run,eval --run_steps 0`)
+      40 evaluations of 240k queries at ~1 s, checkpoints 10 s, 2,000 steps 20 s                     140 s
+      (all 16,000 steps: 140 s more, past the 600 s of one command: `--stages run,eval --run_steps 0`)
     full evaluation, 1.92M queries: checkpoint and batches 10 s, compile 10 s (cached), two passes   30 s
-    total                                                                                           535 s
+    total                                                                                           533 s
 
 Stages (`--stages`, in this order): tests (pytest -m gpu), steps (step timing), run (the default run), eval
 (full evaluation of the run's last checkpoint in --out, from this command or an earlier one).
@@ -66,8 +66,8 @@ SMOKE_POOLS = dict(n_first_names=40, n_last_names=40, n_cities=30, n_universitie
 # stage: its name in the table, its key in the report
 STAGES = {"tests": ("GPU tests", "tests"), "steps": ("step timing", "steps"), "run": ("default run", "default_run"),
           "eval": ("full evaluation", "evaluation")}
-TESTS_BUDGET_S = 120
-RUN_STEPS = 3000
+TESTS_BUDGET_S = 75
+RUN_STEPS = 2000
 SUMMARY = re.compile(r"trained ([\d,]+) steps in ([\d.]+) s \(([\d.]+) ms/step\); (?:compile ([\d.]+) s; )?"
                      r"evaluations and checkpoints ([\d.]+) s")
 
