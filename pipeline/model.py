@@ -14,6 +14,7 @@ from safetensors import SafetensorError
 from torch.nn import functional as F
 from torch.nn.attention.flex_attention import BlockMask, create_mask, flex_attention
 from transformers import AttentionInterface, AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from data_gen.recipe import RunError
 
@@ -63,6 +64,9 @@ def fused_causal_attention(module: torch.nn.Module, query: torch.Tensor, key: to
 
     On a CPU, FlexAttention has no backward: packed rows there (tests; packing is off by default) take SDPA
     with the same mask, materialised."""
+    if query.shape[2] != key.shape[2]:  # decoding with a cache: the new positions see every cached one
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
     enable_gqa = module.num_key_value_groups > 1  # from the config: compiled, a comparison of shapes is symbolic
     if document_ids is not None and query.device.type != "cpu":
         output = flex_attention(query, key, value, block_mask=document_block_mask(document_ids), scale=scaling,

@@ -22,7 +22,8 @@ from transformers import AutoModelForCausalLM
 
 from pipeline.evaluation import Evaluator, pretraining_splits
 from pipeline.finetune import main as finetune_main
-from pipeline.model import document_block_mask
+from pipeline.config import ModelArguments
+from pipeline.model import build_model, document_block_mask
 from pipeline.pretrain import main as pretrain_main
 from pipeline.run_folder import checkpoint_name, load_trajectory
 from pipeline.train import stage, trainer
@@ -254,3 +255,12 @@ def test_a_packed_compiled_gpu_step_is_one_graph_calling_flex_attention(corpus, 
     targets = [str(n.target) for n in graphs[0].graph.nodes]
     assert sum("flex_attention" in t for t in targets) == 2 and not any("scaled_dot_product" in t for t in targets)
     assert_checkpoint_is_the_live_model(out / "checkpoints" / checkpoint_name(6), trainers[-1], corpus, bf16=True)
+
+
+def test_the_fused_attention_decodes_with_a_cache_as_stock_sdpa_does(corpus):
+    torch.manual_seed(0)
+    model = build_model(ModelArguments(model_preset="tiny"), corpus.tokenizer).eval()
+    prompt = _inputs(corpus)[:2, :20]
+    fused = model.generate(prompt, max_new_tokens=6, do_sample=False)
+    model.set_attn_implementation("sdpa")
+    assert torch.equal(fused, model.generate(prompt, max_new_tokens=6, do_sample=False))
