@@ -163,8 +163,8 @@ class PerformanceArguments:
     packing: bool | None = field(default=None, metadata={
         "help": "Lay each micro-batch's biographies end to end in one row, with positions from 0 in each and "
                 "attention within each (FlexAttention): no padding work. With fixed_length the row holds the run's "
-                "largest micro-batch. Default: on for compiled runs on a GPU, where FlexAttention is a fused kernel "
-                "(eager, it computes every pair of positions)."})
+                "largest micro-batch. Default: on for compiled runs with sdpa on a GPU, where FlexAttention is a "
+                "fused kernel (eager, it computes every pair of positions)."})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2."})
     eval_batch_size: int = field(default=1024, metadata={"help": "Queries per evaluation forward pass."})
     pad_to_multiple_of: int | None = field(
@@ -174,6 +174,13 @@ class PerformanceArguments:
                                         "0 on a CPU, whose cores the thread would take from training)."})
     peak_tflops: float | None = field(default=None, metadata={"help": "Peak 16-bit TFLOP/s per device for MFU "
                                                                       "(default: looked up from the GPU's name)."})
+
+    def packs(self, on_gpu: bool) -> bool:
+        """Whether rows are packed: `packing`, or by default for compiled GPU runs with sdpa (the only attention
+        that keeps to each biography; FlexAttention, fused there)."""
+        if self.packing is not None:
+            return self.packing
+        return on_gpu and self.torch_compile and self.attn_implementation == "sdpa"
 
     @property
     def compile_backend(self) -> str | None:

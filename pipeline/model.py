@@ -131,15 +131,20 @@ def load_eager(checkpoint: Path) -> PreTrainedModel:
     return load_checkpoint(checkpoint, attn_implementation="eager").eval()
 
 
-def check_model_keys(model: PreTrainedModel, weights: dict, checkpoint: Path) -> None:
-    """Refuse to write `weights` as `checkpoint` unless they hold exactly the keys of `model`'s class, so that
-    `from_pretrained` loads them all (a wrapper's prefix would leave it a randomly initialised model)."""
-    with torch.device("meta"):  # a copy of the config: building a model writes its attention implementation there
-        expected = set(type(model)(copy.deepcopy(model.config)).state_dict())
+def model_keys(model: PreTrainedModel) -> set[str]:
+    """The state-dict keys of `model`'s class (built on the meta device from a copy of its config: building a
+    model writes its attention implementation there)."""
+    with torch.device("meta"):
+        return set(type(model)(copy.deepcopy(model.config)).state_dict())
+
+
+def check_model_keys(expected: set[str], weights: dict, checkpoint: Path, model_name: str) -> None:
+    """Refuse to write `weights` as `checkpoint` unless they hold exactly the `expected` keys (model_keys), so
+    that `from_pretrained` loads them all (a wrapper's prefix would leave it a randomly initialised model)."""
     missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
     if missing or unexpected:
         raise RunError(f"checkpoint {checkpoint} was not written: its weights lack {len(missing)} keys of "
-                       f"{type(model).__name__} ({', '.join(missing[:2]) or 'none'}) and hold {len(unexpected)} "
+                       f"{model_name} ({', '.join(missing[:2]) or 'none'}) and hold {len(unexpected)} "
                        f"others ({', '.join(unexpected[:2]) or 'none'}), so it would not load as the model; a bug: "
                        f"report it with the recipe (the run's earlier checkpoints are intact)")
 

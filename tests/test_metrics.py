@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from data_gen import ATTRIBUTES
 from pipeline.evaluation import METRIC_PATH
-from pipeline.evaluation.metrics import auroc, no_knowledge_baseline, query_scores, summarize
+from pipeline.evaluation.metrics import auroc, knowledge_bits, no_knowledge_baseline, query_scores, summarize
 
 
 def test_query_scores_on_hand_built_logits():
@@ -42,9 +43,6 @@ def test_summarize_averages_attributes():
 
 
 def test_attribute_codes_give_the_numbers_of_names():
-    from data_gen import ATTRIBUTES
-    from pipeline.evaluation.metrics import knowledge_bits
-
     rng = np.random.default_rng(0)
     n = 300
     loss, correct, top_prob, entropy = rng.random(n) * 5, rng.random(n) > 0.5, rng.random(n), rng.random(n)

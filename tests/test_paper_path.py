@@ -20,10 +20,11 @@ from torch._dynamo.utils import counters
 from torch.nn.attention.flex_attention import flex_attention
 from transformers import AutoModelForCausalLM
 
+from data_gen.recipe import RunError
+from pipeline.config import ModelArguments, PerformanceArguments
 from pipeline.evaluation import Evaluator, pretraining_splits
 from pipeline.finetune import main as finetune_main
-from pipeline.config import ModelArguments
-from pipeline.model import build_model, document_block_mask
+from pipeline.model import build_model, check_model_keys, document_block_mask, model_keys
 from pipeline.pretrain import main as pretrain_main
 from pipeline.run_folder import checkpoint_name, load_trajectory
 from pipeline.train import stage, trainer
@@ -133,19 +134,19 @@ def test_a_compiled_run_saves_checkpoints_that_load_as_the_model(corpus, corpus_
 
 
 @pytest.mark.slow
-def test_compiled_lora_checkpoints_are_the_merged_live_model(eager, corpus, corpus_dir, tmp_path, trainers,
+def test_compiled_packed_lora_checkpoints_are_the_merged_live_model(eager, corpus, corpus_dir, tmp_path, trainers,
                                                             monkeypatch):
     init = eager[1] / "checkpoints" / checkpoint_name(STEPS)
     runs, losses = {}, record_losses(monkeypatch)
-    for name, flags in (("eager", {}), ("compiled", COMPILE)):
+    for name, flags in (("eager", {}), ("compiled, packed", {**COMPILE, **PACKED})):  # a GPU's default
         out = tmp_path / name
         finetune_main(tiny_flags(corpus_dir, out, model_preset=None, init_from=init, n_individuals_finetune=20,
                                  lora_rank=4, **{**RUN, "max_steps": 6, "save_steps": 0}, **flags))
         runs[name] = losses[:]
         losses.clear()
         assert_checkpoint_is_the_live_model(out / "checkpoints" / checkpoint_name(6), trainers[-1], corpus, False)
-    assert [s for s, _ in runs["compiled"]] == [s for s, _ in runs["eager"]]
-    for (_, loss), (_, expected) in zip(runs["compiled"], runs["eager"]):
+    assert [s for s, _ in runs["compiled, packed"]] == [s for s, _ in runs["eager"]]
+    for (_, loss), (_, expected) in zip(runs["compiled, packed"], runs["eager"]):
         assert loss == pytest.approx(expected, rel=1e-5)
 
 
@@ -264,3 +265,23 @@ def test_the_fused_attention_decodes_with_a_cache_as_stock_sdpa_does(corpus):
     fused = model.generate(prompt, max_new_tokens=6, do_sample=False)
     model.set_attn_implementation("sdpa")
     assert torch.equal(fused, model.generate(prompt, max_new_tokens=6, do_sample=False))
+
+
+def test_a_checkpoint_whose_keys_are_not_the_models_is_refused(corpus, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(ModelArguments(model_preset="tiny"), corpus.tokenizer)
+    expected, weights = model_keys(model), model.state_dict()
+    assert expected == set(weights)
+    check_model_keys(expected, weights, tmp_path / "step-1", "LlamaForCausalLM")  # the model's own: written
+    for wrong in ({f"_orig_mod.{k}": v for k, v in weights.items()},  # a compile wrapper's
+                  {k: v for k, v in weights.items() if k != "lm_head.weight"}):
+        with pytest.raises(RunError, match="step-1 was not written"):
+            check_model_keys(expected, wrong, tmp_path / "step-1", "LlamaForCausalLM")
+
+
+@pytest.mark.parametrize("flags, on_gpu, packs", [
+    ({}, True, False), ({"torch_compile": True}, False, False), ({"torch_compile": True}, True, True),
+    ({"torch_compile": True, "attn_implementation": "eager"}, True, False),  # eager attention crosses biographies
+    ({"packing": True}, False, True), ({"packing": False, "torch_compile": True}, True, False)])
+def test_rows_are_packed_by_default_only_where_flex_attention_is_fused(flags, on_gpu, packs):
+    assert PerformanceArguments(**flags).packs(on_gpu) is packs

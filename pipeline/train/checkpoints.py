@@ -30,7 +30,7 @@ from peft import PeftModel
 
 from data_gen.recipe import RunError
 
-from ..model import check_model_keys
+from ..model import check_model_keys, model_keys
 from ..run_folder import EXPOSURES, RunFolder, checkpoint_name, complete_checkpoints, publish_checkpoint, staging_folder
 from .callbacks import Callback, TrainingState
 
@@ -99,6 +99,7 @@ class PermanentCheckpoints(Callback):
     def __init__(self, steps: list[int], run: RunFolder, tokenizer, recipe: dict, provenance: dict):
         self.steps, self.run, self.tokenizer, self.recipe = set(steps), run, tokenizer, recipe
         self.provenance = provenance
+        self.keys: set[str] | None = None
 
     def writes_at(self, step: int) -> bool:
         return step in self.steps
@@ -114,7 +115,8 @@ class PermanentCheckpoints(Callback):
             if isinstance(model, PeftModel):  # adapters merged into a copy: a plain transformers checkpoint
                 model = copy.deepcopy(model).merge_and_unload()
                 weights = model.state_dict()
-            check_model_keys(model, weights, self.run.checkpoint(step))
+            self.keys = self.keys or model_keys(model)  # the class's, once per run
+            check_model_keys(self.keys, weights, self.run.checkpoint(step), type(model).__name__)
             weights, exposures = host_copy(weights), state.exposures(step)
             state.write_in_background(lambda: self._write(step, model, weights, exposures))
         accelerator.wait_for_everyone()

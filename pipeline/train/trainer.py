@@ -108,7 +108,7 @@ class Trainer:
         prefetch = args.prefetch_batches if args.prefetch_batches is not None else (2 if on_gpu else 0)
         multiple = args.pad_to_multiple_of or (8 if on_gpu else 1)
         fixed = args.fixed_length if args.fixed_length is not None else on_gpu
-        self.pack = args.packing if args.packing is not None else (on_gpu and args.torch_compile)
+        self.pack = args.packs(on_gpu)
         rank, world = accelerator.process_index, accelerator.num_processes
         if not fixed:
             length = None
@@ -244,12 +244,12 @@ class Trainer:
         self.writer = BackgroundWriter()
         # On a CPU, denormal floats (tiny second moments and probabilities) take a slow path: flushing them to 0
         # makes the demo's step 9% faster and left its trajectory bit-identical.
-        on_cpu = self.accelerator.device.type == "cpu" and torch.set_flush_denormal(True)
+        flushes = self.accelerator.device.type == "cpu" and torch.set_flush_denormal(True)  # False: unsupported
         with StopSignal() as self.stop:
             try:
                 self._fit(start_step)
             finally:
-                if on_cpu:
+                if flushes:
                     torch.set_flush_denormal(False)
                 self.loader.close()
                 self.writer.close()  # checkpoints already snapshotted are written, whatever stopped training
