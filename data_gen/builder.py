@@ -14,13 +14,14 @@ import yaml
 from datasets import Dataset, DatasetDict, disable_progress_bars
 from transformers import PreTrainedTokenizerBase
 
+from common.errors import RecipeError
+
 from .card import dataset_card
 from .columns import as_list
 from .config import CorpusConfig
 from .folders import contents, exclusive
 from .layout import BUILDER_CONFIG, CARD, INDIVIDUAL_SPLITS, MANIFEST, QUERY_SPLITS, TEMPLATES
 from .population import Individuals, draw_population
-from .recipe import RecipeError
 from .resources import ATTRIBUTES, Pools, load_pools
 from .tokenizer import build_tokenizer
 from .tokens import TemplateTokens, individual_tokens

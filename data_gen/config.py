@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .recipe import RecipeError, check_values
+from common.errors import RecipeError
+
+from .recipe import check_values
 
 
 @dataclass

@@ -11,11 +11,12 @@ import yaml
 from datasets import Dataset, DatasetDict, load_from_disk
 from transformers import PreTrainedTokenizerFast
 
+from common.errors import RecipeError
+
 from .builder import FORMAT_VERSION
 from .hub import fetch_corpus, is_hub_id
 from .layout import BUILDER_CONFIG, HUB_DATA, MANIFEST, QUERIES_OF, TEMPLATES
 from .population import Individuals
-from .recipe import RecipeError
 from .stream import BiographyStream
 from .tokenizer import with_decoder
 from .tokens import TemplateTokens, individual_tokens

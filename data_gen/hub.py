@@ -13,8 +13,9 @@ import yaml
 from datasets import load_from_disk
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+from common.errors import RecipeError
+
 from .layout import CARD, DATASET_INDEX, HUB_DATA, MANIFEST
-from .recipe import RecipeError
 
 
 def is_hub_id(text: str) -> bool:

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.errors import RecipeError
+
 from .config import CorpusConfig
-from .recipe import RecipeError
 from .resources import ATTRIBUTES, Pools
 
 

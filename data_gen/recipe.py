@@ -17,16 +17,14 @@ import math
 import re
 import sys
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 from transformers import HfArgumentParser
 
-
-class RecipeError(ValueError):
-    """A user mistake in a recipe, a path or a value; its message says how to fix it."""
+from common.errors import RecipeError
 
 
 class _Parser(HfArgumentParser):
@@ -39,16 +37,14 @@ class _Parser(HfArgumentParser):
         raise RecipeError(message)
 
 
-def _yaml_to_args(values: dict[str, Any]) -> list[str]:
+def to_flags(values: dict[str, Any]) -> list[str]:
+    """`values` as command-line flags (a list gives several words); a None or empty value is left out, so the
+    key keeps its default (argparse has no spelling for "none" or "empty")."""
     args: list[str] = []
     for key, value in values.items():
-        if value is None or value == []:  # argparse has no spelling for "none" or "empty": keep the default
+        if value is None or value == []:
             continue
-        args.append(f"--{key}")
-        if isinstance(value, (list, tuple)):
-            args.extend(str(v) for v in value)
-        else:
-            args.append(str(value))
+        args += [f"--{key}", *(map(str, value) if isinstance(value, (list, tuple)) else [str(value)])]
     return args
 
 
@@ -153,7 +149,7 @@ def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = N
             if value is None and key not in optional:
                 raise RecipeError(f"recipe '{known.config}' gives '{key}' no value (null): give it one or remove the "
                                   f"line")
-        yaml_args = _yaml_to_args(values)
+        yaml_args = to_flags(values)
     *parsed, remaining = parser.parse_args_into_dataclasses(
         args=yaml_args + args, return_remaining_strings=True, look_for_args_file=False
     )  # parsed ends with a namespace holding --config
@@ -183,30 +179,3 @@ def check_values(config, at_least_one: Sequence[str] = (), at_least_zero: Sequen
 def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
         raise RecipeError(f"{name} '{value}' is unknown: use one of {', '.join(choices)}")
-
-
-class RunError(RuntimeError):
-    """A fault during a run (non-finite loss, disk full, a stop signal): what happened, what was kept,
-    what to do; `exit_code` is the process's exit status."""
-
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def run_cli(main: Callable[[], Any]) -> int:
-    """Run an entry point; a RecipeError (bad input) becomes one line on stderr and exit status 2, a
-    RunError (a fault) one line and its exit code."""
-    try:
-        main()
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except RunError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("error: stopped at once by Ctrl-C: what was not saved is lost; rerun the same command to continue "
-              "from the last resume checkpoint", file=sys.stderr)
-        return 130
-    return 0

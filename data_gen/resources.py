@@ -7,9 +7,10 @@ from pathlib import Path
 
 import yaml
 
+from common.errors import RecipeError
+
 from .config import CorpusConfig
 from .layout import TEMPLATES
-from .recipe import RecipeError
 
 RESOURCES = Path(__file__).parent / "resources"
 ATTRIBUTES = ("birth_date", "birth_city", "current_location", "university", "major", "company")

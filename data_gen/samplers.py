@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .recipe import RecipeError, check_choice, check_values
+from common.errors import RecipeError
+
+from .recipe import check_choice, check_values
 
 KINDS = ("uniform", "power_law", "celebrities", "warmup", "schedule")
 

@@ -13,12 +13,12 @@ import argparse
 import json
 import sys
 
+from common.errors import run_cli
 from data_gen import Corpus
-from data_gen.recipe import run_cli
 
 from .analysis.phases import run_phases
 from .analysis.tables import attention_table
-from .report import write_report
+from .report import write_pretrain_report
 from .run_folder import RunFolder
 
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     corpus = Corpus(run.recipe()["corpus"])
     rows = attention_table(run, corpus, args.n_biographies, recompute=True)
-    print(f"{len(rows)} rows over {len({r['step'] for r in rows})} checkpoints; report: {write_report(run, corpus)}")
+    print(f"{len(rows)} rows over {len({r['step'] for r in rows})} checkpoints; report: {write_pretrain_report(run, corpus)}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from typing import ClassVar
 
 from accelerate.tracking import LOGGER_TYPE_TO_CLASS
 
-from data_gen.recipe import RecipeError, check_choice, check_values
+from common.errors import RecipeError
+from data_gen.recipe import check_choice, check_values
 from data_gen.samplers import SamplerConfig
 
 SCHEDULERS = ("cosine", "constant", "linear", "cosine_with_min_lr", "constant_with_warmup")

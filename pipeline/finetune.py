@@ -20,9 +20,10 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import PreTrainedTokenizerFast
 
+from common.errors import RecipeError, run_cli
 from data_gen import Corpus
 from data_gen.population import Individuals
-from data_gen.recipe import RecipeError, parse_recipe, run_cli
+from data_gen.recipe import parse_recipe
 from data_gen.samplers import Replay
 
 from .config import DataArguments, FinetuneArguments, FinetuneTrainArguments, field_defaults, recipe_dict

@@ -14,8 +14,8 @@ from pathlib import Path
 import huggingface_hub
 import yaml
 
+from common.errors import RecipeError
 from data_gen.hub import is_hub_id, snapshot
-from data_gen.recipe import RecipeError
 
 from .run_folder import HUB_STAGING, MODEL_CARD, REPORT, REPORT_FILES, RUN_CONFIG, RunFolder
 

@@ -16,7 +16,7 @@ from torch.nn.attention.flex_attention import BlockMask, create_mask, flex_atten
 from transformers import AttentionInterface, AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from data_gen.recipe import RunError
+from common.errors import RunError
 
 from .config import ModelArguments
 

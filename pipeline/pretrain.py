@@ -11,13 +11,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from common.errors import run_cli
 from data_gen import Corpus
-from data_gen.recipe import parse_recipe, run_cli
+from data_gen.recipe import parse_recipe
 
 from .config import DataArguments, ModelArguments, PatchingArguments, TrainArguments, field_defaults, recipe_dict
 from .evaluation import Evaluator, pretraining_splits
 from .model import build_model
-from .report import write_report
+from .report import write_pretrain_report
 from .run_folder import PRETRAIN, SEEN
 from .train.patching import check_reference, patching_callback
 from .train.stage import Stage, run_stage
@@ -45,7 +46,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
         eval_individuals=data_args.eval_individuals, final_eval_individuals=data_args.final_eval_individuals,
         defaults=field_defaults(*ARGUMENTS),
         make_model=lambda: build_model(model_args, corpus.tokenizer, args.attn_implementation),
-        write_report=lambda run: write_report(run, corpus), provenance={"corpus": corpus.provenance()},
+        write_report=lambda run: write_pretrain_report(run, corpus), provenance={"corpus": corpus.provenance()},
         extra_callbacks=extra_callbacks)
     return run_stage(stage, args)
 

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from common.errors import RecipeError, RunError
 from data_gen.folders import contents
-from data_gen.recipe import RecipeError, RunError
 
 RUN_CONFIG = "run_config.yaml"
 TRAJECTORY = "trajectory.jsonl"

@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from data_gen.recipe import RecipeError, RunError, run_cli
+from common.errors import RecipeError, RunError, run_cli
 
 from .run_folder import STUDY_LOGS, SUMMARY
 from .studies.aggregate import aggregate

@@ -7,6 +7,7 @@ from accelerate import Accelerator
 
 from data_gen import Corpus, CorpusConfig
 from data_gen.builder import build
+from data_gen.recipe import to_flags
 
 SMALL_POOLS = dict(n_first_names=40, n_last_names=40, n_cities=30, n_universities=20, n_majors=10, n_companies=30)
 
@@ -17,11 +18,7 @@ TINY_RUN = {"model_preset": "tiny", "batch_size": 16, "report_to": "none"}
 def tiny_flags(corpus_dir, output_dir, **values) -> list[str]:
     """Command-line flags of a tiny CPU run on `corpus_dir` into `output_dir`: TINY_RUN, then `values`
     (a list gives several words, None leaves the key out, e.g. model_preset=None for fine-tuning)."""
-    flags = ["--corpus", str(corpus_dir), "--output_dir", str(output_dir)]
-    for key, value in {**TINY_RUN, **values}.items():
-        if value is not None:
-            flags += [f"--{key}", *(map(str, value) if isinstance(value, list) else [str(value)])]
-    return flags
+    return ["--corpus", str(corpus_dir), "--output_dir", str(output_dir), *to_flags({**TINY_RUN, **values})]
 
 
 def record_losses(monkeypatch) -> list[tuple[int, float]]:

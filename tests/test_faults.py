@@ -17,8 +17,8 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
+from common.errors import run_cli
 from data_gen.__main__ import main as data_main
-from data_gen.recipe import run_cli
 from pipeline.finetune import main as finetune_main
 from pipeline.pretrain import main as pretrain_main
 from pipeline.run_folder import CHECKPOINTS, RESUME, checkpoint_name, complete_checkpoints, load_trajectory

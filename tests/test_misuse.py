@@ -17,9 +17,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from common.errors import run_cli
 from data_gen.__main__ import main as data_main
 from data_gen.builder import build
-from data_gen.recipe import run_cli
 from pipeline.finetune import main as finetune_main
 from pipeline.pretrain import main as pretrain_main
 from pipeline.run_folder import RunFolder, checkpoint_name, load_trajectory, read_state

@@ -20,7 +20,7 @@ from torch._dynamo.utils import counters
 from torch.nn.attention.flex_attention import flex_attention
 from transformers import AutoModelForCausalLM
 
-from data_gen.recipe import RunError
+from common.errors import RunError
 from pipeline.config import ModelArguments, PerformanceArguments
 from pipeline.evaluation import Evaluator, pretraining_splits
 from pipeline.finetune import main as finetune_main

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import yaml
 
+from common.errors import RunError
 from data_gen import RecipeError
-from data_gen.recipe import RunError
 from pipeline.pretrain import main as pretrain_main
 from pipeline.run_folder import RunFolder, load_trajectory
 from pipeline.studies.figures import draw_study_figures
-from pipeline.studies.parallel import slots
 from pipeline.studies.fit import fit_power_law
+from pipeline.studies.parallel import slots
 from pipeline.studies.schema import Study, load_study
 from pipeline.sweep import main as sweep_main
 from pipeline.train.trainer import Trainer

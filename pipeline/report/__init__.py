@@ -6,12 +6,12 @@ from data_gen import Corpus
 
 from ..run_folder import FINETUNE, RunFolder
 from .finetuning import write_finetune_report
-from .pretraining import write_report
+from .pretraining import write_pretrain_report
 
 
 def write_run_report(run: RunFolder, corpus: Corpus) -> Path:
     """The report of a pretraining or fine-tuning run, as its trajectory says it is."""
-    return (write_finetune_report if run.stage() == FINETUNE else write_report)(run, corpus)
+    return (write_finetune_report if run.stage() == FINETUNE else write_pretrain_report)(run, corpus)
 
 
-__all__ = ["write_finetune_report", "write_report", "write_run_report"]
+__all__ = ["write_finetune_report", "write_pretrain_report", "write_run_report"]

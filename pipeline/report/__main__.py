@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from common.errors import run_cli
 from data_gen import Corpus
-from data_gen.recipe import run_cli
 
 from ..run_folder import RunFolder
 from . import write_run_report

@@ -39,7 +39,7 @@ def _circuit_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_report(run: RunFolder, corpus: Corpus) -> Path:
+def write_pretrain_report(run: RunFolder, corpus: Corpus) -> Path:
     """Detect the phases, draw the figures and write report.md; returns the report's path. `corpus` is the
     run's, whose biographies the attention circuits are measured on."""
     recipe = run.recipe()

@@ -13,7 +13,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_gen.recipe import RecipeError, parse_recipe, run_cli
+from common.errors import RecipeError, run_cli
+from data_gen.recipe import parse_recipe
 
 from ..run_folder import STUDY_FIGURE, STUDY_REFERENCE, STUDY_REPORT
 from .aggregate import aggregate

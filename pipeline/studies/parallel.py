@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_gen.recipe import RecipeError, RunError
+from common.errors import RecipeError, RunError
 
 PROGRESS = re.compile(rb"(\d+)/(\d+) \[[^<\]]*<([^,\]]*)")  # tqdm: "675/1500 [01:10<02:01, ..."
 STOPPED = {signal.SIGTERM: 143, signal.SIGINT: 130}

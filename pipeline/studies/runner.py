@@ -13,7 +13,7 @@ from data_gen.builder import build
 from data_gen.config import CorpusConfig
 from data_gen.folders import exclusive
 from data_gen.layout import MANIFEST
-from data_gen.recipe import parse_recipe
+from data_gen.recipe import parse_recipe, to_flags
 
 from ..finetune import main as finetune_main
 from ..pretrain import ARGUMENTS as PRETRAIN_ARGUMENTS
@@ -25,14 +25,6 @@ from .schema import CORPUS_KEYS, GridPoint, Study
 STAGE_MAINS = {PRETRAIN: pretrain_main, FINETUNE: finetune_main}
 
 
-def flags(values: dict) -> list[str]:
-    """`values` as command-line flags (a list gives several words)."""
-    out = []
-    for key, value in values.items():
-        out += [f"--{key}", *(map(str, value) if isinstance(value, list) else [str(value)])]
-    return out
-
-
 def corpus_for(point: GridPoint, study: Study) -> tuple[Path | None, list[str]]:
     """The corpus folder a grid point trains on (named by its corpus keys) and the flags building it."""
     corpus_values = {k: v for k, v in point.values.items() if k in CORPUS_KEYS}
@@ -40,13 +32,13 @@ def corpus_for(point: GridPoint, study: Study) -> tuple[Path | None, list[str]]:
         return None, []
     key = hashlib.sha256(json.dumps(corpus_values, sort_keys=True).encode()).hexdigest()[:10]
     folder = Path(study.output_dir) / STUDY_CORPORA / key
-    return folder, ["--config", study.data, "--output_dir", str(folder), *flags(corpus_values)]
+    return folder, ["--config", study.data, "--output_dir", str(folder), *to_flags(corpus_values)]
 
 
 def first_run_flags(study: Study) -> list[str]:
     """The flags of the study's first (pretraining) run."""
     return ["--config", study.pretrain.recipe, "--output_dir", study.pretrain.output_dir,
-            *flags(study.pretrain.overrides)]
+            *to_flags(study.pretrain.overrides)]
 
 
 def first_run_final_checkpoint(study: Study) -> Path:
@@ -63,7 +55,7 @@ def run_flags(point: GridPoint, study: Study) -> list[str]:
         extra += (["--init_from", str(first_run_final_checkpoint(study))] if study.stage == FINETUNE
                   else ["--reference_run", study.pretrain.output_dir])
     values = {k: v for k, v in point.values.items() if k in study.run_keys}
-    return ["--config", study.base, "--output_dir", str(study.run_folder(point)), *extra, *flags(values)]
+    return ["--config", study.base, "--output_dir", str(study.run_folder(point)), *extra, *to_flags(values)]
 
 
 def build_corpora(study: Study, dry_run: bool = False) -> list[str]:

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.errors import RecipeError
 from data_gen.config import CorpusConfig
-from data_gen.recipe import RecipeError, load_yaml, rename_keys
+from data_gen.recipe import load_yaml, rename_keys
 
 from ..config import ScheduleArguments, field_names
 from ..finetune import ARGUMENTS as FINETUNE_ARGUMENTS

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from data_gen.recipe import RecipeError
+from common.errors import RecipeError
 
 from ..run_folder import STUDY_SLURM_LOGS
 from .runner import build_corpora, first_run_final_checkpoint, first_run_flags, launch_lines

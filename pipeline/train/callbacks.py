@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from data_gen.recipe import RunError
+from common.errors import RunError
 
 from ..evaluation import Evaluator
 from ..hub import HubPusher

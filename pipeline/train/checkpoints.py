@@ -28,7 +28,7 @@ from accelerate.utils import DistributedType, is_compiled_module
 from accelerate.utils.constants import RNG_STATE_NAME
 from peft import PeftModel
 
-from data_gen.recipe import RunError
+from common.errors import RunError
 
 from ..model import check_model_keys, model_keys
 from ..run_folder import EXPOSURES, RunFolder, checkpoint_name, complete_checkpoints, publish_checkpoint, staging_folder

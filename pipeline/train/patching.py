@@ -13,7 +13,7 @@ from torch import nn
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.models.llama.modeling_llama import repeat_kv
 
-from data_gen.recipe import RecipeError
+from common.errors import RecipeError
 
 from ..config import PatchingArguments, PerformanceArguments
 from ..model import load_checkpoint

@@ -15,9 +15,9 @@ from accelerate.utils import broadcast_object_list
 from transformers import set_seed
 from transformers.utils import logging as hf_logging
 
+from common.errors import RecipeError
 from data_gen import Corpus
 from data_gen.folders import exclusive
-from data_gen.recipe import RecipeError
 from data_gen.stream import BiographyStream
 
 from ..config import ScheduleArguments, TrainArguments

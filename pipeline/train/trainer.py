@@ -16,7 +16,7 @@ from accelerate.utils import DistributedType, TorchDynamoPlugin
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from data_gen.recipe import RecipeError, RunError
+from common.errors import RecipeError, RunError
 from data_gen.stream import BiographyStream
 
 from ..config import OptimizerArguments, PerformanceArguments, TrainArguments
