@@ -103,7 +103,9 @@ def _nullable_keys(dataclass_types: Sequence[type]) -> set[str]:
             if type(None) in typing.get_args(hint)}
 
 
-def _renames(dataclass_types: Sequence[type]) -> dict[str, str]:
+def renamed_keys(dataclass_types: Sequence[type]) -> dict[str, str]:
+    """Former key names -> current ones, from the `renamed_keys` of the dataclasses (the one place they are
+    read: for recipes, flags, study files and the recipes saved with runs)."""
     return {old: new for t in dataclass_types for old, new in getattr(t, "renamed_keys", {}).items()}
 
 
@@ -131,7 +133,7 @@ def _rename_flags(args: list[str], renames: dict[str, str]) -> list[str]:
 
 def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> tuple:
     """Parse ``--config recipe.yaml`` plus flags into one instance of each dataclass type."""
-    renames = _renames(dataclass_types)
+    renames = renamed_keys(dataclass_types)
     args = _rename_flags(list(sys.argv[1:] if args is None else args), renames)
     optional = _nullable_keys(dataclass_types)
     parser = _Parser(list(dataclass_types), allow_abbrev=False)  # a typo must not pass as an abbreviation

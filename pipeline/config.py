@@ -146,6 +146,16 @@ class ScheduleArguments:
                               f"{self.report_to}, or pass --report_to none")
 
 
+@dataclass(frozen=True)
+class Batching:
+    """How a run's batches are built on its device: the batch keys of PerformanceArguments, defaults resolved."""
+
+    prefetch_batches: int
+    pad_to_multiple_of: int
+    fixed_length: bool
+    packing: bool
+
+
 @dataclass
 class PerformanceArguments:
     """How fast: precision, compilation, attention kernel, batching and prefetching."""
@@ -175,6 +185,14 @@ class PerformanceArguments:
                                         "0 on a CPU, whose cores the thread would take from training)."})
     peak_tflops: float | None = field(default=None, metadata={"help": "Peak 16-bit TFLOP/s per device for MFU "
                                                                       "(default: looked up from the GPU's name)."})
+
+    def batching(self, on_gpu: bool) -> Batching:
+        """The batch keys as set, else their defaults on a GPU or a CPU (as their help says)."""
+        return Batching(
+            prefetch_batches=self.prefetch_batches if self.prefetch_batches is not None else (2 if on_gpu else 0),
+            pad_to_multiple_of=self.pad_to_multiple_of or (8 if on_gpu else 1),
+            fixed_length=self.fixed_length if self.fixed_length is not None else on_gpu,
+            packing=self.packs(on_gpu))
 
     def packs(self, on_gpu: bool) -> bool:
         """Whether rows are packed: `packing`, or by default for compiled GPU runs with sdpa (the only attention

@@ -26,8 +26,8 @@ from data_gen.population import Individuals
 from data_gen.recipe import parse_recipe
 from data_gen.samplers import Replay
 
-from .config import DataArguments, FinetuneArguments, FinetuneTrainArguments, field_defaults, recipe_dict
-from .evaluation import Evaluator, pretraining_splits, spread
+from .config import DataArguments, FinetuneArguments, FinetuneTrainArguments
+from .evaluation import pretraining_splits, spread
 from .hub import resolve_checkpoint
 from .model import BLOCKS, load_checkpoint
 from .report import write_finetune_report
@@ -106,14 +106,10 @@ def finetune(data_args: DataArguments, args: FinetuneTrainArguments, ft: Finetun
                 HELDOUT: pretraining_splits(corpus, n)[HELDOUT]}
 
     stage = Stage(
-        name=FINETUNE, recipe=recipe_dict(data_args, args, ft), corpus=corpus,
+        name=FINETUNE, configs=(data_args, args, ft), corpus=corpus,
         stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler, people=people),
-        evaluator=lambda n: Evaluator(corpus, groups(n), args.eval_batch_size, compile=args.compile_backend),
-        eval_individuals=data_args.eval_individuals, final_eval_individuals=data_args.final_eval_individuals,
-        defaults=field_defaults(*ARGUMENTS),
-        make_model=lambda: load_model(checkpoint, ft, args.attn_implementation),
-        write_report=lambda run: write_finetune_report(run, corpus),
-        provenance={"corpus": corpus.provenance(), "init_corpus": pretrained_on})
+        make_model=lambda: load_model(checkpoint, ft, args.attn_implementation), groups=groups,
+        write_report=write_finetune_report, provenance={"init_corpus": pretrained_on})
     return run_stage(stage, args)
 
 

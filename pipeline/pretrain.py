@@ -15,8 +15,8 @@ from common.errors import run_cli
 from data_gen import Corpus
 from data_gen.recipe import parse_recipe
 
-from .config import DataArguments, ModelArguments, PatchingArguments, TrainArguments, field_defaults, recipe_dict
-from .evaluation import Evaluator, pretraining_splits
+from .config import DataArguments, ModelArguments, PatchingArguments, TrainArguments
+from .evaluation import pretraining_splits
 from .model import build_model
 from .report import write_pretrain_report
 from .run_folder import PRETRAIN, SEEN
@@ -39,14 +39,10 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
         return [patching_callback(patching, model, accelerator.device)] if patching.reference_run else []
 
     stage = Stage(
-        name=PRETRAIN, recipe=recipe_dict(model_args, data_args, args, patching), corpus=corpus,
+        name=PRETRAIN, configs=(model_args, data_args, args, patching), corpus=corpus,
         stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler),
-        evaluator=lambda n: Evaluator(corpus, pretraining_splits(corpus, n), args.eval_batch_size,
-                                      exposure_split=SEEN, compile=args.compile_backend),
-        eval_individuals=data_args.eval_individuals, final_eval_individuals=data_args.final_eval_individuals,
-        defaults=field_defaults(*ARGUMENTS),
         make_model=lambda: build_model(model_args, corpus.tokenizer, args.attn_implementation),
-        write_report=lambda run: write_pretrain_report(run, corpus), provenance={"corpus": corpus.provenance()},
+        groups=lambda n: pretraining_splits(corpus, n), write_report=write_pretrain_report, exposure_group=SEEN,
         extra_callbacks=extra_callbacks)
     return run_stage(stage, args)
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +109,30 @@ def publish_checkpoint(staging: Path, final: Path, state: dict) -> None:
     (staging / STATE).write_text(json.dumps(state, indent=1))
     shutil.rmtree(final, ignore_errors=True)  # a same-step leftover of an interrupted continuation
     staging.rename(final)
+
+
+@contextmanager
+def staged_checkpoint(final: Path, state: dict, owner: bool = True,
+                      barrier: Callable[[], None] = lambda: None) -> Iterator[Path]:
+    """Write the checkpoint `final` into a fresh staging folder (yielded), then publish it with `state`
+    (`publish_checkpoint`). With several processes writing, only the `owner` clears and publishes, and
+    `barrier` waits for all of them on both sides of the writes. A failed write (disk full) removes the
+    staging folder and is raised as one RunError; the earlier checkpoints are untouched."""
+    staging = staging_folder(final)
+    try:
+        if owner:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        barrier()
+        yield staging
+        barrier()
+        if owner:
+            publish_checkpoint(staging, final, state)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RunError(f"could not write checkpoint {final} ({err.strerror or err}): free disk space or choose another "
+                       f"output_dir; the earlier checkpoints are intact and rerunning the command resumes from the "
+                       f"last") from err
 
 
 def read_jsonl(path: Path) -> list[dict]:

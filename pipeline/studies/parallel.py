@@ -14,16 +14,15 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import RecipeError, RunError
+from common.signals import StopSignals
 
 PROGRESS = re.compile(rb"(\d+)/(\d+) \[[^<\]]*<([^,\]]*)")  # tqdm: "675/1500 [01:10<02:01, ..."
-STOPPED = {signal.SIGTERM: 143, signal.SIGINT: 130}
 LOG_EVERY = 60.0  # seconds between two tables when the output is not a terminal (and nothing changed)
 
 
@@ -83,20 +82,18 @@ class Pool:
     def __init__(self, slot_envs: list[dict[str, str]], retries: int = 1, refresh: float = 2.0,
                  cwd: Path | None = None):
         self.slot_envs, self.retries, self.refresh, self.cwd = slot_envs, retries, refresh, cwd
-        self.stop_signal: int | None = None
+        self.stop = StopSignals(on_request=self._forward, on_second=self._kill)
         self._drawn, self._last_counts, self._printed = 0, "", 0.0
 
-    def _handle(self, signum, frame) -> None:
-        if self.stop_signal == signal.SIGINT and signum == signal.SIGINT:  # a second Ctrl-C: at once
-            for job in self.running:
-                job.process.kill()
-            raise KeyboardInterrupt
-        if self.stop_signal is None:
-            print(f"\n{signal.Signals(signum).name}: stopping every run after its step, each saving a resume "
-                  f"checkpoint", file=sys.stderr, flush=True)
-            for job in self.running:
-                job.process.send_signal(signal.SIGTERM)
-        self.stop_signal = signum
+    def _forward(self, signum: int) -> None:
+        print(f"\n{signal.Signals(signum).name}: stopping every run after its step, each saving a resume "
+              f"checkpoint", file=sys.stderr, flush=True)
+        for job in self.running:
+            job.process.send_signal(signal.SIGTERM)
+
+    def _kill(self) -> None:  # a second Ctrl-C: at once
+        for job in self.running:
+            job.process.kill()
 
     def _start(self, job: Job, slot: int) -> None:
         job.log.parent.mkdir(parents=True, exist_ok=True)
@@ -116,13 +113,11 @@ class Pool:
     def run(self, jobs: list[Job]) -> list[Job]:
         """Run every job; returns them with their final state. Raises RunError if stopped by a signal."""
         self.jobs, queue = jobs, deque(jobs)
-        previous = ({s: signal.signal(s, self._handle) for s in STOPPED}
-                    if threading.current_thread() is threading.main_thread() else {})
         shown = 0.0
-        try:
-            while (queue and self.stop_signal is None) or self.running:  # stopped: the queued ones wait
+        with self.stop:
+            while (queue and self.stop.signum is None) or self.running:  # stopped: the queued ones wait
                 free = sorted(set(range(len(self.slot_envs))) - {job.slot for job in self.running})
-                while queue and free and self.stop_signal is None:
+                while queue and free and self.stop.signum is None:
                     self._start(queue.popleft(), free.pop(0))
                 for job in self.running:
                     code = job.process.poll()
@@ -131,24 +126,20 @@ class Pool:
                     job.slot = None
                     if code == 0:
                         job.state = "done"
-                    elif self.stop_signal is None and job.attempts <= self.retries:
+                    elif self.stop.signum is None and job.attempts <= self.retries:
                         job.state = "queued"
                         queue.appendleft(job)  # retried at once: it resumes from its resume checkpoint
                     else:
-                        job.state, job.last_line = ("stopped" if self.stop_signal else "failed"), job.tail()
+                        job.state, job.last_line = ("stopped" if self.stop.signum else "failed"), job.tail()
                 if time.monotonic() - shown >= self.refresh:
                     self._show()
                     shown = time.monotonic()
                 time.sleep(0.2)
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
         self._show()
-        if self.stop_signal is not None:
+        if self.stop.signum is not None:
             stopped = [job.name for job in jobs if job.state == "stopped"]
-            raise RunError(f"stopped by {signal.Signals(self.stop_signal).name}: {len(stopped)} running runs saved "
-                           f"their resume checkpoints; rerun the same command to continue",
-                           exit_code=STOPPED[self.stop_signal])
+            raise RunError(f"stopped by {self.stop.name}: {len(stopped)} running runs saved their resume checkpoints; "
+                           f"rerun the same command to continue", exit_code=128 + self.stop.signum)
         return jobs
 
     def _show(self) -> None:

@@ -24,9 +24,9 @@ from typing import Any
 
 from common.errors import RecipeError
 from data_gen.config import CorpusConfig
-from data_gen.recipe import load_yaml, rename_keys
+from data_gen.recipe import load_yaml, rename_keys, renamed_keys
 
-from ..config import ScheduleArguments, field_names
+from ..config import field_names
 from ..finetune import ARGUMENTS as FINETUNE_ARGUMENTS
 from ..pretrain import ARGUMENTS as PRETRAIN_ARGUMENTS
 from ..run_folder import FINETUNE, PRETRAIN, STUDY_PRETRAINED
@@ -103,7 +103,7 @@ def parse_study(values: dict, path: str) -> Study:
     for key in ("base", "output_dir", "grid"):
         if key not in values:
             raise RecipeError(f"study '{path}' has no '{key}': it needs base, output_dir and grid")
-    renames = ScheduleArguments.renamed_keys
+    renames = renamed_keys(PRETRAIN_ARGUMENTS + FINETUNE_ARGUMENTS)
     grid = rename_keys(_mapping(values["grid"], "grid", path), renames)
     if any(not isinstance(v, list) or not v for v in grid.values()):
         raise RecipeError(f"study '{path}': every grid key needs a non-empty list of values")

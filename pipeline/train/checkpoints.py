@@ -7,7 +7,7 @@ pretrained weights), so that a run never resumes, and a model is never fine-tune
 
 Training does not wait for the disk: the states are copied to host memory on the training thread, then
 written by a background writer, to a staging folder renamed when complete
-(`run_folder.publish_checkpoint`), so a folder with a checkpoint's name is always complete, even after a
+(`run_folder.staged_checkpoint`), so a folder with a checkpoint's name is always complete, even after a
 SIGKILL during a write. Resume checkpoints over several processes are written by Accelerate, in step.
 """
 
@@ -28,17 +28,9 @@ from accelerate.utils import DistributedType, is_compiled_module
 from accelerate.utils.constants import RNG_STATE_NAME
 from peft import PeftModel
 
-from common.errors import RunError
-
 from ..model import check_model_keys, model_keys
-from ..run_folder import EXPOSURES, RunFolder, checkpoint_name, complete_checkpoints, publish_checkpoint, staging_folder
+from ..run_folder import EXPOSURES, RunFolder, checkpoint_name, complete_checkpoints, staged_checkpoint
 from .callbacks import Callback, TrainingState
-
-
-def _disk_error(err: OSError, staging: Path, final: Path) -> RunError:
-    shutil.rmtree(staging, ignore_errors=True)
-    return RunError(f"could not write checkpoint {final} ({err.strerror or err}): free disk space or choose another "
-                    f"output_dir; the earlier checkpoints are intact and rerunning the command resumes from the last")
 
 
 def uncompiled(model: torch.nn.Module) -> torch.nn.Module:
@@ -122,16 +114,11 @@ class PermanentCheckpoints(Callback):
         accelerator.wait_for_everyone()
 
     def _write(self, step: int, model, weights: dict, exposures: np.ndarray) -> None:
-        final = self.run.checkpoint(step)
-        staging = staging_folder(final)
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
+        state = {"step": step, "recipe": self.recipe, **self.provenance}
+        with staged_checkpoint(self.run.checkpoint(step), state) as staging:
             model.save_pretrained(staging, state_dict=weights)
             self.tokenizer.save_pretrained(staging)
             np.save(staging / EXPOSURES, exposures)
-            publish_checkpoint(staging, final, {"step": step, "recipe": self.recipe, **self.provenance})
-        except OSError as err:
-            raise _disk_error(err, staging, final) from err
 
 
 class ResumeCheckpointer:
@@ -157,32 +144,16 @@ class ResumeCheckpointer:
             snapshot = _snapshot(accelerator)
             writer.submit(lambda: self._write(snapshot, record))
             return
-        final = self.path(step)
-        staging = staging_folder(final)
-        if accelerator.is_main_process:
-            shutil.rmtree(staging, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        try:
+        with staged_checkpoint(self.path(step), record, accelerator.is_main_process,
+                               accelerator.wait_for_everyone) as staging:
             accelerator.save_state(str(staging))
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                publish_checkpoint(staging, final, record)
-        except OSError as err:
-            raise _disk_error(err, staging, final) from err
         if accelerator.is_main_process:
             self._drop_older()
         accelerator.wait_for_everyone()
 
     def _write(self, snapshot: dict, record: dict) -> None:
-        final = self.path(record["step"])
-        staging = staging_folder(final)
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            staging.mkdir(parents=True)
+        with staged_checkpoint(self.path(record["step"]), record) as staging:
             _write_snapshot(snapshot, staging)
-            publish_checkpoint(staging, final, record)
-        except OSError as err:
-            raise _disk_error(err, staging, final) from err
         self._drop_older()
 
     def _drop_older(self) -> None:

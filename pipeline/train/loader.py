@@ -11,6 +11,8 @@ import torch
 
 from data_gen.stream import BiographyStream, shard_rows
 
+from ..config import Batching
+
 MODEL_INPUTS = ("input_ids", "labels")  # right padding, labels -100 there and causal attention: no mask needed
 PACKED_INPUTS = (*MODEL_INPUTS, "position_ids", "document_ids")  # + where each biography starts and ends
 
@@ -27,7 +29,8 @@ class StepBatch:
 
 
 class StreamLoader:
-    """This process's micro-batches of each step, as tensors on `device`, built `depth` steps ahead.
+    """This process's micro-batches of each step, as tensors on `device`, built `depth` steps ahead; and how
+    many times each individual has been drawn, counted as steps are taken (`exposures`).
 
     Unpacked, a micro-batch is a row per biography, padded to `length` tokens (fixed shapes) or to its
     longest biography rounded up to `pad_to_multiple_of`. With `pack`, its biographies lie end to end in one
@@ -42,6 +45,15 @@ class StreamLoader:
         self.pin = device.type == "cuda"
         self.pool = ThreadPoolExecutor(max_workers=1) if depth else None
         self.pending: dict[int, Future] = {}
+        self.counted_steps, self.counts = 0, np.zeros(len(stream.people), dtype=np.int64)
+
+    def start_at(self, step: int) -> None:
+        """Training resumes after `step` steps: the exposures of those, replayed once."""
+        self.counted_steps, self.counts = step, self.stream.exposures(step)
+
+    def exposures(self, step: int) -> np.ndarray:
+        """How many times each individual has been drawn in the first `step` steps."""
+        return self.counts.copy() if step == self.counted_steps else self.stream.exposures(step)
 
     def _micro(self, step: int, rows: slice) -> dict[str, np.ndarray]:
         if self.pack:
@@ -69,6 +81,9 @@ class StreamLoader:
                 if ahead not in self.pending:
                     self.pending[ahead] = self.pool.submit(self._build, ahead)
             batch = future.result()
+        if step == self.counted_steps:
+            self.counts = self.counts + np.bincount(batch.who, minlength=len(self.counts))
+            self.counted_steps += 1
         batch.count = batch.count.to(self.device, non_blocking=True)
         batch.micro = [{k: t.to(self.device, non_blocking=True) for k, t in m.items()} for m in batch.micro]
         return batch
@@ -76,6 +91,19 @@ class StreamLoader:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def row_length(stream: BiographyStream, batching: Batching, steps: int, rank: int, world_size: int,
+               n_micro: int) -> int | None:
+    """The fixed length of every row of the run's first `steps` steps (None: each batch its own): the
+    longest biography the corpus can draw, or packed, the run's largest micro-batch; rounded up to the
+    batching's multiple."""
+    multiple = batching.pad_to_multiple_of
+    if not batching.fixed_length:
+        return None
+    if batching.packing:
+        return packed_length(stream, steps, rank, world_size, n_micro, multiple)
+    return -(-stream.max_length // multiple) * multiple
 
 
 def packed_length(stream: BiographyStream, steps: int, rank: int, world_size: int, n_micro: int,

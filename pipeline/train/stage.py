@@ -1,6 +1,6 @@
 """One training stage from start to report, shared by pretraining and fine-tuning: the run folder
-(held exclusively; new, restarted, resumed or done), trackers, evaluation, checkpoints, the training
-loop and the report."""
+(held exclusively; new, restarted, resumed or done), then the run built (model, trackers, evaluation,
+checkpoints, Hub pushes, the trainer) and run (resume, fit, report, push)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
@@ -18,9 +19,10 @@ from transformers.utils import logging as hf_logging
 from common.errors import RecipeError
 from data_gen import Corpus
 from data_gen.folders import exclusive
+from data_gen.recipe import renamed_keys
 from data_gen.stream import BiographyStream
 
-from ..config import ScheduleArguments, TrainArguments
+from ..config import DataArguments, ScheduleArguments, TrainArguments, field_defaults, recipe_dict
 from ..evaluation import Evaluator
 from ..hub import HubPusher, push_run_files
 from ..model import count_parameters, whole_model_init
@@ -29,24 +31,55 @@ from .callbacks import Callback, EvaluationCallback, HubPushCallback, log_spaced
 from .checkpoints import PermanentCheckpoints, ResumeCheckpointer
 from .trainer import Trainer, make_accelerator
 
+Groups = dict[str, tuple[str, np.ndarray]]  # evaluated group -> (corpus split, indices of its individuals)
+
 
 @dataclass
 class Stage:
-    """What differs between stages: the model, the stream, what is evaluated, extra callbacks, the report, and
-    what checkpoints record of the data (`provenance`: the corpus, and for fine-tuning the pretrained one)."""
+    """What differs between stages: the parsed recipe sections (`configs`, a DataArguments among them), the
+    corpus and the stream drawn from it, the model, the groups evaluated (and the one whose exposures are
+    recorded), the report, what checkpoints record of the data beyond the corpus (`provenance`), and extra
+    callbacks."""
 
     name: str
-    recipe: dict
+    configs: tuple
     corpus: Corpus
     stream: BiographyStream
-    evaluator: Callable[[int], Evaluator]  # individuals per group -> the evaluator
     make_model: Callable[[], torch.nn.Module]
-    write_report: Callable[[RunFolder], Path]
-    provenance: dict
-    eval_individuals: int
-    final_eval_individuals: int | None
-    defaults: dict  # the recipe's keys' defaults: a run saved before a key existed had its default
+    groups: Callable[[int], Groups]  # individuals per group -> the groups evaluated
+    write_report: Callable[[RunFolder, Corpus], Path]
+    provenance: dict = field(default_factory=dict)
+    exposure_group: str | None = None
     extra_callbacks: Callable[[torch.nn.Module, Accelerator], list[Callback]] = field(default=lambda m, a: [])
+
+    @property
+    def recipe(self) -> dict:
+        return recipe_dict(*self.configs)
+
+    @property
+    def defaults(self) -> dict:
+        """The recipe's keys' defaults: a run saved before a key existed had its default."""
+        return field_defaults(*map(type, self.configs))
+
+    @property
+    def renamed(self) -> dict[str, str]:
+        """Former key names -> current ones: a run saved before a rename has the former."""
+        return renamed_keys(list(map(type, self.configs)))
+
+    @property
+    def data(self) -> DataArguments:
+        return next(c for c in self.configs if isinstance(c, DataArguments))
+
+    def records(self) -> dict:
+        """What every checkpoint records of the data: the corpus, and the stage's provenance."""
+        return {"corpus": self.corpus.provenance(), **self.provenance}
+
+    def evaluator(self, args: TrainArguments, individuals: int | None) -> Evaluator | None:
+        """The evaluator of `individuals` per group (None for None)."""
+        if individuals is None:
+            return None
+        return Evaluator(self.corpus, self.groups(individuals), args.eval_batch_size,
+                         exposure_split=self.exposure_group, compile=args.compile_backend)
 
 
 def permanent_checkpoint_steps(args: ScheduleArguments, max_steps: int) -> list[int]:
@@ -71,28 +104,24 @@ def run_stage(stage: Stage, args: TrainArguments) -> Path:
     run = RunFolder(args.output_dir)
     accelerator = make_accelerator(args, run.path)
     with exclusive(run.path, "run") if accelerator.is_main_process else nullcontext():
-        decision = [run.resolve(stage.recipe, args.overwrite_output_dir, renamed=type(args).renamed_keys,
+        decision = [run.resolve(stage.recipe, args.overwrite_output_dir, renamed=stage.renamed,
                                 defaults=stage.defaults)
                     if accelerator.is_main_process else None]
         action, checkpoint = broadcast_object_list(decision)[0]
-        return _run(stage, args, run, accelerator, action, checkpoint)
+        state = read_state(checkpoint) if checkpoint else {}
+        check_same_corpus(run, state, stage.corpus)
+        if action == "done":
+            if accelerator.is_main_process:
+                print(f"{run.path} already holds this run, complete; report: {stage.write_report(run, stage.corpus)}")
+            return run.path
+        _prepare_folder(run, stage, action, checkpoint, accelerator)
+        StageRun(stage, args, run, accelerator, state).run(checkpoint if action == "resume" else None)
+    return run.path
 
 
-def _device_name(accelerator: Accelerator) -> str:
-    """The device of this process, with the GPU's name, and how many processes train."""
-    device = accelerator.device
-    name = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
-    return f"{name} x {accelerator.num_processes} processes" if accelerator.num_processes > 1 else name
-
-
-def _run(stage: Stage, args: TrainArguments, run: RunFolder, accelerator: Accelerator, action: str,
-         checkpoint: Path | None) -> Path:
-    state = read_state(checkpoint) if checkpoint else {}
-    check_same_corpus(run, state, stage.corpus)
-    if action == "done":
-        if accelerator.is_main_process:
-            print(f"{run.path} already holds this run, complete; report: {stage.write_report(run)}")
-        return run.path
+def _prepare_folder(run: RunFolder, stage: Stage, action: str, checkpoint: Path | None,
+                    accelerator: Accelerator) -> None:
+    """A new run's folder started; a run with no resume checkpoint restarted in place; a resume announced."""
     if accelerator.is_main_process:
         if action == "new":
             run.start(stage.recipe)
@@ -102,56 +131,85 @@ def _run(stage: Stage, args: TrainArguments, run: RunFolder, accelerator: Accele
         else:
             print(f"resuming {run.path} from {checkpoint.name}")
     accelerator.wait_for_everyone()
-    hf_logging.disable_progress_bar()  # one progress bar: training's
-    set_seed(args.seed)
-    with whole_model_init():
-        model = stage.make_model()
-    accelerator.init_trackers(
-        stage.name, config={k: v for k, v in stage.recipe.items() if isinstance(v, (int, float, str, bool))},
-        init_kwargs={name: {"id": run_id, "resume": "allow"}
-                     for name, run_id in state.get("tracker_run_ids", {}).items()})
-    saved_at = permanent_checkpoint_steps(args, args.max_steps)
-    pusher = (HubPusher(args.hub_model_id, run / HUB_LOG, args.hub_private_repo,
-                        min_interval=args.hub_min_commit_interval)
-              if args.push_to_hub and accelerator.is_main_process else None)
-    callbacks = [
-        *stage.extra_callbacks(model, accelerator),
-        EvaluationCallback(stage.evaluator(stage.eval_individuals),
-                           log_spaced_steps(args.max_steps, args.eval_points, args.eval_steps), run, stage.name,
-                           final=None if stage.final_eval_individuals in (None, stage.eval_individuals)
-                           else stage.evaluator(stage.final_eval_individuals)),
-        PermanentCheckpoints(saved_at, run, stage.corpus.tokenizer, stage.recipe, stage.provenance),
-        HubPushCallback(pusher, saved_at, run),
-    ]
-    checkpointer = ResumeCheckpointer(args.save_steps, args.max_steps, run.resume, stage.recipe, stage.provenance) \
-        if args.save_steps else None
-    if accelerator.is_main_process:
-        sizes = count_parameters(model)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        print(f"model: {sizes['non_embedding']:,} non-embedding parameters ({sizes['total']:,} in all, "
-              f"{trainable:,} trained); stream: {len(stage.stream.people):,} individuals, "
-              f"{len(stage.corpus.tokenizer):,} tokens; device: {_device_name(accelerator)}")
-    trainer = Trainer(args, model, stage.stream, accelerator, callbacks, checkpointer)
-    try:
-        start = 0
-        if action == "resume":
-            start = trainer.load(checkpoint)
-            if accelerator.is_main_process:  # only once the checkpoint has loaded
-                run.rewind(start)
-            accelerator.wait_for_everyone()
-        trainer.fit(start)
-        accelerator.end_training()
+
+
+class StageRun:
+    """A stage's run, built (seeded model, trackers, Hub pusher, callbacks, trainer) then run."""
+
+    def __init__(self, stage: Stage, args: TrainArguments, run: RunFolder, accelerator: Accelerator, state: dict):
+        self.stage, self.args, self.run_folder, self.accelerator = stage, args, run, accelerator
+        hf_logging.disable_progress_bar()  # one progress bar: training's
+        set_seed(args.seed)
+        with whole_model_init():
+            model = stage.make_model()
+        accelerator.init_trackers(
+            stage.name, config={k: v for k, v in stage.recipe.items() if isinstance(v, (int, float, str, bool))},
+            init_kwargs={name: {"id": run_id, "resume": "allow"}
+                         for name, run_id in state.get("tracker_run_ids", {}).items()})
+        self.pusher = (HubPusher(args.hub_model_id, run / HUB_LOG, args.hub_private_repo,
+                                 min_interval=args.hub_min_commit_interval)
+                       if args.push_to_hub and accelerator.is_main_process else None)
+        checkpointer = ResumeCheckpointer(args.save_steps, args.max_steps, run.resume, stage.recipe,
+                                          stage.records()) if args.save_steps else None
         if accelerator.is_main_process:
-            print(trainer.summary)
-            print(f"report: {stage.write_report(run)}")
-        if pusher:
-            push_run_files(pusher, run, run.checkpoint(args.max_steps))
-        if torch.distributed.is_initialized():  # gloo's threads must not outlive the group at exit
-            accelerator.wait_for_everyone()
-            torch.distributed.destroy_process_group()
-    finally:
-        if pusher:  # the uploads of the checkpoints already saved finish, even when training stopped
-            pushed, failed = pusher.close()
-            print(f"hub: {len(pushed)} pushes to {args.hub_model_id} done, {len(failed)} failed"
-                  + (f" ({', '.join(failed)}; see {run / HUB_LOG})" if failed else ""))
-    return run.path
+            print(_describe(model, stage, accelerator))
+        self.trainer = Trainer(args, model, stage.stream, accelerator, self._callbacks(model), checkpointer)
+
+    def _callbacks(self, model: torch.nn.Module) -> list[Callback]:
+        """The stage's own callbacks, evaluation, permanent checkpoints and their Hub pushes."""
+        stage, args, run = self.stage, self.args, self.run_folder
+        saved_at = permanent_checkpoint_steps(args, args.max_steps)
+        final = stage.data.final_eval_individuals
+        return [
+            *stage.extra_callbacks(model, self.accelerator),
+            EvaluationCallback(stage.evaluator(args, stage.data.eval_individuals),
+                               log_spaced_steps(args.max_steps, args.eval_points, args.eval_steps), run, stage.name,
+                               final=stage.evaluator(args, None if final == stage.data.eval_individuals else final)),
+            PermanentCheckpoints(saved_at, run, stage.corpus.tokenizer, stage.recipe, stage.records()),
+            HubPushCallback(self.pusher, saved_at, run),
+        ]
+
+    def run(self, checkpoint: Path | None) -> None:
+        """Resume from `checkpoint` (None: from step 0), train, write the report, push the run's files; the
+        Hub uploads already queued finish, however training ends."""
+        accelerator, run = self.accelerator, self.run_folder
+        try:
+            start = self._resume(checkpoint) if checkpoint else 0
+            self.trainer.fit(start)
+            accelerator.end_training()
+            if accelerator.is_main_process:
+                print(self.trainer.summary)
+                print(f"report: {self.stage.write_report(run, self.stage.corpus)}")
+            if self.pusher:
+                push_run_files(self.pusher, run, run.checkpoint(self.args.max_steps))
+            if torch.distributed.is_initialized():  # gloo's threads must not outlive the group at exit
+                accelerator.wait_for_everyone()
+                torch.distributed.destroy_process_group()
+        finally:
+            if self.pusher:
+                self._close_pusher()
+
+    def _resume(self, checkpoint: Path) -> int:
+        start = self.trainer.load(checkpoint)
+        if self.accelerator.is_main_process:  # only once the checkpoint has loaded
+            self.run_folder.rewind(start)
+        self.accelerator.wait_for_everyone()
+        return start
+
+    def _close_pusher(self) -> None:
+        pushed, failed = self.pusher.close()
+        print(f"hub: {len(pushed)} pushes to {self.args.hub_model_id} done, {len(failed)} failed"
+              + (f" ({', '.join(failed)}; see {self.run_folder / HUB_LOG})" if failed else ""))
+
+
+def _describe(model: torch.nn.Module, stage: Stage, accelerator: Accelerator) -> str:
+    """The model's size, the stream's and the device, in one line."""
+    sizes = count_parameters(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    device = accelerator.device
+    name = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+    if accelerator.num_processes > 1:
+        name += f" x {accelerator.num_processes} processes"
+    return (f"model: {sizes['non_embedding']:,} non-embedding parameters ({sizes['total']:,} in all, {trainable:,} "
+            f"trained); stream: {len(stage.stream.people):,} individuals, {len(stage.corpus.tokenizer):,} tokens; "
+            f"device: {name}")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 import signal
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +15,16 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from common.errors import RecipeError, RunError
+from common.signals import StopSignals
 from data_gen.stream import BiographyStream
 
 from ..config import OptimizerArguments, PerformanceArguments, TrainArguments
 from ..run_folder import read_state
 from .callbacks import Callback
 from .checkpoints import BackgroundWriter, ResumeCheckpointer
-from .flops import flops_per_token, peak_flops
-from .loader import StreamLoader, packed_length
+from .flops import peak_flops
+from .loader import StreamLoader, row_length
+from .speed import SpeedMeter
 
 
 def micro_batches(args: TrainArguments, num_processes: int) -> int:
@@ -84,49 +84,50 @@ def make_optimizer(model: torch.nn.Module, args: OptimizerArguments) -> torch.op
 
 class Trainer:
     """Trains `model` on `stream` for args.max_steps optimizer steps, calling callbacks after each and
-    writing resume checkpoints with `checkpointer` (none: an interrupted run starts over)."""
+    writing resume checkpoints with `checkpointer` (none: an interrupted run starts over). Built here, run
+    by `fit`."""
 
     def __init__(self, args: TrainArguments, model: torch.nn.Module, stream: BiographyStream,
                  accelerator: Accelerator, callbacks: list[Callback], checkpointer: ResumeCheckpointer | None = None):
         self.args, self.stream, self.accelerator, self.callbacks = args, stream, accelerator, callbacks
         self.checkpointer = checkpointer
         self.n_micro = accelerator.gradient_accumulation_steps
-        if accelerator.distributed_type == DistributedType.DEEPSPEED:  # DeepSpeed wraps both at once
-            self.model, self.optimizer = accelerator.prepare(model, make_optimizer(model, args))
-        else:  # the model first, so that the optimizer sees parameters on the device (fused AdamW, FSDP)
-            self.model = accelerator.prepare(model)
-            self.optimizer = accelerator.prepare(make_optimizer(self.model, args))
-        scheduler_kwargs = {"min_lr_rate": 0.1} if args.lr_scheduler_type == "cosine_with_min_lr" else {}
-        # Stepped by hand once per optimizer step: a prepared scheduler would step once per process.
-        self.direct = single_device(accelerator)
-        stepped = self.optimizer.optimizer if self.direct else self.optimizer  # the one whose step() is called
-        self.scheduler = get_scheduler(args.lr_scheduler_type, stepped, num_warmup_steps=args.warmup_steps,
-                                       num_training_steps=args.lr_schedule_steps or args.max_steps,
-                                       scheduler_specific_kwargs=scheduler_kwargs)
-        accelerator.register_for_checkpointing(self.scheduler)
-        on_gpu = accelerator.device.type == "cuda"
-        prefetch = args.prefetch_batches if args.prefetch_batches is not None else (2 if on_gpu else 0)
-        multiple = args.pad_to_multiple_of or (8 if on_gpu else 1)
-        fixed = args.fixed_length if args.fixed_length is not None else on_gpu
-        self.pack = args.packs(on_gpu)
+        self.single_device = single_device(accelerator)
+        self.model, self.optimizer, self.scheduler = self._prepare(model)
+        batching = args.batching(accelerator.device.type == "cuda")
         rank, world = accelerator.process_index, accelerator.num_processes
-        if not fixed:
-            length = None
-        elif self.pack:
-            length = packed_length(stream, args.max_steps, rank, world, self.n_micro, multiple)
-        else:
-            length = -(-stream.max_length // multiple) * multiple
-        self.loader = StreamLoader(stream, rank, world, self.n_micro, accelerator.device, prefetch, multiple, length,
-                                   self.pack)
-        if self.direct:  # the model's own forward under autocast: no fp32 copy of the logits, compiled here
+        self.loader = StreamLoader(stream, rank, world, self.n_micro, accelerator.device, batching.prefetch_batches,
+                                   batching.pad_to_multiple_of,
+                                   row_length(stream, batching, args.max_steps, rank, world, self.n_micro),
+                                   batching.packing)
+        if self.single_device:  # the model's own forward under autocast: no fp32 copy of the logits, compiled here
             unwrapped = accelerator.unwrap_model(self.model, keep_fp32_wrapper=True)
             forward = getattr(unwrapped, "_original_forward", unwrapped.forward)
-            self.forward = torch.compile(forward, dynamic=not fixed, **compile_options(args)) \
+            self.forward = torch.compile(forward, dynamic=not batching.fixed_length, **compile_options(args)) \
                 if args.torch_compile else forward
             self.autocast_dtype = torch.bfloat16 if args.mixed_precision == "bf16" else None
         self.tokens_seen = 0
-        self._exposures = (0, np.zeros(len(stream.people), dtype=np.int64))  # (after step, counts)
-        self.peak_flops = peak_flops(accelerator.device, args.peak_tflops)
+        self.meter = SpeedMeter(accelerator.device, args.torch_compile,
+                                accelerator.unwrap_model(self.model, keep_torch_compile=False).config, args.batch_size,
+                                _run_peak_flops(accelerator, args.peak_tflops))
+        self.writer, self.stop = BackgroundWriter(), StopSignal()
+
+    def _prepare(self, model: torch.nn.Module) -> tuple:
+        """The model and the optimizer prepared by the accelerator, and the learning-rate scheduler."""
+        accelerator, args = self.accelerator, self.args
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:  # DeepSpeed wraps both at once
+            model, optimizer = accelerator.prepare(model, make_optimizer(model, args))
+        else:  # the model first, so that the optimizer sees parameters on the device (fused AdamW, FSDP)
+            model = accelerator.prepare(model)
+            optimizer = accelerator.prepare(make_optimizer(model, args))
+        scheduler_kwargs = {"min_lr_rate": 0.1} if args.lr_scheduler_type == "cosine_with_min_lr" else {}
+        # Stepped by hand once per optimizer step: a prepared scheduler would step once per process.
+        stepped = optimizer.optimizer if self.single_device else optimizer  # the one whose step() is called
+        scheduler = get_scheduler(args.lr_scheduler_type, stepped, num_warmup_steps=args.warmup_steps,
+                                  num_training_steps=args.lr_schedule_steps or args.max_steps,
+                                  scheduler_specific_kwargs=scheduler_kwargs)
+        accelerator.register_for_checkpointing(scheduler)
+        return model, optimizer, scheduler
 
     def load(self, checkpoint: Path) -> int:
         """Restore a resume checkpoint; returns the step it was taken after."""
@@ -138,14 +139,12 @@ class Trainer:
                            f"command; the run then restarts from step 0") from err
         state = read_state(checkpoint)
         self.tokens_seen = state["tokens_seen"]
-        self._exposures = (state["step"], self.stream.exposures(state["step"]))  # replayed once
+        self.loader.start_at(state["step"])
         return state["step"]
 
     def exposures(self, step: int) -> np.ndarray:
-        """How many times each individual has been drawn in the first `step` steps (counted as steps are
-        drawn)."""
-        done, counts = self._exposures
-        return counts.copy() if step == done else self.stream.exposures(step)
+        """How many times each individual has been drawn in the first `step` steps."""
+        return self.loader.exposures(step)
 
     def reset_optimizer_state(self) -> None:
         """Forget the optimizer's moments (the learning-rate schedule goes on)."""
@@ -180,24 +179,23 @@ class Trainer:
                            f"checkpoint, so rerunning resumes from the last good one")
 
     def _call(self, step: int) -> None:
-        for callback in self.callbacks:
-            callback.on_step(self, step)
-        if self.checkpointer is not None and self.checkpointer.due(step):
-            self._save_resume(step)
+        """The callbacks and the resume checkpoint of `step`, timed apart from training."""
+        with self.meter.callbacks():
+            for callback in self.callbacks:
+                callback.on_step(self, step)
+            if self.checkpointer is not None and self.checkpointer.due(step):
+                self._save_resume(step)
 
     def train_step(self, step: int) -> torch.Tensor:
         """One optimizer step on the global batch drawn at `step`; returns this process's share of its
         mean token loss (summed over processes, it is the global batch's mean)."""
         batch = self.loader.get(step)
-        total = self._direct_step(batch) if self.direct else self._accelerate_step(batch)
+        total = self._single_device_step(batch) if self.single_device else self._accelerate_step(batch)
         self.scheduler.step()
         self.tokens_seen += batch.n_tokens
-        done, counts = self._exposures
-        if done == step:
-            self._exposures = (step + 1, counts + np.bincount(batch.who, minlength=len(counts)))
         return total
 
-    def _direct_step(self, batch) -> torch.Tensor:
+    def _single_device_step(self, batch) -> torch.Tensor:
         """A step on a single device without Accelerate's per-step wrappers (which only manage processes,
         accumulation bookkeeping and fp16 scaling there); the same arithmetic."""
         total = torch.zeros((), device=self.accelerator.device)
@@ -229,23 +227,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return total
 
-    def _speed(self, steps: int, tokens: int, seconds: float) -> dict[str, float]:
-        speed = {"perf/ms_per_step": 1000 * seconds / steps, "perf/tokens_per_s": tokens / seconds}
-        if self.peak_flops:
-            config = self.accelerator.unwrap_model(self.model, keep_torch_compile=False).config
-            per_token = flops_per_token(config, tokens / (steps * self.args.batch_size))
-            peak = self.peak_flops * self.accelerator.num_processes
-            speed["perf/mfu"] = per_token * speed["perf/tokens_per_s"] / peak
-        return speed
-
     def fit(self, start_step: int = 0) -> None:
         """Train from `start_step` (0, or the step of a loaded resume checkpoint) to args.max_steps; on
         SIGTERM or a first Ctrl-C, save a resume checkpoint after the current step and stop."""
-        self.writer = BackgroundWriter()
         # On a CPU, denormal floats (tiny second moments and probabilities) take a slow path: flushing them to 0
         # makes the demo's step 9% faster and left its trajectory bit-identical.
         flushes = self.accelerator.device.type == "cpu" and torch.set_flush_denormal(True)  # False: unsupported
-        with StopSignal() as self.stop:
+        with self.stop:
             try:
                 self._fit(start_step)
             finally:
@@ -254,62 +242,53 @@ class Trainer:
                 self.loader.close()
                 self.writer.close()  # checkpoints already snapshotted are written, whatever stopped training
 
+    @property
+    def summary(self) -> str:
+        """The run's speed in one line: steps, ms per step, compile time and time in callbacks."""
+        return self.meter.summary
+
     def _fit(self, start_step: int) -> None:
-        accelerator, args = self.accelerator, self.args
         self.model.train()
         for callback in self.callbacks:
             callback.on_train_begin(self, start_step)
-        fit_start = time.perf_counter()
+        self.meter.begin(self.tokens_seen)
         if start_step == 0:
-            if self._writes_at(0):
-                self._check_weights(0)
-            self._call(0)
-        callbacks_total = time.perf_counter() - fit_start
-        bar = tqdm(initial=start_step, total=args.max_steps, disable=not accelerator.is_main_process,
+            self._after_step(0, checked=False)
+        bar = tqdm(initial=start_step, total=self.args.max_steps, disable=not self.accelerator.is_main_process,
                    desc="training")
-        running = torch.zeros((), device=accelerator.device)
-        window_start, window_tokens, window_steps, in_callbacks = time.perf_counter(), self.tokens_seen, 0, 0.0
-        timed_steps, compile_seconds = 0, 0.0  # steps in the speed window; the compiling first step, on its own
+        self.meter.new_window(self.tokens_seen)
+        window = _LossWindow(self.accelerator.device)
         try:  # the bar is closed before any error is printed
-            for step in range(start_step + 1, args.max_steps + 1):
-                running += self.train_step(step - 1)
-                window_steps += 1
-                timed_steps += 1
-                if args.torch_compile and step == start_step + 1:  # compiles: left out of ms/step and MFU
-                    _synchronize(accelerator.device)
-                    compile_seconds = time.perf_counter() - window_start
-                    window_start, window_tokens, timed_steps = time.perf_counter(), self.tokens_seen, 0
-                logged = step % args.logging_steps == 0 or step == args.max_steps
+            for step in range(start_step + 1, self.args.max_steps + 1):
+                window.add(self.train_step(step - 1))
+                self.meter.stepped(self.tokens_seen)
+                logged = step % self.args.logging_steps == 0 or step == self.args.max_steps
                 if logged:
-                    loss = accelerator.reduce(running, reduction="sum").item() / window_steps  # waits for the device
-                    _check_finite(loss, step)
-                    seconds = time.perf_counter() - window_start - in_callbacks
-                    speed = self._speed(timed_steps, self.tokens_seen - window_tokens, seconds) if timed_steps else {}
-                    lr = self.scheduler.get_last_lr()[0]
-                    accelerator.log({"train/loss": loss, "train/lr": lr, **speed}, step=step)
-                    bar.set_postfix(loss=f"{loss:.3f}", **({"tok_s": f"{speed['perf/tokens_per_s']:,.0f}"}
-                                                           if speed else {}))
-                    running.zero_()
-                    window_start, window_tokens, window_steps, timed_steps = time.perf_counter(), self.tokens_seen, 0, 0
-                    in_callbacks = 0.0
-                if self._writes_at(step):  # never write weights or evaluations of a blown-up model
-                    if not logged:
-                        _check_finite(accelerator.reduce(running.clone(), reduction="sum").item(), step)
-                    self._check_weights(step)
+                    self._log(step, window, bar)
                 bar.update()
-                callbacks_start = time.perf_counter()
-                self._call(step)
-                in_callbacks += time.perf_counter() - callbacks_start
-                callbacks_total += time.perf_counter() - callbacks_start
-                if self.stop.requested(accelerator, step, args.logging_steps):
-                    self._stop_after(step)
+                self._after_step(step, checked=logged, window=window)
         finally:
             bar.close()
-        steps = args.max_steps - start_step
-        training = time.perf_counter() - fit_start - callbacks_total - compile_seconds
-        per_step = 1000 * training / max(steps - (compile_seconds > 0), 1)
-        self.summary = (f"trained {steps:,} steps in {training:.1f} s ({per_step:.2f} ms/step); compile "
-                        f"{compile_seconds:.1f} s; evaluations and checkpoints {callbacks_total:.1f} s")
+
+    def _log(self, step: int, window: _LossWindow, bar: tqdm) -> None:
+        """Log the window's mean loss (after checking it is finite), the learning rate and the speed."""
+        loss = window.mean(self.accelerator, step)
+        speed = self.meter.window(self.tokens_seen)
+        lr = self.scheduler.get_last_lr()[0]
+        self.accelerator.log({"train/loss": loss, "train/lr": lr, **speed}, step=step)
+        bar.set_postfix(loss=f"{loss:.3f}", **({"tok_s": f"{speed['perf/tokens_per_s']:,.0f}"} if speed else {}))
+        window.reset()
+
+    def _after_step(self, step: int, checked: bool, window: _LossWindow | None = None) -> None:
+        """Check that what is about to be written is finite (never write weights or evaluations of a blown-up
+        model), call the callbacks, then stop if a signal asked to."""
+        if self._writes_at(step):
+            if window is not None and not checked:
+                window.check(self.accelerator, step)
+            self._check_weights(step)
+        self._call(step)
+        if step and self.stop.requested(self.accelerator, step, self.args.logging_steps):
+            self._stop_after(step)
 
     def _stop_after(self, step: int) -> None:
         """Save a resume checkpoint after `step` (unless one was just saved) and stop with exit status 128 + the
@@ -326,16 +305,41 @@ class Trainer:
                        f"command to continue", exit_code=code)
 
 
+class _LossWindow:
+    """The training loss summed on the device over a logging window's steps (no host sync until read)."""
+
+    def __init__(self, device: torch.device):
+        self.total, self.steps = torch.zeros((), device=device), 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss
+        self.steps += 1
+
+    def mean(self, accelerator: Accelerator, step: int) -> float:
+        """The mean over the window and the processes, checked finite (this waits for the device)."""
+        loss = accelerator.reduce(self.total, reduction="sum").item() / self.steps
+        _check_finite(loss, step)
+        return loss
+
+    def check(self, accelerator: Accelerator, step: int) -> None:
+        _check_finite(accelerator.reduce(self.total.clone(), reduction="sum").item(), step)
+
+    def reset(self) -> None:
+        self.total.zero_()
+        self.steps = 0
+
+
+def _run_peak_flops(accelerator: Accelerator, override_tflops: float | None) -> float | None:
+    """The peak 16-bit FLOP/s of all the run's devices, for MFU (None where unknown)."""
+    peak = peak_flops(accelerator.device, override_tflops)
+    return peak * accelerator.num_processes if peak else None
+
+
 def _local(parameter: torch.Tensor) -> torch.Tensor:
     """This process's part of a parameter: its DeepSpeed ZeRO-3 partition or DTensor shard, else itself."""
     if hasattr(parameter, "ds_tensor"):
         return parameter.ds_tensor
     return parameter.to_local() if hasattr(parameter, "to_local") else parameter
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _check_finite(loss: float, step: int) -> None:
@@ -344,40 +348,16 @@ def _check_finite(loss: float, step: int) -> None:
                        f"checkpoint was written after it, so rerunning resumes from the last good one")
 
 
-class StopSignal:
-    """Turns SIGTERM (a cluster's pre-emption, `kill`) and a first Ctrl-C (SIGINT) into a request to stop
-    after the current step; a second Ctrl-C stops at once (KeyboardInterrupt)."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+class StopSignal(StopSignals):
+    """SIGTERM (a cluster's pre-emption, `kill`) and a first Ctrl-C ask the run to stop after the current step,
+    with a resume checkpoint; a second Ctrl-C stops at once (KeyboardInterrupt)."""
 
     def __init__(self):
-        self.signum: int | None = None
-        self.previous: dict[int, object] = {}
+        super().__init__(on_request=_announce)
 
     @property
     def flag(self) -> bool:
         return self.signum is not None
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name
-
-    def __enter__(self) -> StopSignal:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum, frame) -> None:
-        if signum == signal.SIGINT and self.signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        if signum == signal.SIGINT:
-            print("\nCtrl-C: stopping after this step with a resume checkpoint (press it again to stop at once)",
-                  file=sys.stderr)
-        self.signum = signum
 
     def requested(self, accelerator: Accelerator, step: int, every: int) -> bool:
         """Whether any process got a signal, so that all of them stop after the same step. With several
@@ -391,3 +371,9 @@ class StopSignal:
         if agreed:
             self.signum = self.signum or agreed
         return agreed > 0
+
+
+def _announce(signum: int) -> None:
+    if signum == signal.SIGINT:
+        print("\nCtrl-C: stopping after this step with a resume checkpoint (press it again to stop at once)",
+              file=sys.stderr)

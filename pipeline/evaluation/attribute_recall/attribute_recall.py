@@ -1,7 +1,7 @@
 """Attribute recall: the pipeline's attribute loss, accuracy and confidence metrics as an `evaluate` module.
 
     import evaluate
-    recall = evaluate.load("pipeline/attribute_recall")   # a path in the repo: no network
+    recall = evaluate.load("pipeline/evaluation/attribute_recall")   # a path in the repo: no network
     recall.compute(value_loss=[...], correct=[...], top_prob=[...], entropy=[...], attribute=[...],
                    baselines={"birth_city": 6.68, ...})
 
