@@ -16,7 +16,7 @@ from pipeline.analysis.circuits import attention_statistics
 from pipeline.analysis.phases import run_phases
 from pipeline.analyze import main as analyze_main
 from pipeline.pretrain import main as pretrain_main
-from pipeline.run_folder import load_trajectory, series
+from pipeline.run_folder import RunFolder, series
 from pipeline.train.patching import AttentionPatcher
 
 from .conftest import tiny_flags
@@ -85,13 +85,15 @@ def reference(corpus_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_patching_with_a_converged_reference_skips_the_plateau(corpus_dir, reference, tmp_path):
     plain, patched = tmp_path / "plain", tmp_path / "patched"
-    assert run_phases(load_trajectory(reference)).emergence is not None  # the reference has learned
+    assert run_phases(RunFolder(reference).trajectory()).emergence is not None  # the reference has learned
     pretrain_main(_flags(corpus_dir, plain, 300))
     pretrain_main(_flags(corpus_dir, patched, 300, "--reference_run", str(reference),
                          "--reference_checkpoint", "1000"))
-    plain_phases, patched_phases = run_phases(load_trajectory(plain)), run_phases(load_trajectory(patched))
+    plain_phases, patched_phases = (run_phases(RunFolder(plain).trajectory()),
+                                    run_phases(RunFolder(patched).trajectory()))
     assert patched_phases.plateau_end < plain_phases.plateau_end
-    accuracy = {run: dict(zip(*series(load_trajectory(run), "seen", "attribute_accuracy"))) for run in (plain, patched)}
+    accuracy = {run: dict(zip(*series(RunFolder(run).trajectory(), "seen", "attribute_accuracy")))
+                for run in (plain, patched)}
     assert accuracy[patched][300] > accuracy[plain][300] + 0.1
 
     analyze_main(["attention", "--run", str(reference), "--n_biographies", "8"])
@@ -105,10 +107,10 @@ def test_patching_starts_at_start_patching(corpus_dir, reference, tmp_path):
     pretrain_main(_flags(corpus_dir, plain, 40, "--eval_steps", "10"))
     pretrain_main(_flags(corpus_dir, patched, 40, "--eval_steps", "10", "--reference_run", str(reference),
                          "--reference_checkpoint", "1000", "--start_patching", "20"))
-    before = [r for r in load_trajectory(plain) if r["step"] < 20]
-    assert before == [r for r in load_trajectory(patched) if r["step"] < 20]  # identical until patching starts
-    after = {r["step"]: r["attribute_loss"] for r in load_trajectory(patched) if r["split"] == "seen"}
-    plain_after = {r["step"]: r["attribute_loss"] for r in load_trajectory(plain) if r["split"] == "seen"}
+    before = [r for r in RunFolder(plain).trajectory() if r["step"] < 20]
+    assert before == [r for r in RunFolder(patched).trajectory() if r["step"] < 20]  # identical until patching starts
+    after = {r["step"]: r["attribute_loss"] for r in RunFolder(patched).trajectory() if r["split"] == "seen"}
+    plain_after = {r["step"]: r["attribute_loss"] for r in RunFolder(plain).trajectory() if r["split"] == "seen"}
     assert after[20] != plain_after[20] and after[40] != plain_after[40]
 
 

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM
 
 from pipeline.evaluation import Evaluator, pretraining_splits
 from pipeline.pretrain import main
-from pipeline.run_folder import checkpoint_name, latest_resume_checkpoint, load_trajectory
+from pipeline.run_folder import RunFolder, checkpoint_name
 
 from .conftest import tiny_flags
 
@@ -41,7 +41,7 @@ def test_two_gloo_processes_match_one(corpus_dir, tmp_path):
     main(_flags(corpus_dir, tmp_path / "one", 20))
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "pipeline.pretrain",
           *_flags(corpus_dir, tmp_path / "two", 20)], ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
-    one, two = load_trajectory(tmp_path / "one"), load_trajectory(tmp_path / "two")
+    one, two = RunFolder(tmp_path / "one").trajectory(), RunFolder(tmp_path / "two").trajectory()
     assert [(r["step"], r["split"], r["tokens"]) for r in one] == [(r["step"], r["split"], r["tokens"]) for r in two]
     for a, b in zip(one, two):
         assert b["attribute_loss"] == pytest.approx(a["attribute_loss"], rel=1e-4)
@@ -61,10 +61,10 @@ def test_deepspeed_saves_weights_that_from_pretrained_loads(corpus, corpus_dir, 
                                                        output_loading_info=True)
     assert not any(info.values()), info  # every key of the model, nothing else
     metrics = Evaluator(corpus, pretraining_splits(corpus, 30), 1024).evaluate(model, Accelerator(cpu=True))
-    logged = {r["split"]: r for r in load_trajectory(out) if r["step"] == 6}
+    logged = {r["split"]: r for r in RunFolder(out).trajectory() if r["step"] == 6}
     assert metrics["seen"]["attribute_loss"] == pytest.approx(logged["seen"]["attribute_loss"], rel=1e-5)
     assert (out / "resume" / checkpoint_name(6) / "trainer_state.json").is_file()
-    for a, b in zip(load_trajectory(plain), load_trajectory(out)):  # same initial weights, same updates
+    for a, b in zip(RunFolder(plain).trajectory(), RunFolder(out).trajectory()):  # same initial weights, same updates
         assert b["attribute_loss"] == pytest.approx(a["attribute_loss"], rel=1e-5)
 
 
@@ -82,14 +82,14 @@ def test_killed_run_resumes_to_the_same_trajectory(corpus_dir, tmp_path):
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert max(r["step"] for r in load_trajectory(resumed)) < 200, "the run finished before it could be killed"
+    assert max(r["step"] for r in RunFolder(resumed).trajectory()) < 200, "the run finished before it could be killed"
     # leftovers of a save killed midway: a temporary folder, and a step folder without its state file
     (resumed / "resume" / f".tmp-{checkpoint_name(150)}").mkdir()
     (resumed / "resume" / checkpoint_name(140)).mkdir()
-    assert latest_resume_checkpoint(resumed).name == checkpoint_name(100)
+    assert RunFolder(resumed).latest_resume_checkpoint().name == checkpoint_name(100)
 
     main(_flags(corpus_dir, resumed, 200, "--save_steps", "100"))
-    assert load_trajectory(resumed) == load_trajectory(straight)  # bit-identical on CPU, fp32
+    assert RunFolder(resumed).trajectory() == RunFolder(straight).trajectory()  # bit-identical on CPU, fp32
     a = AutoModelForCausalLM.from_pretrained(straight / "checkpoints" / checkpoint_name(200)).state_dict()
     b = AutoModelForCausalLM.from_pretrained(resumed / "checkpoints" / checkpoint_name(200)).state_dict()
     assert all((a[k] == b[k]).all() for k in a)
@@ -127,15 +127,15 @@ def test_a_kill_during_a_background_write_resumes_from_the_last_complete_checkpo
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and not (marker.exists() and (killed / "trajectory.jsonl").is_file()
-                                          and max(r["step"] for r in load_trajectory(killed)) == 200):
+                                          and max(r["step"] for r in RunFolder(killed).trajectory()) == 200):
         time.sleep(0.2)
     assert process.poll() is None, "the run ended before it could be killed during its write"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert latest_resume_checkpoint(killed).name == checkpoint_name(100)
+    assert RunFolder(killed).latest_resume_checkpoint().name == checkpoint_name(100)
     assert (killed / "resume" / f".tmp-{checkpoint_name(150)}").is_dir()  # written, never published
     main(flags)
-    assert load_trajectory(killed) == load_trajectory(straight)
+    assert RunFolder(killed).trajectory() == RunFolder(straight).trajectory()
     a = AutoModelForCausalLM.from_pretrained(straight / "checkpoints" / checkpoint_name(200)).state_dict()
     b = AutoModelForCausalLM.from_pretrained(killed / "checkpoints" / checkpoint_name(200)).state_dict()
     assert all((a[k] == b[k]).all() for k in a)

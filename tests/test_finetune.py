@@ -19,7 +19,7 @@ from pipeline.config import FinetuneArguments
 from pipeline.finetune import main as finetune_main
 from pipeline.finetune import new_and_old
 from pipeline.pretrain import main as pretrain_main
-from pipeline.run_folder import FINETUNE_SUMMARY, checkpoint_name, load_trajectory
+from pipeline.run_folder import FINETUNE_SUMMARY, RunFolder, checkpoint_name
 from pipeline.sweep import main as sweep_main
 
 from .conftest import TINY_RUN, small_config, tiny_flags
@@ -81,8 +81,8 @@ def test_init_from_loads_exactly_the_pretrained_weights(finetuned, pretrained):
 
 
 def test_step_zero_evaluation_equals_the_pretrained_models_last(finetuned, pretrained):
-    last = {r["split"]: r for r in load_trajectory(pretrained) if r["step"] == PRETRAIN_STEPS}
-    first = {r["split"]: r for r in load_trajectory(finetuned) if r["step"] == 0}
+    last = {r["split"]: r for r in RunFolder(pretrained).trajectory() if r["step"] == PRETRAIN_STEPS}
+    first = {r["split"]: r for r in RunFolder(finetuned).trajectory() if r["step"] == 0}
     assert first["old"]["stage"] == "finetune"
     for ours, theirs in (("old", "seen"), ("heldout", "heldout")):
         for key in ("attribute_loss", "attribute_accuracy"):
@@ -91,7 +91,7 @@ def test_step_zero_evaluation_equals_the_pretrained_models_last(finetuned, pretr
 
 def test_old_knowledge_collapses_while_new_arrives(finetuned):
     summary = json.loads((finetuned / FINETUNE_SUMMARY).read_text())
-    assert summary == pytest.approx(forgetting_summary(load_trajectory(finetuned)))
+    assert summary == pytest.approx(forgetting_summary(RunFolder(finetuned).trajectory()))
     assert summary["old_accuracy_final"] < summary["old_accuracy_before"] / 1.5
     assert summary["old_loss_final"] > summary["old_loss_before"] + 1.0
     assert summary["new_accuracy_final"] > summary["new_accuracy_before"]
@@ -126,7 +126,7 @@ def test_resume_after_a_kill_gives_the_same_finetuning(finetuned, corpus_dir, pr
         finetune_main(flags)
     monkeypatch.setattr(Trainer, "train_step", original)
     finetune_main(flags)
-    assert load_trajectory(out) == load_trajectory(finetuned)
+    assert RunFolder(out).trajectory() == RunFolder(finetuned).trajectory()
 
 
 @pytest.mark.parametrize("freeze, fixed, trained", [("mlp", ".mlp.", ".self_attn."), ("attention", ".self_attn.",

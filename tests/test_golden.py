@@ -18,7 +18,7 @@ import torch
 
 from pipeline.finetune import main as finetune_main
 from pipeline.pretrain import main as pretrain_main
-from pipeline.run_folder import load_trajectory
+from pipeline.run_folder import RunFolder
 
 from .conftest import record_losses, tiny_flags
 
@@ -37,7 +37,7 @@ def _run(stage_main, flags, monkeypatch) -> dict:
     torch.set_num_threads(1)  # one reduction order, whatever the machine's cores
     out = Path(flags[flags.index("--output_dir") + 1])
     stage_main(flags)
-    return {"losses": losses, "trajectory": load_trajectory(out)}
+    return {"losses": losses, "trajectory": RunFolder(out).trajectory()}
 
 
 def _close(expected, actual, where: str, tolerance: float = 0.0) -> None:

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from pipeline.pretrain import main
-from pipeline.run_folder import load_trajectory
+from pipeline.run_folder import RunFolder
 from pipeline.train.flops import peak_flops
 
 from .conftest import TINY_RUN, tiny_flags
@@ -27,7 +27,7 @@ def _flags(corpus_dir, output_dir, *extra):
 @pytest.mark.parametrize("compile_model", [False, True])
 def test_bf16_training_learns(corpus_dir, tmp_path, compile_model):
     main(_flags(corpus_dir, tmp_path / "run", "--torch_compile", str(compile_model).lower()))
-    seen = [r for r in load_trajectory(tmp_path / "run") if r["split"] == "seen"]
+    seen = [r for r in RunFolder(tmp_path / "run").trajectory() if r["split"] == "seen"]
     assert all(math.isfinite(r["attribute_loss"]) for r in seen)
     assert seen[-1]["attribute_loss"] < seen[0]["attribute_loss"]
 
@@ -35,7 +35,7 @@ def test_bf16_training_learns(corpus_dir, tmp_path, compile_model):
 @pytest.mark.skipif(importlib.util.find_spec("flash_attn") is None, reason="flash-attn is not installed")
 def test_flash_attention_2_trains(corpus_dir, tmp_path):
     main(_flags(corpus_dir, tmp_path / "run", "--attn_implementation", "flash_attention_2"))
-    assert load_trajectory(tmp_path / "run")[-1]["step"] == 60
+    assert RunFolder(tmp_path / "run").trajectory()[-1]["step"] == 60
 
 
 def test_device_peak_is_known_for_mfu():
@@ -54,4 +54,4 @@ def test_study_runs_share_a_gpu(corpus_dir, tmp_path):
     sweep_main(["--config", str(study), "--devices", "0", "--runs_per_device", "2"])
     for seed in (0, 1):
         assert "device: cuda" in (tmp_path / "study" / "logs" / f"seed={seed}.log").read_text()
-        assert load_trajectory(tmp_path / "study" / f"seed={seed}")[-1]["step"] == 20
+        assert RunFolder(tmp_path / "study" / f"seed={seed}").trajectory()[-1]["step"] == 20

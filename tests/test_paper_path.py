@@ -26,7 +26,7 @@ from pipeline.evaluation import Evaluator, pretraining_splits
 from pipeline.finetune import main as finetune_main
 from pipeline.model import build_model, check_model_keys, document_block_mask, model_keys
 from pipeline.pretrain import main as pretrain_main
-from pipeline.run_folder import checkpoint_name, load_trajectory
+from pipeline.run_folder import RunFolder, checkpoint_name
 from pipeline.train import stage, trainer
 from pipeline.train.loader import packed_length
 
@@ -158,7 +158,7 @@ def test_two_compiled_gloo_processes_save_the_model_they_evaluated(eager, corpus
                             capture_output=True, text=True, timeout=600,
                             env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    trajectory, reference = load_trajectory(out), load_trajectory(eager[1])
+    trajectory, reference = RunFolder(out).trajectory(), RunFolder(eager[1]).trajectory()
     assert [(r["step"], r["split"]) for r in trajectory] == [(r["step"], r["split"]) for r in reference]
     for got, expected in zip(trajectory, reference):
         assert got["attribute_loss"] == pytest.approx(expected["attribute_loss"], rel=1e-4)

@@ -15,7 +15,7 @@ from pipeline.analysis.phases import run_phases
 from pipeline.config import DataArguments, ModelArguments, TrainArguments
 from pipeline.evaluation import Evaluator, pretraining_splits
 from pipeline.pretrain import main, pretrain
-from pipeline.run_folder import checkpoint_name, load_trajectory
+from pipeline.run_folder import RunFolder, checkpoint_name
 
 from .conftest import tiny_flags
 
@@ -33,7 +33,7 @@ def short_run(corpus_dir, tmp_path_factory):
 
 @pytest.mark.slow
 def test_loss_falls_to_the_baseline(short_run):
-    rows = load_trajectory(short_run)
+    rows = RunFolder(short_run).trajectory()
     seen = [r for r in rows if r["split"] == "seen"]
     baseline = seen[0]["baseline_loss"]
     assert seen[0]["step"] == 0 and seen[0]["attribute_loss"] > 1.2 * baseline
@@ -58,7 +58,7 @@ def test_checkpoint_reloads_with_from_pretrained_and_reproduces_evaluation(short
     model = AutoModelForCausalLM.from_pretrained(final_checkpoint)
     assert json.loads((final_checkpoint / "trainer_state.json").read_text())["step"] == 400
     metrics = Evaluator(corpus, pretraining_splits(corpus, 50), 1024).evaluate(model, Accelerator(cpu=True))
-    final = {r["split"]: r for r in load_trajectory(short_run) if r["step"] == 400}
+    final = {r["split"]: r for r in RunFolder(short_run).trajectory() if r["step"] == 400}
     for split in ("seen", "heldout"):
         assert metrics[split]["attribute_loss"] == pytest.approx(final[split]["attribute_loss"], rel=1e-5)
         assert metrics[split]["attribute_accuracy"] == final[split]["attribute_accuracy"]
@@ -68,7 +68,7 @@ def test_rerun_from_saved_recipe_gives_the_same_trajectory(corpus_dir, tmp_path)
     first = pretrain(*_args(corpus_dir, tmp_path / "a", "--max_steps", "6", "--eval_steps", "3"))
     main(["--config", str(first / "run_config.yaml"), "--output_dir", str(tmp_path / "b")])
     runs = [first, tmp_path / "b"]
-    assert load_trajectory(runs[0]) == load_trajectory(runs[1])
+    assert RunFolder(runs[0]).trajectory() == RunFolder(runs[1]).trajectory()
     first = AutoModelForCausalLM.from_pretrained(runs[0] / "checkpoints" / checkpoint_name(6))
     second = AutoModelForCausalLM.from_pretrained(runs[1] / "checkpoints" / checkpoint_name(6))
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
@@ -78,7 +78,7 @@ def test_gradient_accumulation_matches_one_pass(corpus_dir, tmp_path):
     whole = pretrain(*_args(corpus_dir, tmp_path / "whole", "--max_steps", "4", "--eval_steps", "2"))
     split = pretrain(*_args(corpus_dir, tmp_path / "split", "--max_steps", "4", "--eval_steps", "2",
                             "--micro_batch_size", "4"))
-    for a, b in zip(load_trajectory(whole), load_trajectory(split)):
+    for a, b in zip(RunFolder(whole).trajectory(), RunFolder(split).trajectory()):
         assert a["attribute_loss"] == pytest.approx(b["attribute_loss"], rel=1e-4)
 
 
@@ -123,7 +123,7 @@ def test_fixed_length_batches_give_the_same_losses(corpus_dir, tmp_path, monkeyp
                                       "--fixed_length", fixed, "--micro_batch_size", "8"))
     longest, fixed = (logged[str(runs[k])] for k in ("false", "true"))
     assert len(longest) == 12 and longest == pytest.approx(fixed, rel=1e-5)
-    for a, b in zip(load_trajectory(runs["false"]), load_trajectory(runs["true"])):
+    for a, b in zip(RunFolder(runs["false"]).trajectory(), RunFolder(runs["true"]).trajectory()):
         assert a["attribute_loss"] == pytest.approx(b["attribute_loss"], rel=1e-5)
 
 
@@ -131,6 +131,7 @@ def test_a_longer_schedule_trains_exactly_the_first_steps_of_the_longer_run(corp
     common = ("--eval_points", "0", "--eval_steps", "3", "--checkpoint_points", "0")
     long = pretrain(*_args(corpus_dir, tmp_path / "long", "--max_steps", "12", *common))
     start = pretrain(*_args(corpus_dir, tmp_path / "start", "--max_steps", "6", "--lr_schedule_steps", "12", *common))
-    assert [r for r in load_trajectory(long) if r["step"] <= 6] == load_trajectory(start)
+    assert [r for r in RunFolder(long).trajectory() if r["step"] <= 6] == RunFolder(start).trajectory()
     cut = pretrain(*_args(corpus_dir, tmp_path / "cut", "--max_steps", "6", *common))  # a 6-step cosine differs
-    assert [r for r in load_trajectory(cut) if r["step"] == 6] != [r for r in load_trajectory(start) if r["step"] == 6]
+    assert ([r for r in RunFolder(cut).trajectory() if r["step"] == 6]
+            != [r for r in RunFolder(start).trajectory() if r["step"] == 6])

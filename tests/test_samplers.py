@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from data_gen import RecipeError
-from data_gen.samplers import build_sampler
+from data_gen.samplers import SamplerConfig
 from pipeline.evaluation.metrics import by_exposure, by_rank, frequency_rank
 from pipeline.pretrain import main
-from pipeline.run_folder import checkpoint_name, load_trajectory
+from pipeline.run_folder import RunFolder, checkpoint_name
 
 from .conftest import tiny_flags
 
@@ -28,7 +28,7 @@ def _frequencies(sampler, n, draws=200_000, step=0):
     ("celebrities", {"n_celebrities": 5, "celebrity_weight": 4.0}, np.r_[np.full(5, 4.0), np.ones(15)] / 35),
 ])
 def test_frequencies_match_the_formula(kind, params, expected):
-    sampler = build_sampler(kind, 20, batch_size=8, max_steps=100, **params)
+    sampler = SamplerConfig(sampler=kind, **params).build(20, batch_size=8, max_steps=100)
     observed = _frequencies(sampler, 20)
     # each frequency within 5 standard errors of a binomial proportion over 200k draws
     assert np.all(np.abs(observed - expected) < 5 * np.sqrt(expected * (1 - expected) / 200_000))
@@ -36,7 +36,8 @@ def test_frequencies_match_the_formula(kind, params, expected):
 
 
 def test_warmup_switches_at_the_right_step():
-    sampler = build_sampler("warmup", 100, batch_size=10, max_steps=1000, indiv_warmup=20, epochs_warmup=3)
+    sampler = SamplerConfig(sampler="warmup", indiv_warmup=20, epochs_warmup=3).build(100, batch_size=10,
+                                                                                      max_steps=1000)
     switch = 3 * 20 // 10  # epochs x individuals / batch
     rng = np.random.default_rng(0)
     assert all(sampler.draw(rng, step, 10).max() < 20 for step in range(switch))
@@ -45,7 +46,7 @@ def test_warmup_switches_at_the_right_step():
 
 def test_schedule_phases_and_exact_replay(corpus):
     schedule = ["0:uniform:n=10", "5:power_law:alpha=1.0", "9:celebrities:n_celebrities=3,celebrity_weight=50"]
-    sampler = build_sampler("schedule", 200, batch_size=16, max_steps=20, schedule=schedule)
+    sampler = SamplerConfig(sampler="schedule", sampler_schedule=list(schedule)).build(200, batch_size=16, max_steps=20)
     first, again = corpus.stream(16, 7, sampler=sampler), corpus.stream(16, 7, sampler=sampler)
     assert first.draw(3)[0].max() < 10
     assert (first.draw(30)[0] < 3).mean() > 0.3  # celebrities dominate the last phase
@@ -54,7 +55,7 @@ def test_schedule_phases_and_exact_replay(corpus):
 
 
 def test_exposures_add_up_and_match_the_draws(corpus):
-    stream = corpus.stream(16, 0, sampler=build_sampler("power_law", 200, 16, 100, alpha=1.0))
+    stream = corpus.stream(16, 0, sampler=SamplerConfig(sampler="power_law", alpha=1.0).build(200, 16, 100))
     counts = stream.exposures(25)
     assert counts.sum() == 25 * 16
     assert (stream.exposures(25, 10) + stream.exposures(10) == counts).all()
@@ -66,12 +67,12 @@ def test_exposures_add_up_and_match_the_draws(corpus):
     ("power_law", {"alpha": -1}, "alpha must be between 0 and 10"),
     ("celebrities", {"n_celebrities": 500}, "n_celebrities must be between 1 and the 200 individuals"),
     ("warmup", {"indiv_warmup": 100, "epochs_warmup": 100}, "the warm-up lasts 625 steps, not less than max_steps"),
-    ("schedule", {"schedule": ["5:uniform"]}, "must start at step 0"),
-    ("schedule", {"schedule": ["0:uniform:n=x"]}, "is not 'START:KIND"),
+    ("schedule", {"sampler_schedule": ["5:uniform"]}, "must start at step 0"),
+    ("schedule", {"sampler_schedule": ["0:uniform:n=x"]}, "is not 'START:KIND"),
 ])
 def test_bad_sampler_values_are_clear_errors(kind, params, message):
     with pytest.raises(RecipeError, match=message):
-        build_sampler(kind, 200, batch_size=16, max_steps=100, **params)
+        SamplerConfig(sampler=kind, **params).build(200, batch_size=16, max_steps=100)
 
 
 def test_by_exposure_buckets():
@@ -98,7 +99,7 @@ def test_training_with_a_sampler_records_exposures(corpus_dir, tmp_path):
                     sampler="celebrities", n_celebrities=10, celebrity_weight=20))
     exposures = np.load(out / "checkpoints" / checkpoint_name(6) / "exposures.npy")
     assert exposures.sum() == 6 * 16 and exposures[:10].sum() > exposures[10:].sum()
-    final = [r for r in load_trajectory(out) if r["step"] == 6 and r["split"] == "seen"][0]
+    final = [r for r in RunFolder(out).trajectory() if r["step"] == 6 and r["split"] == "seen"][0]
     assert sum(b["queries"] for b in final["by_exposure"]) == 50 * 30
     assert sum(b["queries"] for b in final["by_rank"]) == 50 * 30
     assert json.loads((out / "checkpoints" / checkpoint_name(6) / "trainer_state.json").read_text())[

@@ -114,9 +114,9 @@ def _landed_batch(stream, step: int, rows=slice(None), pad_to_multiple_of: int =
 
 @pytest.mark.parametrize("seed, batch_size", [(0, 16), (5, 12), (11, 128)])
 def test_the_vectorised_stream_equals_the_landed_loop(corpus, seed, batch_size):
-    from data_gen.samplers import build_sampler
+    from data_gen.samplers import SamplerConfig
 
-    sampler = build_sampler("power_law", len(corpus.split("train")), batch_size, 100, alpha=1.0)
+    sampler = SamplerConfig(sampler="power_law", alpha=1.0).build(len(corpus.split("train")), batch_size, 100)
     for stream in (corpus.stream(batch_size, seed), corpus.stream(batch_size, seed, sampler=sampler)):
         for step in (0, 1, 7, 123):
             for rows, multiple in ((slice(None), 1), (slice(2, 6), 8), (shard_rows(batch_size, 1, 2), 1)):

@@ -17,7 +17,7 @@ import yaml
 from common.errors import RunError
 from data_gen import RecipeError
 from pipeline.pretrain import main as pretrain_main
-from pipeline.run_folder import RunFolder, load_trajectory
+from pipeline.run_folder import RunFolder
 from pipeline.studies.figures import draw_study_figures
 from pipeline.studies.fit import fit_power_law
 from pipeline.studies.parallel import slots
@@ -61,7 +61,7 @@ def test_sweep_skips_finished_runs_and_resumes_interrupted_ones(study, tmp_path,
     monkeypatch.setattr(Trainer, "train_step", original)
     sweep = tmp_path / "sweep"
     finished = (sweep / "seed=0" / "trajectory.jsonl").read_text()
-    assert max(r["step"] for r in load_trajectory(sweep / "seed=1")) < 4  # interrupted
+    assert max(r["step"] for r in RunFolder(sweep / "seed=1").trajectory()) < 4  # interrupted
     capsys.readouterr()
 
     sweep_main(["--config", str(study)])
@@ -71,7 +71,7 @@ def test_sweep_skips_finished_runs_and_resumes_interrupted_ones(study, tmp_path,
     straight = tmp_path / "straight"
     pretrain_main(["--config", str(tmp_path / "base.yaml"), "--output_dir", str(straight), "--seed", "1",
                    "--learning_rate", "0.002"])
-    assert load_trajectory(sweep / "seed=1") == load_trajectory(straight)
+    assert RunFolder(sweep / "seed=1").trajectory() == RunFolder(straight).trajectory()
 
     with (sweep / "summary.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -198,7 +198,7 @@ def test_parallel_runs_give_the_same_trajectories(tmp_path, corpus_dir, capsys):
     out = capsys.readouterr().out
     assert "runs: 4 done, 0 running, 0 failed, 0 queued" in out
     for run in ("learning_rate=0.002_seed=0", "learning_rate=0.004_seed=1"):  # keys sorted by yaml.safe_dump
-        a, b = load_trajectory(tmp_path / "one" / run), load_trajectory(tmp_path / "two" / run)
+        a, b = RunFolder(tmp_path / "one" / run).trajectory(), RunFolder(tmp_path / "two" / run).trajectory()
         assert [(r["step"], r["split"]) for r in a] == [(r["step"], r["split"]) for r in b]
         for x, y in zip(a, b):  # one thread per run against two: the same sums in another order
             assert x["attribute_loss"] == pytest.approx(y["attribute_loss"], rel=1e-4)
@@ -247,7 +247,7 @@ def test_sigterm_stops_every_run_with_a_resume_checkpoint_and_a_rerun_continues(
         assert "stopped by SIGTERM after step" in logs[seed].read_text()
     sweep_main(["--config", str(study), "--jobs", "2"])  # continues
     for seed in (0, 1, 2):
-        assert max(r["step"] for r in load_trajectory(tmp_path / "study" / f"seed={seed}")) == 400
+        assert max(r["step"] for r in RunFolder(tmp_path / "study" / f"seed={seed}").trajectory()) == 400
     assert all("resuming" in log.read_text() for log in logs)
 
 
