@@ -203,8 +203,3 @@ class SamplerConfig:
             _check(0 < phase_n <= n, f"schedule phase starting at step {phase.start}: n must be between 1 and {n}")
             phases.append((phase.start, phase.config.build(phase_n, batch_size, max_steps)))
         return Schedule(tuple(phases))
-
-
-def build_sampler(kind: str, n: int, batch_size: int, max_steps: int, schedule: list[str] | tuple = (), **values):
-    """The sampler `kind` over n individuals, with SamplerConfig's other keys as `values`."""
-    return SamplerConfig(sampler=kind, sampler_schedule=list(schedule), **values).build(n, batch_size, max_steps)

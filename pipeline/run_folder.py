@@ -156,16 +156,6 @@ def series(rows: list[dict], split: str, key: str, stage: str = PRETRAIN) -> tup
     return np.array(steps, dtype=float), np.array(values, dtype=float)
 
 
-def load_trajectory(path: str | Path) -> list[dict]:
-    """The trajectory of the run in `path` (RunFolder(path).trajectory(), for scripts and notebooks)."""
-    return RunFolder(path).trajectory()
-
-
-def latest_resume_checkpoint(path: str | Path) -> Path | None:
-    """The resume checkpoint a rerun of the run in `path` would resume from."""
-    return RunFolder(path).latest_resume_checkpoint()
-
-
 class RunFolder:
     """A training run's output_dir."""
 

@@ -252,7 +252,7 @@ def test_a_packed_compiled_gpu_step_is_one_graph_calling_flex_attention(corpus, 
     out = tmp_path / "run"
     pretrain_main(tiny_flags(corpus_dir, out, **{**RUN, "max_steps": 6, "save_steps": 0, "eval_points": 0},
                              torch_compile="true", mixed_precision="bf16"))
-    assert trainers[-1].pack and len(graphs) == 1 and not counters["graph_break"]
+    assert trainers[-1].loader.pack and len(graphs) == 1 and not counters["graph_break"]
     targets = [str(n.target) for n in graphs[0].graph.nodes]
     assert sum("flex_attention" in t for t in targets) == 2 and not any("scaled_dot_product" in t for t in targets)
     assert_checkpoint_is_the_live_model(out / "checkpoints" / checkpoint_name(6), trainers[-1], corpus, bf16=True)
