@@ -38,7 +38,7 @@ def test_loss_falls_to_the_baseline(short_run):
     baseline = seen[0]["baseline_loss"]
     assert seen[0]["step"] == 0 and seen[0]["attribute_loss"] > 1.2 * baseline
     assert seen[-1]["step"] == 400 and seen[-1]["attribute_loss"] < 1.05 * baseline
-    assert run_phases(rows).phase1_end is not None
+    assert run_phases(rows).plateau_start is not None
     assert {r["split"] for r in rows} == {"seen", "heldout"}
     assert set(seen[-1]["per_attribute"]) == {"birth_date", "birth_city", "current_location", "university",
                                               "major", "company"}

@@ -18,6 +18,7 @@ from common.errors import RunError
 from data_gen import RecipeError
 from pipeline.pretrain import main as pretrain_main
 from pipeline.run_folder import RunFolder
+from pipeline.studies.aggregate import write_study_fits
 from pipeline.studies.figures import draw_study_figures
 from pipeline.studies.fit import fit_power_law
 from pipeline.studies.parallel import slots
@@ -115,15 +116,20 @@ def test_corpus_keys_need_a_data_recipe_and_unknown_keys_fail(tmp_path):
         load_study(str(path))
 
 
+def _fits_and_figures(rows: list[dict], tmp_path: Path, grid: dict) -> list[Path]:
+    study = Study("b.yaml", str(tmp_path), grid)
+    return draw_study_figures(rows, write_study_fits(rows, study), study)
+
+
 def test_study_figures_from_rows(tmp_path):
     rows = [{"n_individuals": n, "alpha": a, "plateau_length": 0.43 * n ** 0.81, "plateau_end": 100 + 0.43 * n ** 0.81,
              "final_loss": 1.0 / (1 + a),
              "final_accuracy": 0.5, "baseline": False, "indiv_warmup": None, "epochs_warmup": None}
             for n in (250, 500, 1000) for a in (0.0, 0.8)]
-    figures = draw_study_figures(rows, Study("b.yaml", str(tmp_path), {"n_individuals": [], "alpha": []}))
+    figures = _fits_and_figures(rows, tmp_path, {"n_individuals": [], "alpha": []})
     assert [f.name for f in figures] == ["alpha.png"]  # no power-law fit across alphas
     uniform = [r for r in rows if r["alpha"] == 0.0]
-    figures += draw_study_figures(uniform, Study("b.yaml", str(tmp_path), {"n_individuals": []}))
+    figures += _fits_and_figures(uniform, tmp_path, {"n_individuals": []})
     assert [f.name for f in figures] == ["alpha.png", "plateau_vs_population.png"]
     assert all(f.stat().st_size > 10_000 for f in figures)
     fit = json.loads((tmp_path / "fit.json").read_text())
@@ -260,7 +266,7 @@ def test_bits_per_parameter_fit_and_capacity_figure(tmp_path):
     rows = [{"hidden_size": h, "seed": s, "baseline": False, "knowledge_bits": 1.5 * p * (1 + 0.05 * s),
              "parameters": 3 * p, "non_embedding_parameters": p, "plateau_length": None, "final_loss": 1.0}
             for h, p in ((16, 7000), (32, 16000), (64, 41000)) for s in (0, 1)]
-    figures = draw_study_figures(rows, Study("b.yaml", str(tmp_path), {"hidden_size": [], "seed": []}))
+    figures = _fits_and_figures(rows, tmp_path, {"hidden_size": [], "seed": []})
     assert [f.name for f in figures] == ["capacity.png"] and figures[0].stat().st_size > 10_000
     fits = json.loads((tmp_path / "capacity.json").read_text())
     assert fits["non_embedding_parameters"]["bits_per_parameter"] == pytest.approx(1.5 * 1.025, rel=1e-3)

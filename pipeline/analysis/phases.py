@@ -1,7 +1,8 @@
 """The three learning phases of a run's trajectory, and the onset of hallucinations.
 
 Phases, on the attribute loss of seen individuals against the no-knowledge baseline B:
-1. the loss falls to the baseline: phase 1 ends when it first enters [B(1-tol), B(1+tol)];
+1. the loss falls to the baseline: phase 1 ends, and the plateau starts, when it first enters
+   [B(1-tol), B(1+tol)];
 2. the plateau lasts until the loss leaves that band downwards;
 3. knowledge emerges: the step at which accuracy first reaches `emergence_accuracy`.
 Crossing steps are interpolated linearly between evaluations.
@@ -31,7 +32,7 @@ def _crossing(steps: np.ndarray, values: np.ndarray, level: float, start: int = 
 @dataclass
 class Phases:
     baseline: float
-    phase1_end: float | None
+    plateau_start: float | None  # the end of phase 1
     plateau_end: float | None
     emergence: float | None
     max_step: float
@@ -39,20 +40,20 @@ class Phases:
 
     @property
     def plateau_length(self) -> float | None:
-        if self.phase1_end is None:
+        if self.plateau_start is None:
             return None
-        return (self.plateau_end if self.plateau_end is not None else self.max_step) - self.phase1_end
+        return (self.plateau_end if self.plateau_end is not None else self.max_step) - self.plateau_start
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "plateau_start": self.phase1_end, "plateau_length": self.plateau_length}
+        return {**asdict(self), "plateau_length": self.plateau_length}
 
 
 def detect_phases(steps: np.ndarray, loss: np.ndarray, accuracy: np.ndarray, baseline: float,
                   tolerance: float = 0.05, emergence_accuracy: float = 0.5) -> Phases:
-    phase1_end, i = _crossing(steps, loss, baseline * (1 + tolerance))
-    plateau_end = _crossing(steps, loss, baseline * (1 - tolerance), i)[0] if phase1_end is not None else None
+    plateau_start, i = _crossing(steps, loss, baseline * (1 + tolerance))
+    plateau_end = _crossing(steps, loss, baseline * (1 - tolerance), i)[0] if plateau_start is not None else None
     emergence = _crossing(steps, -accuracy, -emergence_accuracy)[0]
-    return Phases(baseline, phase1_end, plateau_end, emergence, float(steps.max()) if len(steps) else 0.0)
+    return Phases(baseline, plateau_start, plateau_end, emergence, float(steps.max()) if len(steps) else 0.0)
 
 
 def hallucination_onset(steps: np.ndarray, heldout_loss: np.ndarray, baseline: float,

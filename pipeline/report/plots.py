@@ -27,8 +27,8 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
 
 def _shade_phases(ax, phases: Phases, labelled: bool = False) -> None:
     """Shade the three phases (with legend labels if `labelled`) and mark knowledge emergence."""
-    spans = [(0, phases.phase1_end, "1: learn the distribution", "tab:gray"),
-             (phases.phase1_end, phases.plateau_end or phases.max_step, "2: plateau", "gold"),
+    spans = [(0, phases.plateau_start, "1: learn the distribution", "tab:gray"),
+             (phases.plateau_start, phases.plateau_end or phases.max_step, "2: plateau", "gold"),
              (phases.plateau_end, phases.max_step, "3: knowledge emerges", "tab:green")]
     for start, stop, label, color in spans:
         if start is not None and stop is not None and stop > start:
@@ -141,4 +141,19 @@ def plot_forgetting(runs: dict[str, list[dict]], path: Path, drift: list[dict] |
                     label=f"{block} weights (relative change)")
         ax.set(xscale="symlog", xlabel="fine-tuning step", title="distance to the pretrained model")
         ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def plot_patching(runs: dict[str, list[dict]], baseline: float, path: Path) -> Path:
+    """Attention patching: attribute loss and accuracy of seen individuals against steps, one line per run,
+    with the no-knowledge baseline."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for label, rows in runs.items():
+        ax_loss.plot(*series(rows, SEEN, "attribute_loss"), label=label)
+        ax_acc.plot(*series(rows, SEEN, "attribute_accuracy"), label=label)
+    ax_loss.axhline(baseline, ls="--", color="black", label="no-knowledge baseline")
+    for ax, name in ((ax_loss, "attribute loss (seen individuals)"), (ax_acc, "attribute accuracy (seen)")):
+        ax.set_xlabel("training step")
+        ax.set_title(name, fontsize=10)
+        ax.legend(fontsize=8)
     return save_figure(fig, path)

@@ -62,7 +62,7 @@ def write_pretrain_report(run: RunFolder, corpus: Corpus) -> Path:
 
 | | step |
 |---|---|
-| end of phase 1 = plateau start (loss within 5% of the baseline) | {step_text(phases.phase1_end)} |
+| end of phase 1 = plateau start (loss within 5% of the baseline) | {step_text(phases.plateau_start)} |
 | plateau end (loss 5% below the baseline) | {step_text(phases.plateau_end)} |
 | plateau length | {step_text(length)}{share} |
 | knowledge emergence (accuracy reaches 50%) | {step_text(phases.emergence)} |

@@ -1,19 +1,23 @@
-"""A study's runs in one table (summary.csv): one row per run with its grid values, phases and final
+"""A study's runs in its files. summary.csv: one row per run with its grid values, phases and final
 metrics (for a fine-tuning study, its forgetting summary), the mean and a 95% bootstrap interval of
 each headline metric over the runs of its grid point that differ only in seed, and the plateau length
-under three thresholds of the phase detector. Runs that failed are rows with their log's last line."""
+under three thresholds of the phase detector; runs that failed are rows with their log's last line.
+fit.json and capacity.json: the fits across those rows that the grid calls for."""
 
 from __future__ import annotations
 
 import csv
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..analysis.forgetting import forgetting_summary
 from ..analysis.phases import run_phases
-from ..run_folder import FINETUNE, HELDOUT, SEEN, SUMMARY, TRAJECTORY, RunFolder
-from .fit import resampled_means
+from ..config import ModelArguments, field_names
+from ..run_folder import CAPACITY_FIT, FINETUNE, HELDOUT, SEEN, STUDY_FIT, SUMMARY, TRAJECTORY, RunFolder
+from .fit import fit_bits_per_parameter, fit_with_interval, resampled_means
 from .schema import GridPoint, Study
 
 PRETRAIN_METRICS = ("plateau_length", "emergence", "final_accuracy", "final_loss")
@@ -22,6 +26,8 @@ TOLERANCES = (0.025, 0.05, 0.10)  # of the baseline: the band the phase detector
 TOLERANCE_KEYS = tuple(f"plateau_length_tol{t:g}" for t in TOLERANCES)
 CAPACITY_KEYS = ("knowledge_bits", "knowledge_bits_per_parameter", "knowledge_bits_per_non_embedding_parameter",
                  "parameters", "non_embedding_parameters")
+PLATEAU_STEPS = ("plateau_start", "plateau_end", *TOLERANCE_KEYS)  # fitted in N beside the plateau length
+MODEL_KEYS = field_names(ModelArguments)  # a grid over any of them compares models: bits per parameter
 
 
 def bootstrap_interval(values: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -30,13 +36,29 @@ def bootstrap_interval(values: list[float], draws: int = 2000, seed: int = 0) ->
     return float(mean), float(np.percentile(resampled, 2.5)), float(np.percentile(resampled, 97.5))
 
 
+def group_rows(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    """The rows sharing each tuple of values of `keys` (a missing key reads None), in row order."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(k) for k in keys), []).append(row)
+    return groups
+
+
+def group_values(rows: list[dict], by: str | tuple[str, ...], y: str) -> dict:
+    """The value of `by` (a tuple of values where `by` is a tuple of keys) -> the values of y of the runs
+    sharing it, where y was reached, in row order."""
+    keys = by if isinstance(by, tuple) else (by,)
+    groups = group_rows([r for r in rows if r.get(y) is not None], keys)
+    return {key if isinstance(by, tuple) else key[0]: [r[y] for r in members] for key, members in groups.items()}
+
+
 def _run_row(study: Study, point: GridPoint, trajectory: list[dict]) -> dict:
     if study.stage == FINETUNE:
         return forgetting_summary(trajectory)
     phases = run_phases(trajectory)
     final = {r["split"]: r for r in trajectory if r["step"] == phases.max_step}
     return {"sampler": point.values.get("sampler"), "last_step": phases.max_step,
-            "plateau_start": phases.phase1_end, "plateau_end": phases.plateau_end,
+            "plateau_start": phases.plateau_start, "plateau_end": phases.plateau_end,
             "plateau_length": phases.plateau_length, "emergence": phases.emergence,
             "final_accuracy": final[SEEN]["attribute_accuracy"], "final_loss": final[SEEN]["attribute_loss"],
             "heldout_loss": final[HELDOUT]["attribute_loss"], "baseline_loss": phases.baseline,
@@ -47,10 +69,7 @@ def _run_row(study: Study, point: GridPoint, trajectory: list[dict]) -> dict:
 def add_intervals(rows: list[dict], group_keys: list[str], metrics: tuple[str, ...]) -> None:
     """Give every row the mean, low and high (95% bootstrap over seeds) of each metric over the rows
     sharing its `group_keys` values, with `<metric>_n` the runs where it was reached."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row.get(k) for k in group_keys), []).append(row)
-    for members in groups.values():
+    for members in group_rows(rows, tuple(group_keys)).values():
         for metric in metrics:
             values = [r[metric] for r in members if r.get(metric) is not None]
             mean, low, high = bootstrap_interval(values) if values else (None, None, None)
@@ -83,3 +102,45 @@ def aggregate(study: Study, failed: dict[str, str] | None = None) -> list[dict]:
             writer.writeheader()
             writer.writerows(table)
     return rows
+
+
+@dataclass
+class StudyFits:
+    """A study's fits across its runs, None where its grid (or too few runs) gives none."""
+
+    plateau: dict | None = None  # fit.json
+    capacity: dict | None = None  # capacity.json
+
+
+def fits_plateau(keys: set[str]) -> bool:
+    """Whether a grid calls for the plateau's power law in N: over N, not over alpha (it would mix them)."""
+    return "n_individuals" in keys and "alpha" not in keys
+
+
+def plateau_fit(rows: list[dict], key: str = "plateau_length") -> dict | None:
+    """The power law of plateau length (or another phase step, `key`) against N, its exponent's interval
+    over seeds (needs two N)."""
+    groups = group_values([r for r in rows if (r.get(key) or 0) > 0], "n_individuals", key)  # a log-log fit
+    return fit_with_interval(groups) if len(groups) >= 2 else None
+
+
+def capacity_fits(rows: list[dict]) -> dict:
+    """Bits per parameter fitted over model sizes, counting all parameters or the non-embedding ones."""
+    return {key: fit_bits_per_parameter(groups) for key in ("non_embedding_parameters", "parameters")
+            if (groups := group_values(rows, key, "knowledge_bits"))}
+
+
+def write_study_fits(rows: list[dict], study: Study) -> StudyFits:
+    """A pretraining grid's fits: bits per parameter over models (capacity.json) where the runs measured
+    knowledge, and the plateau's power law in N (fit.json, with the fits of its start and end steps and of
+    its length under each band) where two N reach a plateau."""
+    out, keys, fits = Path(study.output_dir), set(study.grid), StudyFits()
+    if study.stage == FINETUNE or study.pretrain is not None:  # fine-tuning and attention patching: none
+        return fits
+    if keys & MODEL_KEYS and any(r.get("knowledge_bits") is not None for r in rows):
+        fits.capacity = capacity_fits(rows)
+        (out / CAPACITY_FIT).write_text(json.dumps(fits.capacity, indent=1) + "\n")
+    if fits_plateau(keys) and (fit := plateau_fit(rows)):
+        fits.plateau = {**fit, **{key: plateau_fit(rows, key) for key in PLATEAU_STEPS}}
+        (out / STUDY_FIT).write_text(json.dumps(fits.plateau, indent=1) + "\n")
+    return fits

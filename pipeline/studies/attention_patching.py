@@ -17,7 +17,7 @@ from common.errors import RecipeError, run_cli
 from data_gen.recipe import parse_recipe
 
 from ..run_folder import STUDY_FIGURE, STUDY_REFERENCE, STUDY_REPORT
-from .aggregate import aggregate
+from .aggregate import aggregate, write_study_fits
 from .figures import draw_study_figures
 from .runner import run_study
 from .schema import FirstRun, Study
@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     (args,) = parse_recipe([PatchingStudyArguments], argv)
     study = args.study()
     run_study(study)
-    (report,) = draw_study_figures(aggregate(study), study)
+    rows = aggregate(study)
+    (report,) = draw_study_figures(rows, write_study_fits(rows, study), study)
     print(f"study report: {report}")
 
 

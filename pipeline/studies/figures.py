@@ -1,8 +1,7 @@
-"""The studies' figures, drawn from a study's aggregated rows (summary.csv) and its runs' trajectories."""
+"""The studies' figures, drawn from a study's aggregated rows (summary.csv), its fits and its runs' trajectories."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -12,34 +11,28 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
-from ..analysis.phases import run_phases
+from ..report.patching import write_patching_report
 from ..report.plots import plot_forgetting, save_figure
 from ..run_folder import (
     ALPHA_FIGURE,
     CAPACITY_FIGURE,
-    CAPACITY_FIT,
     FINETUNE,
     FORGETTING_FIGURE,
     PLATEAU_FIGURE,
-    SEEN,
-    STUDY_FIGURE,
-    STUDY_FIT,
-    STUDY_REPORT,
     WARMUP_FIGURE,
     RunFolder,
-    series,
 )
-from .aggregate import TOLERANCE_KEYS, bootstrap_interval
-from .fit import PAPER_PLATEAU_FIT, fit_bits_per_parameter, fit_with_interval
+from .aggregate import StudyFits, bootstrap_interval, fits_plateau, group_rows, group_values
+from .fit import PAPER_PLATEAU_FIT
 from .schema import Study
 
 
 def _intervals(rows: list[dict], x_key: str, y_key: str) -> tuple[np.ndarray, ...]:
     """Per x: the mean of y over the runs (seeds) sharing it where y was reached, and its 95% bootstrap
     interval."""
-    xs = sorted({r[x_key] for r in rows if r[y_key] is not None})
-    stats = np.array([bootstrap_interval([r[y_key] for r in rows if r[x_key] == x and r[y_key] is not None])
-                      for x in xs]).reshape(-1, 3)
+    groups = group_values(rows, x_key, y_key)
+    xs = sorted(groups)
+    stats = np.array([bootstrap_interval(groups[x]) for x in xs]).reshape(-1, 3)
     return np.array(xs, dtype=float), stats[:, 0], stats[:, 1], stats[:, 2]
 
 
@@ -47,23 +40,8 @@ def _errorbar(ax, x, mean, low, high, **kwargs):
     ax.errorbar(x, mean, yerr=[mean - low, high - mean], capsize=3, **kwargs)
 
 
-def _groups(rows: list[dict], x_key: str, y_key: str) -> dict:
-    """x -> the values of y of the runs (seeds) sharing it, where y was reached."""
-    groups = {}
-    for r in rows:
-        if r.get(y_key) is not None:
-            groups.setdefault(r[x_key], []).append(r[y_key])
-    return groups
-
-
-def plateau_fit(rows: list[dict], key: str = "plateau_length") -> dict | None:
-    """The power law of plateau length (or another phase step, `key`) against N, its exponent's interval
-    over seeds (needs two N)."""
-    groups = _groups([r for r in rows if (r.get(key) or 0) > 0], "n_individuals", key)  # a log-log fit
-    return fit_with_interval(groups) if len(groups) >= 2 else None
-
-
 def plateau_vs_population(rows: list[dict], fit: dict | None, path: Path) -> Path:
+    """Plateau length against N: every run, each N's mean with its interval over seeds, the fit and the paper's."""
     x, mean, low, high = _intervals(rows, "n_individuals", "plateau_length")
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.scatter([r["n_individuals"] for r in rows if r["plateau_length"]],
@@ -86,13 +64,13 @@ def plateau_vs_population(rows: list[dict], fit: dict | None, path: Path) -> Pat
 
 
 def alpha_curves(rows: list[dict], path: Path) -> Path:
+    """Plateau length and final loss against alpha, one line per N, with intervals over seeds."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    groups = sorted({r.get("n_individuals") for r in rows}, key=lambda v: (v is None, v))
-    for group in groups:
-        members = [r for r in rows if r.get("n_individuals") == group]
-        label = f"N = {group}" if group is not None else "runs"
+    populations = group_rows(rows, ("n_individuals",))
+    for n in sorted((n for (n,) in populations), key=lambda v: (v is None, v)):
+        label = f"N = {n}" if n is not None else "runs"
         for ax, key in zip(axes, ("plateau_length", "final_loss")):
-            _errorbar(ax, *_intervals(members, "alpha", key), fmt="-o", label=label)
+            _errorbar(ax, *_intervals(populations[(n,)], "alpha", key), fmt="-o", label=label)
     for ax, name in zip(axes, ("plateau length (steps)", "final attribute loss")):
         ax.set(xlabel="alpha (power-law exponent)", ylabel=name)
         ax.legend(fontsize=8)
@@ -100,17 +78,16 @@ def alpha_curves(rows: list[dict], path: Path) -> Path:
 
 
 def warmup_heatmap(rows: list[dict], path: Path) -> Path:
+    """Final accuracy over the warm-up grid (individuals x epochs), with the baseline run's in the title."""
     warm = [r for r in rows if not r["baseline"]]
     individuals = sorted({r["indiv_warmup"] for r in warm})
     epochs = sorted({r["epochs_warmup"] for r in warm})
     grid = np.full((len(individuals), len(epochs)), np.nan)
     spread = np.zeros_like(grid)
-    for i, n in enumerate(individuals):
-        for j, e in enumerate(epochs):
-            values = [r["final_accuracy"] for r in warm if r["indiv_warmup"] == n and r["epochs_warmup"] == e]
-            if values:
-                mean, low, high = bootstrap_interval(values)
-                grid[i, j], spread[i, j] = mean, (high - low) / 2
+    for (n, e), values in group_values(warm, ("indiv_warmup", "epochs_warmup"), "final_accuracy").items():
+        mean, low, high = bootstrap_interval(values)
+        cell = individuals.index(n), epochs.index(e)
+        grid[cell], spread[cell] = mean, (high - low) / 2
     uniform = [r["final_accuracy"] for r in rows if r["baseline"]]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     image = ax.imshow(grid, cmap="viridis", origin="lower", aspect="auto")
@@ -129,15 +106,8 @@ def warmup_heatmap(rows: list[dict], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-MODEL_KEYS = {"model_preset", "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads"}
 ANCHORS = ((1.0, "1 bit/parameter (Allen-Zhu & Li, 100 exposures)"),
            (2.0, "2 bits/parameter (Allen-Zhu & Li, 1,000 exposures)"))
-
-
-def capacity_fits(rows: list[dict]) -> dict:
-    """Bits per parameter fitted over model sizes, counting all parameters or the non-embedding ones."""
-    return {key: fit_bits_per_parameter(groups) for key in ("non_embedding_parameters", "parameters")
-            if (groups := _groups(rows, key, "knowledge_bits"))}
 
 
 def capacity_figure(rows: list[dict], fits: dict, path: Path) -> Path:
@@ -161,44 +131,11 @@ def capacity_figure(rows: list[dict], fits: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def patching_report(study: Study) -> Path:
-    """An attention-patching study: the first (unpatched) run and every patched run's learning curves on one
-    figure, and their phases in a table (study.md)."""
-    out = Path(study.output_dir)
-    runs = {"unpatched": RunFolder(study.pretrain.output_dir)}
-    runs.update({f"patched with step {p.values['reference_checkpoint']}": RunFolder(study.run_folder(p))
-                 for p in study.points()})
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(13, 4.5))
-    lines = ["| run | plateau start | plateau end | plateau length | emergence (50%) | final accuracy |",
-             "|---|---|---|---|---|---|"]
-    for label, run in runs.items():
-        rows = run.trajectory()
-        ax_loss.plot(*series(rows, SEEN, "attribute_loss"), label=label)
-        ax_acc.plot(*series(rows, SEEN, "attribute_accuracy"), label=label)
-        p = run_phases(rows)
-        cells = [p.phase1_end, p.plateau_end, p.plateau_length, p.emergence]
-        text = ["-" if c is None else f"{c:,.0f}" for c in cells]
-        final = series(rows, SEEN, "attribute_accuracy")[1][-1]
-        lines.append(f"| {label} | " + " | ".join(text) + f" | {final:.1%} |")
-    ax_loss.axhline(run_phases(runs["unpatched"].trajectory()).baseline, ls="--", color="black",
-                    label="no-knowledge baseline")
-    for ax, name in ((ax_loss, "attribute loss (seen individuals)"), (ax_acc, "attribute accuracy (seen)")):
-        ax.set_xlabel("training step")
-        ax.set_title(name, fontsize=10)
-        ax.legend(fontsize=8)
-    save_figure(fig, out / STUDY_FIGURE)
-    report = out / STUDY_REPORT
-    report.write_text("# Attention patching\n\nEvery patched run starts from the reference's initial weights and "
-                      "uses, in every layer, the attention patterns of the named reference checkpoint on its own "
-                      f"inputs (gradients stopped through them).\n\n![study]({STUDY_FIGURE})\n\n"
-                      + "\n".join(lines) + "\n")
-    return report
-
-
-def draw_study_figures(rows: list[dict], study: Study) -> list[Path]:
-    """The figures the grid's keys call for: plateau against N, curves against alpha, the warm-up heatmap;
-    for a fine-tuning study, every run's collapse and acquisition curves on one figure; for an attention
-    patching study (a pretraining study with a first run), its report."""
+def draw_study_figures(rows: list[dict], fits: StudyFits, study: Study) -> list[Path]:
+    """The figures the grid's keys call for: bits against parameters (with `fits.capacity`), plateau against N
+    (with `fits.plateau`), curves against alpha, the warm-up heatmap; for a fine-tuning study, every run's
+    collapse and acquisition curves on one figure; for an attention patching study (a pretraining study with
+    a first run), its report."""
     out, keys, figures = Path(study.output_dir), set(study.grid), []
     if not rows:
         return figures
@@ -206,17 +143,13 @@ def draw_study_figures(rows: list[dict], study: Study) -> list[Path]:
         return [plot_forgetting({r["run"]: RunFolder(out / r["run"]).trajectory() for r in rows},
                                 out / FORGETTING_FIGURE)]
     if study.pretrain is not None:
-        return [patching_report(study)]
-    if keys & MODEL_KEYS and any(r.get("knowledge_bits") is not None for r in rows):
-        fits = capacity_fits(rows)
-        (out / CAPACITY_FIT).write_text(json.dumps(fits, indent=1) + "\n")
-        figures.append(capacity_figure(rows, fits, out / CAPACITY_FIGURE))
-    if "n_individuals" in keys and "alpha" not in keys:
-        fit = plateau_fit(rows)
-        figures.append(plateau_vs_population(rows, fit, out / PLATEAU_FIGURE))
-        if fit:  # with the fits of the plateau's start and end steps and of its length under each band
-            fit = {**fit, **{key: plateau_fit(rows, key) for key in ("plateau_start", "plateau_end", *TOLERANCE_KEYS)}}
-            (out / STUDY_FIT).write_text(json.dumps(fit, indent=1) + "\n")
+        patched = {f"patched with step {p.values['reference_checkpoint']}": RunFolder(study.run_folder(p))
+                   for p in study.points()}
+        return [write_patching_report(RunFolder(study.pretrain.output_dir), patched, out)]
+    if fits.capacity is not None:
+        figures.append(capacity_figure(rows, fits.capacity, out / CAPACITY_FIGURE))
+    if fits_plateau(keys):
+        figures.append(plateau_vs_population(rows, fits.plateau, out / PLATEAU_FIGURE))
     if "alpha" in keys:
         figures.append(alpha_curves(rows, out / ALPHA_FIGURE))
     if {"indiv_warmup", "epochs_warmup"} <= keys:
