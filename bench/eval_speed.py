@@ -23,7 +23,7 @@ from accelerate import Accelerator
 
 from data_gen import Corpus
 from pipeline.config import ModelArguments
-from pipeline.evaluation import Evaluator, pretraining_splits
+from pipeline.evaluation import Evaluator, pretraining_groups
 from pipeline.model import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def main() -> None:
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
     torch.manual_seed(0)
     model = build_model(ModelArguments(model_preset=args.model_preset), corpus.tokenizer).to(accelerator.device)
-    splits = pretraining_splits(corpus, args.individuals)
+    splits = pretraining_groups(corpus, args.individuals)
     landed = baseline_evaluator(args.baseline_rev)
     rows = {}
     for name, make in (("landed evaluator", lambda: landed(corpus, splits, args.batch_size)),

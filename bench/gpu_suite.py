@@ -56,7 +56,7 @@ from bench.train_speed import step_rows
 from data_gen import Corpus, CorpusConfig
 from data_gen.builder import build
 from data_gen.layout import MANIFEST
-from pipeline.evaluation import Evaluator, pretraining_splits
+from pipeline.evaluation import Evaluator, pretraining_groups
 from pipeline.model import load_checkpoint
 from pipeline.run_folder import RunFolder
 
@@ -184,7 +184,7 @@ def full_evaluation(corpus_path: Path, out: Path, smoke: bool, run: dict | None 
     cuda = torch.cuda.is_available()
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
     model = load_checkpoint(checkpoints[-1]).to(accelerator.device)
-    splits = {"seen": pretraining_splits(corpus, 0)["seen"], "heldout": pretraining_splits(corpus, 100)["heldout"]}
+    splits = {"seen": pretraining_groups(corpus, 0)["seen"], "heldout": pretraining_groups(corpus, 100)["heldout"]}
     evaluator, build_seconds = timed(Evaluator, corpus, splits, 512 if smoke else recipe()["eval_batch_size"],
                                      compile=cuda)
     queries = sum(len(b["query"]) for b in evaluator.batches["seen"])

@@ -27,7 +27,7 @@ from data_gen.recipe import parse_recipe
 from data_gen.samplers import Replay
 
 from .config import DataArguments, FinetuneArguments, FinetuneTrainArguments
-from .evaluation import pretraining_splits, spread
+from .evaluation import pretraining_groups, spread
 from .hub import resolve_checkpoint
 from .model import BLOCKS, load_checkpoint
 from .report import write_finetune_report
@@ -103,7 +103,7 @@ def finetune(data_args: DataArguments, args: FinetuneTrainArguments, ft: Finetun
                      ft.replay_weight)
     def groups(n: int) -> dict:
         return {OLD: ("train", spread(old, n)), NEW: (ft.new_split, spread(new, n)),
-                HELDOUT: pretraining_splits(corpus, n)[HELDOUT]}
+                HELDOUT: pretraining_groups(corpus, n)[HELDOUT]}
 
     stage = Stage(
         name=FINETUNE, configs=(data_args, args, ft), corpus=corpus,

@@ -16,7 +16,7 @@ from data_gen import Corpus
 from data_gen.recipe import parse_recipe
 
 from .config import DataArguments, ModelArguments, PatchingArguments, TrainArguments
-from .evaluation import pretraining_splits
+from .evaluation import pretraining_groups
 from .model import build_model
 from .report import write_pretrain_report
 from .run_folder import PRETRAIN, SEEN
@@ -42,7 +42,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
         name=PRETRAIN, configs=(model_args, data_args, args, patching), corpus=corpus,
         stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler),
         make_model=lambda: build_model(model_args, corpus.tokenizer, args.attn_implementation),
-        groups=lambda n: pretraining_splits(corpus, n), write_report=write_pretrain_report, exposure_group=SEEN,
+        groups=lambda n: pretraining_groups(corpus, n), write_report=write_pretrain_report, exposure_group=SEEN,
         extra_callbacks=extra_callbacks)
     return run_stage(stage, args)
 

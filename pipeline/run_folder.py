@@ -15,9 +15,10 @@ reports, the Hub and studies read through it.
     runs/studies/<study>/        one run folder per grid point, summary.csv, the study's figures,
                                  corpora/ (corpora the grid builds), pretrained/ (a first run)
 
-Groups of individuals, the `split` of each trajectory line: pretraining evaluates `seen` (trained on,
-the corpus's train split) and `heldout` (never trained on); fine-tuning evaluates `old` (the
-pretraining individuals), `new` (those fine-tuned on) and `heldout`.
+Groups of individuals evaluated, named in the `split` field of each trajectory line (a name kept for the
+files already written; in the code they are groups, and a split is one of the corpus's): pretraining
+evaluates `seen` (trained on, the corpus's train split) and `heldout` (never trained on); fine-tuning
+evaluates `old` (the pretraining individuals), `new` (those fine-tuned on) and `heldout`.
 """
 
 from __future__ import annotations
@@ -149,9 +150,9 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def series(rows: list[dict], split: str, key: str, stage: str = PRETRAIN) -> tuple[np.ndarray, np.ndarray]:
+def series(rows: list[dict], group: str, key: str, stage: str = PRETRAIN) -> tuple[np.ndarray, np.ndarray]:
     """Steps and values of one metric of one group of individuals, sorted by step."""
-    points = sorted((r["step"], r[key]) for r in rows if r["split"] == split and r.get("stage", stage) == stage)
+    points = sorted((r["step"], r[key]) for r in rows if r["split"] == group and r.get("stage", stage) == stage)
     steps, values = zip(*points) if points else ((), ())
     return np.array(steps, dtype=float), np.array(values, dtype=float)
 

@@ -16,7 +16,7 @@ import pytest
 from accelerate import Accelerator
 from transformers import AutoModelForCausalLM
 
-from pipeline.evaluation import Evaluator, pretraining_splits
+from pipeline.evaluation import Evaluator, pretraining_groups
 from pipeline.pretrain import main
 from pipeline.run_folder import RunFolder, checkpoint_name
 
@@ -60,7 +60,7 @@ def test_deepspeed_saves_weights_that_from_pretrained_loads(corpus, corpus_dir, 
     model, info = AutoModelForCausalLM.from_pretrained(out / "checkpoints" / checkpoint_name(6),
                                                        output_loading_info=True)
     assert not any(info.values()), info  # every key of the model, nothing else
-    metrics = Evaluator(corpus, pretraining_splits(corpus, 30), 1024).evaluate(model, Accelerator(cpu=True))
+    metrics = Evaluator(corpus, pretraining_groups(corpus, 30), 1024).evaluate(model, Accelerator(cpu=True))
     logged = {r["split"]: r for r in RunFolder(out).trajectory() if r["step"] == 6}
     assert metrics["seen"]["attribute_loss"] == pytest.approx(logged["seen"]["attribute_loss"], rel=1e-5)
     assert (out / "resume" / checkpoint_name(6) / "trainer_state.json").is_file()

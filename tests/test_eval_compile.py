@@ -9,14 +9,14 @@ from accelerate import Accelerator
 from torch._dynamo.utils import counters
 
 from pipeline.config import ModelArguments
-from pipeline.evaluation import Evaluator, pretraining_splits
+from pipeline.evaluation import Evaluator, pretraining_groups
 from pipeline.model import build_model
 
 
 def test_compiled_evaluation_has_no_graph_break_and_the_eager_scores(corpus):
     torch.manual_seed(0)
     model = build_model(ModelArguments(model_preset="tiny"), corpus.tokenizer).eval()
-    accelerator, splits = Accelerator(cpu=True), pretraining_splits(corpus, 12)
+    accelerator, splits = Accelerator(cpu=True), pretraining_groups(corpus, 12)
     eager = Evaluator(corpus, splits, batch_size=5)
     compiled = Evaluator(corpus, splits, batch_size=5, compile="eager")
     torch._dynamo.reset()

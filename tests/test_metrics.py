@@ -94,12 +94,12 @@ def test_the_evaluator_equals_scoring_each_whole_query(corpus):
     from accelerate import Accelerator
 
     from pipeline.config import ModelArguments
-    from pipeline.evaluation import Evaluator, pretraining_splits
+    from pipeline.evaluation import Evaluator, pretraining_groups
     from pipeline.model import build_model
 
     torch.manual_seed(0)
     model = build_model(ModelArguments(model_preset="tiny"), corpus.tokenizer).eval()
-    splits = pretraining_splits(corpus, 12)
+    splits = pretraining_groups(corpus, 12)
     results = Evaluator(corpus, splits, batch_size=7).evaluate(model, Accelerator(cpu=True))
     baselines = no_knowledge_baseline(corpus.individuals("train").values)
     for group, (split, individuals) in splits.items():

@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM
 
 from common.errors import RunError
 from pipeline.config import ModelArguments, PerformanceArguments
-from pipeline.evaluation import Evaluator, pretraining_splits
+from pipeline.evaluation import Evaluator, pretraining_groups
 from pipeline.finetune import main as finetune_main
 from pipeline.model import build_model, check_model_keys, document_block_mask, model_keys
 from pipeline.pretrain import main as pretrain_main
@@ -165,7 +165,7 @@ def test_two_compiled_gloo_processes_save_the_model_they_evaluated(eager, corpus
     model, info = AutoModelForCausalLM.from_pretrained(out / "checkpoints" / checkpoint_name(STEPS),
                                                        output_loading_info=True)
     assert not any(info.values()), info
-    metrics = Evaluator(corpus, pretraining_splits(corpus, 20), 1024).evaluate(model, Accelerator(cpu=True))
+    metrics = Evaluator(corpus, pretraining_groups(corpus, 20), 1024).evaluate(model, Accelerator(cpu=True))
     final = {r["split"]: r for r in trajectory if r["step"] == STEPS}
     assert metrics["seen"]["attribute_loss"] == pytest.approx(final["seen"]["attribute_loss"], rel=1e-5)
 

@@ -13,7 +13,7 @@ from data_gen import RecipeError
 from data_gen.recipe import parse_recipe
 from pipeline.analysis.phases import run_phases
 from pipeline.config import DataArguments, ModelArguments, TrainArguments
-from pipeline.evaluation import Evaluator, pretraining_splits
+from pipeline.evaluation import Evaluator, pretraining_groups
 from pipeline.pretrain import main, pretrain
 from pipeline.run_folder import RunFolder, checkpoint_name
 
@@ -57,7 +57,7 @@ def test_checkpoint_reloads_with_from_pretrained_and_reproduces_evaluation(short
     final_checkpoint = short_run / "checkpoints" / checkpoint_name(400)
     model = AutoModelForCausalLM.from_pretrained(final_checkpoint)
     assert json.loads((final_checkpoint / "trainer_state.json").read_text())["step"] == 400
-    metrics = Evaluator(corpus, pretraining_splits(corpus, 50), 1024).evaluate(model, Accelerator(cpu=True))
+    metrics = Evaluator(corpus, pretraining_groups(corpus, 50), 1024).evaluate(model, Accelerator(cpu=True))
     final = {r["split"]: r for r in RunFolder(short_run).trajectory() if r["step"] == 400}
     for split in ("seen", "heldout"):
         assert metrics[split]["attribute_loss"] == pytest.approx(final[split]["attribute_loss"], rel=1e-5)

@@ -66,7 +66,7 @@ def spread(individuals: np.ndarray, n: int) -> np.ndarray:
     return individuals[np.unique(np.linspace(0, len(individuals) - 1, n).round().astype(np.int64))]
 
 
-def pretraining_splits(corpus: Corpus, n_individuals: int) -> dict[str, tuple[str, np.ndarray]]:
+def pretraining_groups(corpus: Corpus, n_individuals: int) -> dict[str, tuple[str, np.ndarray]]:
     """What pretraining evaluates: n seen (trained) and n held-out individuals, spread over each split."""
     return {group: (split, spread(np.arange(len(corpus.split(split))), n_individuals))
             for group, split in ((SEEN, "train"), (HELDOUT, "heldout"))}
@@ -75,34 +75,34 @@ def pretraining_splits(corpus: Corpus, n_individuals: int) -> dict[str, tuple[st
 class Evaluator:
     """Attribute recall (on held-out templates) of named groups of individuals.
 
-    `splits` maps a name to (individual split, indices of its individuals evaluated), e.g. pretraining's
+    `groups` maps a group's name to (its corpus split, indices of its individuals evaluated), e.g. pretraining's
     seen and held-out individuals. Batches (built once, then kept on the device) are spread over
     processes, per-query scores gathered, and the numbers computed by `metrics.summarize`, the function
     behind the `attribute_recall` evaluate module; every process gets them. Also reports how well the
     first value token's top probability separates the first group (known individuals) from "heldout"
-    (`confidence_auroc`). With `exposure_split`, that group's metrics are also given by exposure and
+    (`confidence_auroc`). With `exposure_group`, that group's metrics are also given by exposure and
     frequency rank of the training stream's individuals, and the knowledge the model stores about the
     training population (`knowledge_bits`, and per parameter). With `compile` (True for inductor, or a
     backend's name), the forward is compiled with dynamic shapes: one graph for every batch length and size.
     """
 
-    def __init__(self, corpus: Corpus, splits: dict[str, tuple[str, np.ndarray]], batch_size: int,
-                 exposure_split: str | None = None, compile: bool | str = False):
+    def __init__(self, corpus: Corpus, groups: dict[str, tuple[str, np.ndarray]], batch_size: int,
+                 exposure_group: str | None = None, compile: bool | str = False):
         self.baselines = no_knowledge_baseline(corpus.individuals("train").values)
-        self.exposure_split, self.compile = exposure_split, compile
+        self.exposure_group, self.compile = exposure_group, compile
         self.population = len(corpus.split("train"))
         self.batches, self.on_device, self._forward_of = {}, {}, (None, None)
-        for name, (split, individuals) in splits.items():
+        for name, (split, individuals) in groups.items():
             queries = corpus.queries(split)
             queries = queries.select(np.flatnonzero(np.isin(as_array(queries, "individual"), individuals)))
             self.batches[name] = _batches(queries, batch_size, corpus.tokenizer.pad_token_id)
 
-    def _device_batches(self, split: str, device: torch.device) -> list[dict[str, torch.Tensor | int]]:
-        """A split's batches on `device`, moved there once."""
-        if (split, device) not in self.on_device:
-            self.on_device[(split, device)] = [{k: t.to(device) if torch.is_tensor(t) else t for k, t in batch.items()}
-                                               for batch in self.batches[split]]
-        return self.on_device[(split, device)]
+    def _device_batches(self, group: str, device: torch.device) -> list[dict[str, torch.Tensor | int]]:
+        """A group's batches on `device`, moved there once."""
+        if (group, device) not in self.on_device:
+            self.on_device[(group, device)] = [{k: t.to(device) if torch.is_tensor(t) else t for k, t in batch.items()}
+                                               for batch in self.batches[group]]
+        return self.on_device[(group, device)]
 
     def _forward(self, model: torch.nn.Module):
         """The scores of one batch of queries under `model`, compiled once per model when asked."""
@@ -120,11 +120,11 @@ class Evaluator:
         return self._forward_of[1]
 
     @torch.no_grad()
-    def scores(self, model: torch.nn.Module, accelerator: Accelerator, split: str) -> dict[str, np.ndarray]:
-        """Per-query scores of one split, from every process, in query order (attributes as codes, indices
+    def scores(self, model: torch.nn.Module, accelerator: Accelerator, group: str) -> dict[str, np.ndarray]:
+        """Per-query scores of one group, from every process, in query order (attributes as codes, indices
         in `data_gen.ATTRIBUTES`)."""
         forward = self._forward(accelerator.unwrap_model(model, keep_torch_compile=False))
-        batches = self._device_batches(split, accelerator.device)
+        batches = self._device_batches(group, accelerator.device)
         per_process = -(-len(batches) // accelerator.num_processes)
         local = []
         for k in range(per_process):  # every process runs the same number of forward passes
@@ -147,26 +147,26 @@ class Evaluator:
     def evaluate(self, model: torch.nn.Module, accelerator: Accelerator,
                  exposures: np.ndarray | None = None) -> dict[str, dict]:
         """Metrics per group name; `exposures` (times each training individual was drawn so far)
-        gives the exposure split's metrics by exposure bucket and by frequency rank."""
+        gives the exposure group's metrics by exposure bucket and by frequency rank."""
         was_training = model.training
         model.eval()
-        scores = {split: self.scores(model, accelerator, split) for split in self.batches}
+        scores = {group: self.scores(model, accelerator, group) for group in self.batches}
         model.train(was_training)
-        individuals = {split: s.pop("individual") for split, s in scores.items()}
-        results = {split: summarize(s["value_loss"], s["correct"], s["top_prob"], s["entropy"], s["attribute"],
-                                    self.baselines) for split, s in scores.items()}
-        if self.exposure_split:
-            known, who = scores[self.exposure_split], individuals[self.exposure_split]
+        individuals = {group: s.pop("individual") for group, s in scores.items()}
+        results = {group: summarize(s["value_loss"], s["correct"], s["top_prob"], s["entropy"], s["attribute"],
+                                    self.baselines) for group, s in scores.items()}
+        if self.exposure_group:
+            known, who = scores[self.exposure_group], individuals[self.exposure_group]
             bits = knowledge_bits(known["value_loss"], known["attribute"], who, self.baselines, self.population)
             sizes = count_parameters(accelerator.unwrap_model(model, keep_torch_compile=False))
-            results[self.exposure_split].update({
+            results[self.exposure_group].update({
                 "knowledge_bits": bits, "knowledge_bits_per_parameter": bits / sizes["total"],
                 "knowledge_bits_per_non_embedding_parameter": bits / sizes["non_embedding"],
                 "parameters": sizes["total"], "non_embedding_parameters": sizes["non_embedding"]})
-        if exposures is not None and self.exposure_split:
-            results[self.exposure_split]["by_exposure"] = by_exposure(exposures[who], known["value_loss"],
+        if exposures is not None and self.exposure_group:
+            results[self.exposure_group]["by_exposure"] = by_exposure(exposures[who], known["value_loss"],
                                                                       known["correct"])
-            results[self.exposure_split]["by_rank"] = by_rank(frequency_rank(exposures)[who], known["value_loss"],
+            results[self.exposure_group]["by_rank"] = by_rank(frequency_rank(exposures)[who], known["value_loss"],
                                                               known["correct"])
         separation = auroc(next(iter(scores.values()))["top_prob"], scores[HELDOUT]["top_prob"])
         for metrics in results.values():

@@ -80,17 +80,17 @@ class EvaluationCallback(Callback):
         if step not in self.steps:
             return
         evaluator = self.final if self.final is not None and step == self.last else self.evaluator
-        exposures = state.exposures(step) if evaluator.exposure_split else None
+        exposures = state.exposures(step) if evaluator.exposure_group else None
         results = evaluator.evaluate(state.model, state.accelerator, exposures)
-        for split, metrics in results.items():
+        for group, metrics in results.items():
             if not all(math.isfinite(metrics[key]) for key in FINITE_METRICS):
-                raise RunError(f"the evaluation of {split} individuals at step {step} is not finite "
+                raise RunError(f"the evaluation of {group} individuals at step {step} is not finite "
                                f"(attribute loss {metrics['attribute_loss']}): the weights are finite but too large; "
                                f"lower learning_rate (or add warmup_steps); nothing was written for this step")
         if state.accelerator.is_main_process:
-            self.run.append_trajectory([{"stage": self.stage, "step": step, "split": split,
-                                         "tokens": state.tokens_seen, **metrics} for split, metrics in results.items()])
-        state.accelerator.log({f"eval/{split}/{key}": metrics[key] for split, metrics in results.items()
+            self.run.append_trajectory([{"stage": self.stage, "step": step, "split": group,
+                                         "tokens": state.tokens_seen, **metrics} for group, metrics in results.items()])
+        state.accelerator.log({f"eval/{group}/{key}": metrics[key] for group, metrics in results.items()
                                for key in ("attribute_loss", "attribute_accuracy")}, step=step)
 
 

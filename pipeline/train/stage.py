@@ -79,7 +79,7 @@ class Stage:
         if individuals is None:
             return None
         return Evaluator(self.corpus, self.groups(individuals), args.eval_batch_size,
-                         exposure_split=self.exposure_group, compile=args.compile_backend)
+                         exposure_group=self.exposure_group, compile=args.compile_backend)
 
 
 def permanent_checkpoint_steps(args: ScheduleArguments, max_steps: int) -> list[int]:
