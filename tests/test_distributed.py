@@ -117,13 +117,13 @@ def test_a_kill_during_a_background_write_resumes_from_the_last_complete_checkpo
     main(flags)
     flags[flags.index("--output_dir") + 1] = str(killed)
     marker = tmp_path / "stalled"
-    script = (f"import time\nimport pipeline.train.checkpoints as checkpoints\nfrom pipeline.pretrain import main\n"
-              f"original = checkpoints.publish_checkpoint\n"
+    script = (f"import time\nimport pipeline.run_folder as run_folder\nfrom pipeline.pretrain import main\n"
+              f"original = run_folder.publish_checkpoint\n"
               f"def stalled(staging, final, record):\n"
               f"    if record['step'] == 150 and final.parent.name == 'resume':\n"
               f"        open({str(marker)!r}, 'w').close()\n        time.sleep(600)\n"
               f"    return original(staging, final, record)\n"
-              f"checkpoints.publish_checkpoint = stalled\nmain({flags!r})\n")
+              f"run_folder.publish_checkpoint = stalled\nmain({flags!r})\n")
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and not (marker.exists() and (killed / "trajectory.jsonl").is_file()
