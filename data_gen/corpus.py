@@ -87,10 +87,10 @@ class Corpus:
         return individual_tokens(self.split(split), self.tokenizer)
 
     def stream(self, batch_size: int, seed: int, split: str = "train", sampler=None,
-               people: Individuals | None = None) -> BiographyStream:
+               people: Individuals | None = None, shuffle_sentences: bool = True) -> BiographyStream:
         """Training biographies of a split's individuals (or of `people`), drawn by `sampler` (default:
-        uniformly)."""
+        uniformly), their sentences in a random order (or, without `shuffle_sentences`, always in one)."""
         t = self.tokenizer
         people = self.individuals(split) if people is None else people
         return BiographyStream(people, self.templates, t.bos_token_id, t.eos_token_id, t.pad_token_id, batch_size,
-                               seed, sampler)
+                               seed, sampler, shuffle_sentences)

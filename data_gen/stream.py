@@ -34,7 +34,8 @@ NO_TOKEN = -10_000  # beyond a sentence's end in the sentence table
 
 @dataclass
 class BiographyStream:
-    """Biographies of `people`: six sentences in random order, a random training template each.
+    """Biographies of `people`: six sentences in random order (with `shuffle_sentences`; else always in the
+    order of ATTRIBUTES), a random training template each.
 
     Batches are assembled with array operations, no loop over rows: each (attribute, template) sentence is
     a row of a table holding its template words' ids and, as negative codes, placeholders for the name and
@@ -49,6 +50,7 @@ class BiographyStream:
     batch_size: int
     seed: int = 0
     sampler: object = None  # which individuals each step draws (data_gen.samplers); None: uniform
+    shuffle_sentences: bool = True
     _sentences: np.ndarray = field(init=False, repr=False)  # [attributes, templates, longest sentence]
     _lengths: np.ndarray = field(init=False, repr=False)  # [attributes, templates]
     _fill: np.ndarray = field(init=False, repr=False)  # [people, 3 + value tokens of every attribute]
@@ -86,6 +88,8 @@ class BiographyStream:
         n_attr = len(ATTRIBUTES)
         who = self.sampler.draw(rng, step, self.batch_size)
         order = np.argsort(rng.random((self.batch_size, n_attr)), axis=1)
+        if not self.shuffle_sentences:  # drawn all the same: both orders draw the same people and templates
+            order = np.broadcast_to(np.arange(n_attr), order.shape)
         choice = rng.integers(0, self.people.train_templates.shape[-1], size=(self.batch_size, n_attr))
         template = self.people.train_templates[who[:, None], np.arange(n_attr)[None, :], choice].astype(np.int64)
         self._last_draw = (step, (who, order, template))

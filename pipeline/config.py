@@ -66,6 +66,9 @@ class DataArguments(SamplerConfig):
         default=1000, kw_only=True, metadata={"help": "Individuals evaluated per group (seen, held-out, ...), "
                                                       "spread evenly over their indices; 0 evaluates all."})
 
+    shuffle_sentences: bool = field(
+        default=True, kw_only=True, metadata={"help": "Each biography's six sentences in a random order (the paper's "
+                                                      "shuffle_templates); false: always in one order (claim C4)."})
     final_eval_individuals: int | None = field(
         default=None, kw_only=True, metadata={"help": "Individuals evaluated per group at the last step (0: all, as "
                                                       "capacity runs want; default: eval_individuals)."})

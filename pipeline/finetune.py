@@ -107,7 +107,8 @@ def finetune(data_args: DataArguments, args: FinetuneTrainArguments, ft: Finetun
 
     stage = Stage(
         name=FINETUNE, configs=(data_args, args, ft), corpus=corpus,
-        stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler, people=people),
+        stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler, people=people,
+                             shuffle_sentences=data_args.shuffle_sentences),
         make_model=lambda: load_model(checkpoint, ft, args.attn_implementation), groups=groups,
         write_report=write_finetune_report, provenance={"init_corpus": pretrained_on})
     return run_stage(stage, args)

@@ -40,7 +40,8 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
 
     stage = Stage(
         name=PRETRAIN, configs=(model_args, data_args, args, patching), corpus=corpus,
-        stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler),
+        stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler,
+                             shuffle_sentences=data_args.shuffle_sentences),
         make_model=lambda: build_model(model_args, corpus.tokenizer, args.attn_implementation),
         groups=lambda n: pretraining_groups(corpus, n), write_report=write_pretrain_report, exposure_group=SEEN,
         extra_callbacks=extra_callbacks)

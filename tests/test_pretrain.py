@@ -135,3 +135,22 @@ def test_a_longer_schedule_trains_exactly_the_first_steps_of_the_longer_run(corp
     cut = pretrain(*_args(corpus_dir, tmp_path / "cut", "--max_steps", "6", *common))  # a 6-step cosine differs
     assert ([r for r in RunFolder(cut).trajectory() if r["step"] == 6]
             != [r for r in RunFolder(start).trajectory() if r["step"] == 6])
+
+
+def test_a_fixed_sentence_order_reaches_the_training_stream(corpus_dir, tmp_path, monkeypatch):
+    """--shuffle_sentences false trains on biographies in one sentence order, and the run records it."""
+    from pipeline.train import stage
+
+    streams = []
+
+    class Recording(stage.Trainer):
+        def __init__(self, args, model, stream, *rest, **kwargs):
+            streams.append(stream)
+            super().__init__(args, model, stream, *rest, **kwargs)
+
+    monkeypatch.setattr(stage, "Trainer", Recording)
+    out = tmp_path / "fixed"
+    main(tiny_flags(corpus_dir, out, max_steps=2, eval_points=0, save_steps=0, shuffle_sentences="false"))
+    (stream,) = streams
+    assert not stream.shuffle_sentences and (stream.draw(1)[1] == range(6)).all()
+    assert RunFolder(out).recipe()["shuffle_sentences"] is False
