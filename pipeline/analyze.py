@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     corpus = Corpus(run.recipe()["corpus"])
     rows = attention_table(run, corpus, args.n_biographies, recompute=True)
-    print(f"{len(rows)} rows over {len({r['step'] for r in rows})} checkpoints; report: {write_pretrain_report(run, corpus)}")
+    report = write_pretrain_report(run, corpus)
+    print(f"{len(rows)} rows over {len({r['step'] for r in rows})} checkpoints; report: {report}")
 
 
 if __name__ == "__main__":
