@@ -1,5 +1,5 @@
-"""Which individuals a training step draws: uniform, power law, celebrities, warm-up curricula and
-any piecewise schedule of these. A sampler is a pure function of (rng, step), so every schedule
+"""Which individuals a training step draws: uniform, power law, celebrities, warm-up curricula, groups
+visited in sequence, and any piecewise schedule of these. A sampler is a pure function of (rng, step), so every schedule
 resumes exactly and is the same whatever the number of processes (the global batch is drawn once).
 
 A schedule phase is written "START:KIND[:key=value,...]", e.g. ["0:uniform:n=2000", "500:power_law:alpha=0.8"].
@@ -16,7 +16,7 @@ from common.errors import RecipeError
 
 from .recipe import check_choice, check_values
 
-KINDS = ("uniform", "power_law", "celebrities", "warmup", "schedule")
+KINDS = ("uniform", "power_law", "celebrities", "warmup", "sequential", "schedule")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,51 @@ class Schedule:
 
     def probabilities(self, step: int, population: int) -> np.ndarray:
         return self._at(step).probabilities(step, population)
+
+
+def group_members(n: int, n_groups: int) -> list[np.ndarray]:
+    """The individuals of each of `n_groups` groups: consecutive blocks of the first n, as even as can be."""
+    edges = np.linspace(0, n, n_groups + 1).round().astype(int)
+    return [np.arange(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def sequential_segments(n_groups: int, n_repeats: int, steps: int, start: int = 0) -> list[tuple[int, int, int]]:
+    """(first step, end step, group) of each segment of a sequential visit: the groups in order, n_repeats
+    times, each segment an equal share of `steps` (the last ones one step longer where it does not divide)."""
+    bounds = start + np.linspace(0, steps, n_groups * n_repeats + 1).round().astype(int)
+    return [(int(a), int(b), k % n_groups) for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+
+
+@dataclass(frozen=True)
+class Sequential:
+    """Groups of individuals visited in order (claim C23): uniform within the group of the segment that
+    holds the step (`sequential_segments`); 2 groups and several repeats alternate between them."""
+
+    n: int
+    n_groups: int
+    n_repeats: int
+    steps: int
+    start: int = 0
+
+    def groups(self) -> list[np.ndarray]:
+        return group_members(self.n, self.n_groups)
+
+    def segments(self) -> list[tuple[int, int, int]]:
+        return sequential_segments(self.n_groups, self.n_repeats, self.steps, self.start)
+
+    def group_at(self, step: int) -> int:
+        segments = self.segments()
+        return next((g for a, b, g in segments if step < b), segments[-1][2])
+
+    def draw(self, rng: np.random.Generator, step: int, size: int) -> np.ndarray:
+        members = self.groups()[self.group_at(step)]
+        return members[0] + rng.integers(0, len(members), size=size)
+
+    def probabilities(self, step: int, population: int) -> np.ndarray:
+        p = np.zeros(population)
+        members = self.groups()[self.group_at(step)]
+        p[members] = 1.0 / len(members)
+        return p
 
 
 @dataclass(frozen=True)
@@ -116,7 +161,7 @@ def _check(condition: bool, message: str) -> None:
         raise RecipeError(message)
 
 
-SCHEDULE_KEYS = ("n", "alpha", "n_celebrities", "celebrity_weight")
+SCHEDULE_KEYS = ("n", "alpha", "n_celebrities", "celebrity_weight", "n_groups", "n_repeats")
 
 
 @dataclass(frozen=True)
@@ -143,7 +188,7 @@ def parse_phase(text: str) -> SchedulePhase:
     _check(kind not in ("schedule", "warmup"), f"schedule phase '{text}': use uniform, power_law or celebrities "
                                                f"inside a schedule")
     n = values.pop("n", None)
-    kwargs = {k: int(v) if k == "n_celebrities" else v for k, v in values.items()}
+    kwargs = {k: int(v) if k in ("n_celebrities", "n_groups", "n_repeats") else v for k, v in values.items()}
     return SchedulePhase(start, SamplerConfig(sampler=kind, **kwargs), None if n is None else int(n))
 
 
@@ -158,16 +203,22 @@ class SamplerConfig:
     celebrity_weight: float = field(default=1.0, metadata={"help": "celebrities: their weight (others have 1)."})
     indiv_warmup: int = field(default=0, metadata={"help": "warmup: individuals trained on first."})
     epochs_warmup: float = field(default=0.0, metadata={"help": "warmup: epochs over them before all."})
+    n_groups: int = field(default=0, metadata={"help": "sequential: groups of individuals (consecutive blocks) "
+                                                       "trained on one after another."})
+    n_repeats: int = field(default=1, metadata={"help": "sequential: visits of the groups in order (2 groups and "
+                                                        "several repeats: alternating)."})
     sampler_schedule: list[str] = field(default_factory=list, metadata={
         "help": "schedule: phases 'START:KIND[:key=value,...]', e.g. '0:uniform:n=2000' '500:power_law:alpha=0.8'."})
 
     def __post_init__(self):
         check_choice("sampler", self.sampler, KINDS)
-        check_values(self, at_least_zero=("n_celebrities", "indiv_warmup", "epochs_warmup"),
-                     positive=("celebrity_weight",))
+        check_values(self, at_least_zero=("n_celebrities", "indiv_warmup", "epochs_warmup", "n_groups"),
+                     at_least_one=("n_repeats",), positive=("celebrity_weight",))
         _check(0 <= self.alpha <= 10, f"alpha must be between 0 and 10, got {self.alpha}")
         if self.sampler == "warmup":
             _check(self.epochs_warmup > 0, f"epochs_warmup must be positive, got {self.epochs_warmup}")
+        if self.sampler == "sequential":
+            _check(self.n_groups >= 1, f"sampler 'sequential' needs n_groups of at least 1, got {self.n_groups}")
         if self.sampler == "schedule":
             self.schedule_phases()
 
@@ -179,8 +230,9 @@ class SamplerConfig:
         _check(phases[0].start == 0, "the first sampler_schedule phase must start at step 0")
         return phases
 
-    def build(self, n: int, batch_size: int, max_steps: int):
-        """The sampler over a population of n individuals, for a run of max_steps steps of batch_size."""
+    def build(self, n: int, batch_size: int, max_steps: int, start: int = 0):
+        """The sampler over a population of n individuals, for a run of max_steps steps of batch_size (in a
+        schedule: a phase of max_steps steps from `start`)."""
         if self.sampler == "uniform":
             return Uniform(n)
         if self.sampler == "power_law":
@@ -197,9 +249,26 @@ class SamplerConfig:
             _check(switch < max_steps, f"the warm-up lasts {switch} steps, not less than max_steps={max_steps}: "
                                        f"lower epochs_warmup or indiv_warmup")
             return sampler
-        phases = []
-        for phase in self.schedule_phases():
+        if self.sampler == "sequential":
+            _check(self.n_groups <= n and self.n_groups * self.n_repeats <= max_steps,
+                   f"{self.n_groups} groups x {self.n_repeats} repeats need at least {self.n_groups} individuals and "
+                   f"{self.n_groups * self.n_repeats} steps, got {n} and {max_steps}: lower n_groups or n_repeats")
+            return Sequential(n, self.n_groups, self.n_repeats, max_steps, start)
+        return self._schedule(n, batch_size, max_steps)
+
+    def _schedule(self, n: int, batch_size: int, max_steps: int) -> Schedule:
+        phases = self.schedule_phases()
+        ends = [phase.start for phase in phases[1:]] + [max(max_steps, phases[-1].start + 1)]
+        built = []
+        for phase, end in zip(phases, ends):
             phase_n = n if phase.n is None else phase.n
             _check(0 < phase_n <= n, f"schedule phase starting at step {phase.start}: n must be between 1 and {n}")
-            phases.append((phase.start, phase.config.build(phase_n, batch_size, max_steps)))
-        return Schedule(tuple(phases))
+            built.append((phase.start, phase.config.build(phase_n, batch_size, end - phase.start, phase.start)))
+        return Schedule(tuple(built))
+
+
+def find_sequential(sampler) -> Sequential | None:
+    """A sequential sampler (alone, or the first sequential phase of a schedule), or None."""
+    if isinstance(sampler, Sequential):
+        return sampler
+    return next((found for _, phase in getattr(sampler, "phases", ()) if (found := find_sequential(phase))), None)

@@ -14,12 +14,13 @@ from pathlib import Path
 from common.errors import run_cli
 from data_gen import Corpus
 from data_gen.recipe import parse_recipe
+from data_gen.samplers import find_sequential
 
 from .config import DataArguments, ModelArguments, PatchingArguments, TrainArguments
-from .evaluation import pretraining_groups
+from .evaluation import pretraining_groups, spread
 from .model import build_model
 from .report import write_pretrain_report
-from .run_folder import PRETRAIN, SEEN
+from .run_folder import PRETRAIN, SEEN, sequence_group
 from .train.patching import check_reference, patching_callback
 from .train.stage import Stage, run_stage
 
@@ -34,6 +35,12 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
         check_reference(patching, args)
     corpus = Corpus(data_args.corpus)
     sampler = data_args.build(len(corpus.split("train")), args.batch_size, args.max_steps)
+    sequence = find_sequential(sampler)
+
+    def groups(n: int) -> dict:  # seen and held-out individuals, and each group of a sequential sampler
+        members = sequence.groups() if sequence else []
+        return {**pretraining_groups(corpus, n), **{sequence_group(k): ("train", spread(m, n))
+                                                    for k, m in enumerate(members)}}
 
     def extra_callbacks(model, accelerator):
         return [patching_callback(patching, model, accelerator.device)] if patching.reference_run else []
@@ -43,7 +50,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
         stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler,
                              shuffle_sentences=data_args.shuffle_sentences),
         make_model=lambda: build_model(model_args, corpus.tokenizer, args.attn_implementation),
-        groups=lambda n: pretraining_groups(corpus, n), write_report=write_pretrain_report, exposure_group=SEEN,
+        groups=groups, write_report=write_pretrain_report, exposure_group=SEEN,
         extra_callbacks=extra_callbacks)
     return run_stage(stage, args)
 

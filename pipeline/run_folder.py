@@ -9,7 +9,8 @@ reports, the Hub and studies read through it.
                                  trainer_state.json (written last: a folder holding it is complete)
       resume/step-*/             the latest resume checkpoint: Accelerate state, trainer_state.json
       report.md                  the report, with pretraining's phases.json, phases.png,
-                                 hallucinations.png, attention.png, attention.jsonl, or fine-tuning's
+                                 hallucinations.png, attention.png, attention.jsonl (sequence.png with a
+                                 sequential sampler), or fine-tuning's
                                  finetune.json, forgetting.png, drift.jsonl
       hub_push.jsonl, .hub-main/ Hub pushes: their log, the files staged for `main`
     runs/studies/<study>/        one run folder per grid point, summary.csv, the study's figures,
@@ -17,8 +18,9 @@ reports, the Hub and studies read through it.
 
 Groups of individuals evaluated, named in the `split` field of each trajectory line (a name kept for the
 files already written; in the code they are groups, and a split is one of the corpus's): pretraining
-evaluates `seen` (trained on, the corpus's train split) and `heldout` (never trained on); fine-tuning
-evaluates `old` (the pretraining individuals), `new` (those fine-tuned on) and `heldout`.
+evaluates `seen` (trained on, the corpus's train split) and `heldout` (never trained on), and with a
+sequential sampler each of its groups (`group_0`, ...); fine-tuning evaluates `old` (the pretraining
+individuals), `new` (those fine-tuned on) and `heldout`.
 """
 
 from __future__ import annotations
@@ -47,16 +49,22 @@ PHASES_FIGURE = "phases.png"
 HALLUCINATION_FIGURE = "hallucinations.png"
 ATTENTION_FIGURE = "attention.png"
 ATTENTION_TABLE = "attention.jsonl"
+SEQUENCE_FIGURE = "sequence.png"  # each group's loss of a sequential sampler, its visits shaded
 FINETUNE_SUMMARY = "finetune.json"
 FORGETTING_FIGURE = "forgetting.png"
 DRIFT_TABLE = "drift.jsonl"
 HUB_LOG = "hub_push.jsonl"
 HUB_STAGING = ".hub-main"
 MODEL_CARD = "README.md"  # written into .hub-main/
-REPORT_FILES = (REPORT, TRAJECTORY, PHASES, PHASES_FIGURE, HALLUCINATION_FIGURE, ATTENTION_FIGURE, FINETUNE_SUMMARY,
-                FORGETTING_FIGURE, DRIFT_TABLE)  # what a run's Hub repository gets beside the weights
+REPORT_FILES = (REPORT, TRAJECTORY, PHASES, PHASES_FIGURE, HALLUCINATION_FIGURE, ATTENTION_FIGURE, SEQUENCE_FIGURE,
+                FINETUNE_SUMMARY, FORGETTING_FIGURE, DRIFT_TABLE)  # what a run's Hub repository gets beside the weights
 
 SEEN, HELDOUT, OLD, NEW = "seen", "heldout", "old", "new"
+SEQUENCE_GROUP = "group_"  # + k: the k-th group of a sequential sampler, evaluated on its own
+
+
+def sequence_group(index: int) -> str:
+    return f"{SEQUENCE_GROUP}{index}"
 PRETRAIN, FINETUNE = "pretrain", "finetune"  # the `stage` of trajectory lines
 
 SUMMARY = "summary.csv"

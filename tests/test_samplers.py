@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from data_gen import RecipeError
-from data_gen.samplers import SamplerConfig
+from data_gen.samplers import SamplerConfig, find_sequential
+from data_gen.stream import shard_rows
 from pipeline.evaluation.metrics import by_exposure, by_rank, frequency_rank
 from pipeline.pretrain import main
 from pipeline.run_folder import RunFolder, checkpoint_name
@@ -104,3 +105,46 @@ def test_training_with_a_sampler_records_exposures(corpus_dir, tmp_path):
     assert sum(b["queries"] for b in final["by_rank"]) == 50 * 30
     assert json.loads((out / "checkpoints" / checkpoint_name(6) / "trainer_state.json").read_text())[
         "recipe"]["sampler"] == "celebrities"
+
+
+def test_the_sequential_sampler_visits_each_group_in_order_then_repeats():
+    sampler = SamplerConfig(sampler="sequential", n_groups=4, n_repeats=2).build(100, batch_size=16, max_steps=80)
+    rng = np.random.default_rng(0)
+    for step in range(80):  # 8 segments of 10 steps: groups 0 1 2 3 0 1 2 3, each 25 consecutive individuals
+        group = step // 10 % 4
+        drawn = sampler.draw(rng, step, 16)
+        assert (drawn >= 25 * group).all() and (drawn < 25 * (group + 1)).all()
+        assert sampler.probabilities(step, 100)[25 * group: 25 * (group + 1)] == pytest.approx(np.full(25, 1 / 25))
+    assert np.unique(np.concatenate([sampler.draw(rng, 0, 16) for _ in range(50)])).size == 25  # uniform in it
+    assert find_sequential(sampler).groups()[3].tolist() == list(range(75, 100))
+
+
+def test_two_alternating_groups_and_a_sequential_phase_of_a_schedule():
+    alternating = SamplerConfig(sampler="sequential", n_groups=2, n_repeats=3).build(10, 4, max_steps=60)
+    assert [alternating.group_at(s) for s in range(0, 60, 10)] == [0, 1, 0, 1, 0, 1]
+    schedule = SamplerConfig(sampler="schedule", sampler_schedule=["0:uniform", "20:sequential:n_groups=2"])
+    sampler = schedule.build(10, 4, max_steps=60)  # the phase's 40 steps split between its two groups
+    assert sampler.probabilities(10, 10) == pytest.approx(np.full(10, 0.1))
+    assert sampler.probabilities(25, 10)[:5].sum() == pytest.approx(1.0)
+    assert sampler.probabilities(45, 10)[5:].sum() == pytest.approx(1.0)
+    assert len(find_sequential(sampler).groups()) == 2
+
+
+def test_sequential_streams_shard_and_replay_like_the_others(corpus):
+    sampler = SamplerConfig(sampler="sequential", n_groups=4).build(200, batch_size=16, max_steps=40)
+    whole, again = corpus.stream(16, 3, sampler=sampler), corpus.stream(16, 3, sampler=sampler)
+    length = whole.max_length
+    halves = [whole.batch(25, shard_rows(16, rank, 2), length=length)["input_ids"] for rank in range(2)]
+    assert (np.concatenate(halves) == whole.batch(25, length=length)["input_ids"]).all()
+    assert (whole.batch(33)["input_ids"] == again.batch(33)["input_ids"]).all()  # any step replays (resume)
+    assert whole.exposures(40)[:50].sum() == whole.exposures(10).sum() == 160  # 10 steps per group
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"n_groups": 0}, "needs n_groups of at least 1"),
+    ({"n_groups": 300}, "need at least 300 individuals"),
+    ({"n_groups": 4, "n_repeats": 0}, "n_repeats must be at least 1"),
+])
+def test_bad_sequential_values_are_clear_errors(params, message):
+    with pytest.raises(RecipeError, match=message):
+        SamplerConfig(sampler="sequential", **params).build(200, batch_size=16, max_steps=100)

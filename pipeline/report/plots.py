@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from ..analysis.phases import Phases
-from ..run_folder import FINETUNE, HELDOUT, NEW, OLD, SEEN, series
+from ..run_folder import FINETUNE, HELDOUT, NEW, OLD, SEEN, sequence_group, series
 
 SPLIT_STYLE = {SEEN: ("seen individuals (held-out templates)", "tab:blue"),
                HELDOUT: ("held-out individuals", "tab:red")}
@@ -156,4 +156,21 @@ def plot_patching(runs: dict[str, list[dict]], baseline: float, path: Path) -> P
         ax.set_xlabel("training step")
         ax.set_title(name, fontsize=10)
         ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_sequence(rows: list[dict], segments: list[tuple[int, int, int]], path: Path) -> Path:
+    """Each group's attribute loss against step (claim C23), the steps of its visits shaded in its colour."""
+    groups = sorted({g for _, _, g in segments})
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(groups)))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for group, color in zip(groups, colors):
+        ax.plot(*series(rows, sequence_group(group), "attribute_loss"), color=color, label=f"group {group}")
+        for start, end, g in segments:
+            if g == group:
+                ax.axvspan(start, end, color=color, alpha=0.12)
+    ax.axhline(next(r["baseline_loss"] for r in rows if r["split"] == SEEN), ls="--", color="black",
+               label="no-knowledge baseline")
+    ax.set(xlabel="training step", ylabel="attribute loss", title="groups visited in sequence (shaded: trained)")
+    ax.legend(fontsize=8, ncol=2)
     return save_figure(fig, path)

@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from data_gen import Corpus
 
 from ..analysis.phases import run_phases
+from ..analysis.sequence import run_segments, visit_rates
 from ..analysis.tables import attention_table
 from ..run_folder import (
     ATTENTION_FIGURE,
@@ -20,10 +23,11 @@ from ..run_folder import (
     REPORT,
     RUN_CONFIG,
     SEEN,
+    SEQUENCE_FIGURE,
     RunFolder,
 )
 from .markdown import final_table, step_text
-from .plots import plot_attention, plot_hallucinations, plot_phases
+from .plots import plot_attention, plot_hallucinations, plot_phases, plot_sequence
 
 
 def _circuit_summary(rows: list[dict]) -> str:
@@ -39,6 +43,23 @@ def _circuit_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _sequence_section(run: RunFolder, rows: list[dict], segments: list[tuple[int, int, int]]) -> str:
+    """The groups of a sequential sampler: their figure, and each visit's learning and forgetting rates."""
+    plot_sequence(rows, segments, run / SEQUENCE_FIGURE)
+    visits = visit_rates(rows, segments)
+    lines = ["| group | visit (steps) | loss at start -> end | learning (nats / 1k steps) | forgetting after it, "
+             "until step | (nats / 1k steps) |", "|---|---|---|---|---|---|"]
+    for v in visits:
+        forgetting = "-" if v["forgetting_per_1k"] is None else f"{v['forgetting_per_1k']:.3f}"
+        lines.append(f"| {v['group']} | {v['start']:,}-{v['end']:,} | {v['loss_start']:.3f} -> {v['loss_end']:.3f} "
+                     f"| {v['learning_per_1k']:.3f} | {v['left_until']:,} | {forgetting} |")
+    learned = [v["learning_per_1k"] for v in visits]
+    forgot = [v["forgetting_per_1k"] for v in visits if v["forgetting_per_1k"] is not None]
+    means = (f"Mean learning rate {np.mean(learned):.3f}, mean forgetting rate {np.mean(forgot):.3f} nats per 1k "
+             f"steps." if learned and forgot else "")
+    return f"## Groups visited in sequence\n\n![sequence]({SEQUENCE_FIGURE})\n\n" + "\n".join(lines) + f"\n\n{means}\n"
+
+
 def write_pretrain_report(run: RunFolder, corpus: Corpus) -> Path:
     """Detect the phases, draw the figures and write report.md; returns the report's path. `corpus` is the
     run's, whose biographies the attention circuits are measured on."""
@@ -51,6 +72,8 @@ def write_pretrain_report(run: RunFolder, corpus: Corpus) -> Path:
     circuits = attention_table(run, corpus)
     if circuits:
         plot_attention(circuits, phases, run / ATTENTION_FIGURE)
+    segments = run_segments(recipe, len(corpus.split("train")))
+    sequence = _sequence_section(run, rows, segments) if segments else ""
     final = {r["split"]: r for r in rows if r["step"] == phases.max_step}
     length = phases.plateau_length
     share = f" ({length / phases.max_step:.0%} of the run)" if length is not None else ""
@@ -75,6 +98,7 @@ No-knowledge baseline: {phases.baseline:.3f} nats (entropy of the training popul
 
 {final_table(rows)}
 
+{sequence}
 ## Hallucinations
 
 ![hallucinations]({HALLUCINATION_FIGURE})

@@ -1,0 +1,39 @@
+"""Learning and forgetting of the groups of a sequential sampler (claim C23): each group's attribute loss
+while it is trained (a visit: the loss falls) and from when it is left until it is trained again or the run
+ends (the loss rises), as rates in nats per 1,000 steps, interpolated between evaluations."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import numpy as np
+
+from data_gen.samplers import SamplerConfig, find_sequential
+
+from ..run_folder import sequence_group, series
+
+
+def run_segments(recipe: dict, population: int) -> list[tuple[int, int, int]]:
+    """The (first step, end step, group) segments of a run's sequential sampler, from its recipe; none when
+    it has none."""
+    config = SamplerConfig(**{f.name: recipe[f.name] for f in fields(SamplerConfig) if f.name in recipe})
+    sequence = find_sequential(config.build(population, recipe["batch_size"], recipe["max_steps"]))
+    return sequence.segments() if sequence else []
+
+
+def visit_rates(rows: list[dict], segments: list[tuple[int, int, int]]) -> list[dict]:
+    """Per visit of a group: its loss when the visit starts and ends, the learning rate over the visit and
+    the forgetting rate from its end to the group's next visit (or the last evaluation)."""
+    visits = []
+    for k, (start, end, group) in enumerate(segments):
+        steps, loss = series(rows, sequence_group(group), "attribute_loss")
+        if not len(steps) or end > steps[-1]:
+            continue
+        later = [a for a, _, g in segments[k + 1:] if g == group]
+        until = min(later[0] if later else steps[-1], steps[-1])
+        at = np.interp([start, end, until], steps, loss)
+        visits.append({"group": group, "start": start, "end": end, "loss_start": float(at[0]),
+                       "loss_end": float(at[1]), "learning_per_1k": 1000 * float(at[0] - at[1]) / (end - start),
+                       "left_until": int(until),
+                       "forgetting_per_1k": 1000 * float(at[2] - at[1]) / (until - end) if until > end else None})
+    return visits
