@@ -40,26 +40,35 @@ def _errorbar(ax, x, mean, low, high, **kwargs):
     ax.errorbar(x, mean, yerr=[mean - low, high - mean], capsize=3, **kwargs)
 
 
-def plateau_vs_population(rows: list[dict], fit: dict | None, path: Path) -> Path:
-    """Plateau length against N: every run, each N's mean with its interval over seeds, the fit and the paper's."""
-    x, mean, low, high = _intervals(rows, "n_individuals", "plateau_length")
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.scatter([r["n_individuals"] for r in rows if r["plateau_length"]],
-               [r["plateau_length"] for r in rows if r["plateau_length"]], color="tab:blue", alpha=0.3, s=12,
+def _power_law_panel(ax, rows: list[dict], key: str, fit: dict | None, ylabel: str, paper: bool) -> None:
+    """One step (`key`) against N on log-log axes: every run, each N's mean with its interval over seeds, the
+    fit, and with `paper` the paper's fit of the same quantity."""
+    x, mean, low, high = _intervals(rows, "n_individuals", key)
+    reached = [r for r in rows if r.get(key)]
+    ax.scatter([r["n_individuals"] for r in reached], [r[key] for r in reached], color="tab:blue", alpha=0.3, s=12,
                label="runs")
     _errorbar(ax, x, mean, low, high, fmt="o", color="tab:blue", label="mean, 95% interval over seeds")
-    if fit:
+    if fit and len(x):
         grid = np.geomspace(x.min(), x.max(), 50)
         ax.plot(grid, fit["a"] * grid ** fit["b"], color="tab:blue",
                 label=f"fit: {fit['a']:.3g} N^{fit['b']:.2f} [{fit['b_low']:.2f}, {fit['b_high']:.2f}] "
                       f"(R² {fit['r2']:.3f})")
-    grid = np.geomspace(max(x.min(), 1), x.max(), 50) if len(x) else np.array([])
-    ax.plot(grid, PAPER_PLATEAU_FIT[0] * grid ** PAPER_PLATEAU_FIT[1], "--", color="gray",
-            label="paper: 0.43 N^0.81")
-    ax.set(xscale="log", yscale="log", xlabel="individuals N", ylabel="plateau length (steps)")
+    if paper and len(x):
+        grid = np.geomspace(max(x.min(), 1), x.max(), 50)
+        ax.plot(grid, PAPER_PLATEAU_FIT[0] * grid ** PAPER_PLATEAU_FIT[1], "--", color="gray",
+                label="paper (plateau end): 0.43 N^0.81")
+    ax.set(xscale="log", yscale="log", xlabel="individuals N", ylabel=ylabel)
     ax.set_xticks(x, [f"{n:,.0f}" for n in x])
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=7)
+
+
+def plateau_vs_population(rows: list[dict], fit: dict | None, path: Path) -> Path:
+    """The plateau's end step against N beside the paper's fit of the same (its Fig. 2), and the plateau's
+    length (end minus start, our additional number)."""
+    fig, (ax_end, ax_length) = plt.subplots(1, 2, figsize=(12, 4.5))
+    _power_law_panel(ax_end, rows, "plateau_end", (fit or {}).get("plateau_end"), "plateau end (step)", True)
+    _power_law_panel(ax_length, rows, "plateau_length", fit, "plateau length (steps)", False)
     return save_figure(fig, path)
 
 
