@@ -53,6 +53,8 @@ SEQUENCE_FIGURE = "sequence.png"  # each group's loss of a sequential sampler, i
 FINETUNE_SUMMARY = "finetune.json"
 FORGETTING_FIGURE = "forgetting.png"
 DRIFT_TABLE = "drift.jsonl"
+TOY_WEIGHTS = "memory.pt"  # a toy-memory checkpoint's weights (torch.save of the state dict)
+TOY_FIGURE = "memory.png"  # a toy-memory run's accuracy and loss of every group
 HUB_LOG = "hub_push.jsonl"
 HUB_STAGING = ".hub-main"
 MODEL_CARD = "README.md"  # written into .hub-main/
@@ -81,6 +83,7 @@ CAPACITY_FIT = "capacity.json"  # bits stored per parameter, fitted over model s
 PLATEAU_FIGURE = "plateau_vs_population.png"
 ALPHA_FIGURE = "alpha.png"
 WARMUP_FIGURE = "warmup.png"
+PATCHING_GRID_FIGURE = "patching_grid.png"  # final loss and plateau length over start x reference steps
 
 UNCHECKED_KEYS = {"overwrite_output_dir"}  # recipe keys a resumed run may change
 

@@ -271,3 +271,39 @@ def test_bits_per_parameter_fit_and_capacity_figure(tmp_path):
     fits = json.loads((tmp_path / "capacity.json").read_text())
     assert fits["non_embedding_parameters"]["bits_per_parameter"] == pytest.approx(1.5 * 1.025, rel=1e-3)
     assert fits["parameters"]["bits_per_parameter"] == pytest.approx(0.5 * 1.025, rel=1e-3)
+
+
+def test_a_patching_grid_names_each_start_and_reference(tmp_path):
+    from pipeline.studies.attention_patching import PatchingStudyArguments
+    from pipeline.studies.runner import run_flags
+
+    recipe = tmp_path / "reference.yaml"
+    recipe.write_text("model_preset: tiny\n")
+    study = PatchingStudyArguments(str(recipe), str(tmp_path / "study"), [0, 60], [0, 60]).study()
+    assert [study.name(p) for p in study.points()] == ["patched-0-from-0", "patched-60-from-0", "patched-0-from-60",
+                                                       "patched-60-from-60"]
+    flags = run_flags(study.points()[3], study)
+    assert flags[flags.index("--start_patching") + 1] == "60" and flags[flags.index("--reference_checkpoint") + 1] == "60"
+
+
+@pytest.mark.slow
+def test_the_patching_grid_is_drawn_from_its_runs(corpus_dir, tmp_path):
+    from pipeline.studies.attention_patching import main as patching_main
+
+    recipe = tmp_path / "reference.yaml"
+    recipe.write_text(yaml.safe_dump({"corpus": str(corpus_dir), "model_preset": "tiny", "batch_size": 16,
+                                      "max_steps": 20, "eval_points": 0, "eval_steps": 5, "eval_individuals": 20,
+                                      "save_steps": 0, "checkpoint_points": 0, "report_to": "none"}))
+    out = tmp_path / "study"
+    patching_main(["--reference_config", str(recipe), "--output_dir", str(out), "--reference_steps", "0", "10",
+                   "--start_patching", "0", "10"])
+    with (out / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["start_patching"], r["reference_checkpoint"]) for r in rows) == [
+        ("0", "0"), ("0", "10"), ("10", "0"), ("10", "10")]
+    assert (out / "patching_grid.png").stat().st_size > 10_000
+    assert "## Start step x reference step" in (out / "study.md").read_text()
+    reference = RunFolder(out / "reference").trajectory()
+    frozen = RunFolder(out / "patched-10-from-10").trajectory()  # the diagonal: frozen attention from step 10
+    assert [r for r in frozen if r["step"] < 10] == [r for r in reference if r["step"] < 10]
+    assert [r for r in frozen if r["step"] == 20] != [r for r in reference if r["step"] == 20]

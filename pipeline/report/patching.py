@@ -30,11 +30,24 @@ def _table_row(label: str, rows: list[dict]) -> str:
     return f"| {label} | " + " | ".join(cells) + f" | {final:.1%} |"
 
 
-def write_patching_report(reference: RunFolder, patched: dict[str, RunFolder], out: Path) -> Path:
-    """study.png and study.md in `out` from the unpatched `reference` and the `patched` runs (label -> run)."""
+GRID = """
+## Start step x reference step
+
+Final loss and plateau length of every patched run; a run patched from the step of its own reference
+checkpoint (the outlined diagonal) trains with frozen attention from there.
+
+![grid]({figure})
+"""
+
+
+def write_patching_report(reference: RunFolder, patched: dict[str, RunFolder], out: Path,
+                          grid_figure: Path | None = None) -> Path:
+    """study.png and study.md in `out` from the unpatched `reference` and the `patched` runs (label -> run),
+    with the heatmaps of a start x reference grid when given."""
     runs = {label: run.trajectory() for label, run in {"unpatched": reference, **patched}.items()}
     plot_patching(runs, run_phases(runs["unpatched"]).baseline, out / STUDY_FIGURE)
     report = out / STUDY_REPORT
     report.write_text(INTRODUCTION.format(figure=STUDY_FIGURE)
-                      + "\n".join(_table_row(label, rows) for label, rows in runs.items()) + "\n")
+                      + "\n".join(_table_row(label, rows) for label, rows in runs.items()) + "\n"
+                      + (GRID.format(figure=grid_figure.name) if grid_figure else ""))
     return report

@@ -32,18 +32,25 @@ class PatchingStudyArguments:
                                               f"{STUDY_FIGURE}."})
     reference_steps: list[int] = field(default_factory=lambda: [0], metadata={
         "help": "Reference checkpoints whose attention patterns are used, one patched run each."})
-    start_patching: int = field(default=0, metadata={"help": "Step from which each patched run is patched."})
+    start_patching: list[int] = field(default_factory=lambda: [0], metadata={
+        "help": "Steps from which the patched runs are patched; several make a start x reference grid (claim C6), "
+                "where a start equal to a reference step freezes attention from there."})
 
     def __post_init__(self):
+        if isinstance(self.start_patching, int):  # one start step, as the field was before it took several
+            self.start_patching = [self.start_patching]
         if not Path(self.reference_config).is_file():
             raise RecipeError(f"reference_config '{self.reference_config}' does not exist: point it at a pretraining "
                               f"recipe")
 
     def study(self) -> Study:
         out = Path(self.output_dir)
-        return Study(base=self.reference_config, output_dir=str(out),
-                     grid={"reference_checkpoint": self.reference_steps}, fixed={"start_patching": self.start_patching},
-                     run_name="patched-{reference_checkpoint}",
+        grid, fixed, name = {"reference_checkpoint": self.reference_steps}, {}, "patched-{reference_checkpoint}"
+        if len(self.start_patching) > 1:
+            grid, name = {"start_patching": self.start_patching, **grid}, name + "-from-{start_patching}"
+        else:
+            fixed = {"start_patching": self.start_patching[0]}
+        return Study(base=self.reference_config, output_dir=str(out), grid=grid, fixed=fixed, run_name=name,
                      pretrain=FirstRun(self.reference_config, str(out / STUDY_REFERENCE),
                                        {"checkpoint_at": self.reference_steps}))
 
@@ -53,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     study = args.study()
     run_study(study)
     rows = aggregate(study)
-    (report,) = draw_study_figures(rows, write_study_fits(rows, study), study)
+    report, *_ = draw_study_figures(rows, write_study_fits(rows, study), study)
     print(f"study report: {report}")
 
 

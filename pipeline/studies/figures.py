@@ -18,6 +18,7 @@ from ..run_folder import (
     CAPACITY_FIGURE,
     FINETUNE,
     FORGETTING_FIGURE,
+    PATCHING_GRID_FIGURE,
     PLATEAU_FIGURE,
     WARMUP_FIGURE,
     RunFolder,
@@ -86,32 +87,59 @@ def alpha_curves(rows: list[dict], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def _grid_means(rows: list[dict], keys: tuple[str, str], y: str) -> tuple[list, list, np.ndarray, np.ndarray]:
+    """y's mean over seeds and half its 95% interval on the grid of two keys: (row values, column values,
+    means, half-widths), NaN where no run reached y."""
+    rows_of, columns = sorted({r[keys[0]] for r in rows}), sorted({r[keys[1]] for r in rows})
+    means = np.full((len(rows_of), len(columns)), np.nan)
+    spread = np.zeros_like(means)
+    for (a, b), values in group_values(rows, keys, y).items():
+        mean, low, high = bootstrap_interval(values)
+        cell = rows_of.index(a), columns.index(b)
+        means[cell], spread[cell] = mean, (high - low) / 2
+    return rows_of, columns, means, spread
+
+
+def _heatmap(ax, fig, rows: list[dict], keys: tuple[str, str], y: str, text) -> None:
+    """A heatmap of y over two keys (the first on the vertical axis), each cell written with `text`."""
+    rows_of, columns, means, spread = _grid_means(rows, keys, y)
+    image = ax.imshow(means, cmap="viridis", origin="lower", aspect="auto")
+    for (i, j), value in np.ndenumerate(means):
+        if np.isfinite(value):
+            ax.text(j, i, text(value, spread[i, j]), ha="center", va="center", color="white", fontsize=8)
+    ax.set_xticks(range(len(columns)), [str(c) for c in columns])
+    ax.set_yticks(range(len(rows_of)), [str(r) for r in rows_of])
+    ax.set(xlabel=keys[1], ylabel=keys[0])
+    fig.colorbar(image, ax=ax)
+
+
 def warmup_heatmap(rows: list[dict], path: Path) -> Path:
     """Final accuracy over the warm-up grid (individuals x epochs), with the baseline run's in the title."""
-    warm = [r for r in rows if not r["baseline"]]
-    individuals = sorted({r["indiv_warmup"] for r in warm})
-    epochs = sorted({r["epochs_warmup"] for r in warm})
-    grid = np.full((len(individuals), len(epochs)), np.nan)
-    spread = np.zeros_like(grid)
-    for (n, e), values in group_values(warm, ("indiv_warmup", "epochs_warmup"), "final_accuracy").items():
-        mean, low, high = bootstrap_interval(values)
-        cell = individuals.index(n), epochs.index(e)
-        grid[cell], spread[cell] = mean, (high - low) / 2
-    uniform = [r["final_accuracy"] for r in rows if r["baseline"]]
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    image = ax.imshow(grid, cmap="viridis", origin="lower", aspect="auto")
-    for (i, j), value in np.ndenumerate(grid):
-        if np.isfinite(value):
-            text = f"{value:.0%}" + (f"\n±{spread[i, j]:.0%}" if spread[i, j] else "")
-            ax.text(j, i, text, ha="center", va="center", color="white", fontsize=8)
-    ax.set_xticks(range(len(epochs)), [str(e) for e in epochs])
-    ax.set_yticks(range(len(individuals)), [str(n) for n in individuals])
-    ax.set(xlabel="epochs_warmup", ylabel="indiv_warmup")
+    _heatmap(ax, fig, [r for r in rows if not r["baseline"]], ("indiv_warmup", "epochs_warmup"), "final_accuracy",
+             lambda value, spread: f"{value:.0%}" + (f"\n±{spread:.0%}" if spread else ""))
     title = "final accuracy after warm-up (mean ± half its 95% interval over seeds)"
+    uniform = [r["final_accuracy"] for r in rows if r["baseline"]]
     if uniform:
         title += f"\n(baseline run: {np.mean(uniform):.0%})"
     ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax)
+    return save_figure(fig, path)
+
+
+def patching_grid(rows: list[dict], path: Path) -> Path:
+    """Attention patching over start step x reference step (claim C6): final loss and plateau length, the
+    diagonal (patched from the reference's own step: frozen attention) outlined."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    keys = ("start_patching", "reference_checkpoint")
+    for ax, y, text in ((axes[0], "final_loss", lambda v, s: f"{v:.2f}"),
+                        (axes[1], "plateau_length", lambda v, s: f"{v:,.0f}")):
+        _heatmap(ax, fig, rows, keys, y, text)
+        starts, references = sorted({r[keys[0]] for r in rows}), sorted({r[keys[1]] for r in rows})
+        for i, start in enumerate(starts):
+            if start in references:
+                ax.add_patch(plt.Rectangle((references.index(start) - 0.5, i - 0.5), 1, 1, fill=False, lw=2,
+                                           edgecolor="white"))
+        ax.set_title(f"{y.replace('_', ' ')} (outlined: frozen attention, start = reference)", fontsize=9)
     return save_figure(fig, path)
 
 
@@ -152,9 +180,7 @@ def draw_study_figures(rows: list[dict], fits: StudyFits, study: Study) -> list[
         return [plot_forgetting({r["run"]: RunFolder(out / r["run"]).trajectory() for r in rows},
                                 out / FORGETTING_FIGURE)]
     if study.pretrain is not None:
-        patched = {f"patched with step {p.values['reference_checkpoint']}": RunFolder(study.run_folder(p))
-                   for p in study.points()}
-        return [write_patching_report(RunFolder(study.pretrain.output_dir), patched, out)]
+        return _patching_figures(rows, study)
     if fits.capacity is not None:
         figures.append(capacity_figure(rows, fits.capacity, out / CAPACITY_FIGURE))
     if fits_plateau(keys):
@@ -164,3 +190,14 @@ def draw_study_figures(rows: list[dict], fits: StudyFits, study: Study) -> list[
     if {"indiv_warmup", "epochs_warmup"} <= keys:
         figures.append(warmup_heatmap(rows, out / WARMUP_FIGURE))
     return figures
+
+
+def _patching_figures(rows: list[dict], study: Study) -> list[Path]:
+    """An attention-patching study's report and, over several start steps, its grid's heatmaps."""
+    out, grid = Path(study.output_dir), "start_patching" in study.grid and len(study.grid["start_patching"]) > 1
+    patched = {f"patched with step {p.values['reference_checkpoint']}"
+               + (f" from step {p.values['start_patching']}" if grid else ""): RunFolder(study.run_folder(p))
+               for p in study.points()}
+    heatmap = patching_grid(rows, out / PATCHING_GRID_FIGURE) if grid else None
+    report = write_patching_report(RunFolder(study.pretrain.output_dir), patched, out, heatmap)
+    return [report, heatmap] if heatmap else [report]
