@@ -256,11 +256,25 @@ class SamplerConfig:
             return Sequential(n, self.n_groups, self.n_repeats, max_steps, start)
         return self._schedule(n, batch_size, max_steps)
 
-    def _schedule(self, n: int, batch_size: int, max_steps: int) -> Schedule:
+    def phase_spans(self, max_steps: int) -> list[tuple[SchedulePhase, int]]:
+        """Each schedule phase with the step it ends at (the next one's start, or the run's end)."""
         phases = self.schedule_phases()
-        ends = [phase.start for phase in phases[1:]] + [max(max_steps, phases[-1].start + 1)]
+        return list(zip(phases, [phase.start for phase in phases[1:]] + [max(max_steps, phases[-1].start + 1)]))
+
+    def segments(self, max_steps: int) -> list[tuple[int, int, int]]:
+        """The (first step, end step, group) segments of the sequential sampler (or schedule phase) of a run of
+        max_steps steps; none without one."""
+        if self.sampler == "sequential":
+            return sequential_segments(self.n_groups, self.n_repeats, max_steps)
+        if self.sampler != "schedule":
+            return []
+        return next((sequential_segments(phase.config.n_groups, phase.config.n_repeats, end - phase.start,
+                                         phase.start)
+                     for phase, end in self.phase_spans(max_steps) if phase.config.sampler == "sequential"), [])
+
+    def _schedule(self, n: int, batch_size: int, max_steps: int) -> Schedule:
         built = []
-        for phase, end in zip(phases, ends):
+        for phase, end in self.phase_spans(max_steps):
             phase_n = n if phase.n is None else phase.n
             _check(0 < phase_n <= n, f"schedule phase starting at step {phase.start}: n must be between 1 and {n}")
             built.append((phase.start, phase.config.build(phase_n, batch_size, end - phase.start, phase.start)))

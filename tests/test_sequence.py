@@ -8,6 +8,8 @@ import pytest
 from pipeline.analysis.sequence import run_segments, visit_rates
 from pipeline.pretrain import main
 from pipeline.run_folder import SEQUENCE_FIGURE, RunFolder, sequence_group
+from pipeline.studies.aggregate import aggregate
+from pipeline.studies.schema import Study
 
 from .conftest import tiny_flags
 
@@ -30,14 +32,17 @@ def test_visit_rates_are_the_loss_slopes_while_trained_and_after():
 
 @pytest.mark.slow
 def test_a_sequential_run_evaluates_each_group_and_reports_its_rates(corpus_dir, tmp_path):
-    out = tmp_path / "run"
+    out = tmp_path / "study" / "seed=0"
     main(tiny_flags(corpus_dir, out, max_steps=80, sampler="sequential", n_groups=4, n_repeats=1, eval_points=0,
                     eval_steps=10, eval_individuals=20, learning_rate=3e-3, save_steps=0, checkpoint_points=0))
     run = RunFolder(out)
     rows = run.trajectory()
     assert {r["split"] for r in rows} == {"seen", "heldout", *(sequence_group(g) for g in range(4))}
-    segments = run_segments(run.recipe(), 200)
+    segments = run_segments(run.recipe())
     assert segments == [(0, 20, 0), (20, 40, 1), (40, 60, 2), (60, 80, 3)]
     visits = visit_rates(rows, segments)
     assert len(visits) == 4 and all(v["learning_per_1k"] > 0 for v in visits)
     assert (out / SEQUENCE_FIGURE).is_file() and "## Groups visited in sequence" in (out / "report.md").read_text()
+    (row,) = aggregate(Study("b.yaml", str(tmp_path / "study"), {"seed": [0]}))  # a study's row has the means
+    assert row["learning_per_1k"] == pytest.approx(sum(v["learning_per_1k"] for v in visits) / 4)
+    assert row["forgetting_per_1k"] is not None and row["learning_per_1k_n"] == 1

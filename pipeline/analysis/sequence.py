@@ -8,17 +8,16 @@ from dataclasses import fields
 
 import numpy as np
 
-from data_gen.samplers import SamplerConfig, find_sequential
+from data_gen.samplers import SamplerConfig
 
 from ..run_folder import sequence_group, series
 
 
-def run_segments(recipe: dict, population: int) -> list[tuple[int, int, int]]:
+def run_segments(recipe: dict) -> list[tuple[int, int, int]]:
     """The (first step, end step, group) segments of a run's sequential sampler, from its recipe; none when
     it has none."""
     config = SamplerConfig(**{f.name: recipe[f.name] for f in fields(SamplerConfig) if f.name in recipe})
-    sequence = find_sequential(config.build(population, recipe["batch_size"], recipe["max_steps"]))
-    return sequence.segments() if sequence else []
+    return config.segments(recipe["max_steps"])
 
 
 def visit_rates(rows: list[dict], segments: list[tuple[int, int, int]]) -> list[dict]:
@@ -37,3 +36,13 @@ def visit_rates(rows: list[dict], segments: list[tuple[int, int, int]]) -> list[
                        "left_until": int(until),
                        "forgetting_per_1k": 1000 * float(at[2] - at[1]) / (until - end) if until > end else None})
     return visits
+
+
+SEQUENCE_KEYS = ("learning_per_1k", "forgetting_per_1k")
+
+
+def sequence_summary(rows: list[dict], segments: list[tuple[int, int, int]]) -> dict:
+    """The mean learning and forgetting rates over a run's visits (None where there is none)."""
+    visits = visit_rates(rows, segments)
+    return {key: float(np.mean(values)) if (values := [v[key] for v in visits if v[key] is not None]) else None
+            for key in SEQUENCE_KEYS}

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..analysis.forgetting import forgetting_summary
 from ..analysis.phases import run_phases
+from ..analysis.sequence import SEQUENCE_KEYS, run_segments, sequence_summary
 from ..config import ModelArguments, field_names
 from ..run_folder import CAPACITY_FIT, FINETUNE, HELDOUT, SEEN, STUDY_FIT, SUMMARY, TRAJECTORY, RunFolder
 from .fit import fit_bits_per_parameter, fit_with_interval, resampled_means
@@ -52,9 +53,11 @@ def group_values(rows: list[dict], by: str | tuple[str, ...], y: str) -> dict:
     return {key if isinstance(by, tuple) else key[0]: [r[y] for r in members] for key, members in groups.items()}
 
 
-def _run_row(study: Study, point: GridPoint, trajectory: list[dict]) -> dict:
+def _run_row(study: Study, point: GridPoint, run: RunFolder) -> dict:
+    trajectory = run.trajectory()
     if study.stage == FINETUNE:
         return forgetting_summary(trajectory)
+    segments = run_segments(run.recipe())
     phases = run_phases(trajectory)
     final = {r["split"]: r for r in trajectory if r["step"] == phases.max_step}
     return {"sampler": point.values.get("sampler"), "last_step": phases.max_step,
@@ -63,7 +66,8 @@ def _run_row(study: Study, point: GridPoint, trajectory: list[dict]) -> dict:
             "final_accuracy": final[SEEN]["attribute_accuracy"], "final_loss": final[SEEN]["attribute_loss"],
             "heldout_loss": final[HELDOUT]["attribute_loss"], "baseline_loss": phases.baseline,
             **{key: final[SEEN].get(key) for key in CAPACITY_KEYS},
-            **{key: run_phases(trajectory, tolerance=t).plateau_length for key, t in zip(TOLERANCE_KEYS, TOLERANCES)}}
+            **{key: run_phases(trajectory, tolerance=t).plateau_length for key, t in zip(TOLERANCE_KEYS, TOLERANCES)},
+            **(sequence_summary(trajectory, segments) if segments else {})}
 
 
 def add_intervals(rows: list[dict], group_keys: list[str], metrics: tuple[str, ...]) -> None:
@@ -89,8 +93,9 @@ def aggregate(study: Study, failed: dict[str, str] | None = None) -> list[dict]:
         if run.path.name in (failed or {}):
             failures.append({**values, "status": "failed", "error": failed[run.path.name]})
         elif (run / TRAJECTORY).is_file():
-            rows.append({**values, **_run_row(study, point, run.trajectory()), "status": "done"})
-    metrics = FINETUNE_METRICS if study.stage == FINETUNE else PRETRAIN_METRICS + CAPACITY_KEYS[:3] + TOLERANCE_KEYS
+            rows.append({**values, **_run_row(study, point, run), "status": "done"})
+    metrics = (FINETUNE_METRICS if study.stage == FINETUNE
+               else PRETRAIN_METRICS + CAPACITY_KEYS[:3] + TOLERANCE_KEYS + SEQUENCE_KEYS)
     add_intervals(rows, [k for k in study.grid if k != "seed"] + ["baseline"], metrics)
     out = Path(study.output_dir) / SUMMARY
     out.parent.mkdir(parents=True, exist_ok=True)
