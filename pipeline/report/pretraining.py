@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from data_gen import Corpus
 
 from ..analysis.phases import run_phases
-from ..analysis.sequence import run_segments, visit_rates
+from ..analysis.sequence import run_segments, sequence_summary, visit_rates
 from ..analysis.tables import attention_table
 from ..run_folder import (
     ATTENTION_FIGURE,
@@ -53,10 +51,9 @@ def _sequence_section(run: RunFolder, rows: list[dict], segments: list[tuple[int
         forgetting = "-" if v["forgetting_per_1k"] is None else f"{v['forgetting_per_1k']:.3f}"
         lines.append(f"| {v['group']} | {v['start']:,}-{v['end']:,} | {v['loss_start']:.3f} -> {v['loss_end']:.3f} "
                      f"| {v['learning_per_1k']:.3f} | {v['left_until']:,} | {forgetting} |")
-    learned = [v["learning_per_1k"] for v in visits]
-    forgot = [v["forgetting_per_1k"] for v in visits if v["forgetting_per_1k"] is not None]
-    means = (f"Mean learning rate {np.mean(learned):.3f}, mean forgetting rate {np.mean(forgot):.3f} nats per 1k "
-             f"steps." if learned and forgot else "")
+    mean = sequence_summary(rows, segments)
+    means = (f"Mean learning rate {mean['learning_per_1k']:.3f}, mean forgetting rate {mean['forgetting_per_1k']:.3f} "
+             f"nats per 1k steps." if None not in mean.values() else "")
     return f"## Groups visited in sequence\n\n![sequence]({SEQUENCE_FIGURE})\n\n" + "\n".join(lines) + f"\n\n{means}\n"
 
 
@@ -72,7 +69,7 @@ def write_pretrain_report(run: RunFolder, corpus: Corpus) -> Path:
     circuits = attention_table(run, corpus)
     if circuits:
         plot_attention(circuits, phases, run / ATTENTION_FIGURE)
-    segments = run_segments(recipe, len(corpus.split("train")))
+    segments = run_segments(recipe)
     sequence = _sequence_section(run, rows, segments) if segments else ""
     final = {r["split"]: r for r in rows if r["step"] == phases.max_step}
     length = phases.plateau_length
