@@ -134,3 +134,30 @@ def test_finetuning_refuses_another_task_than_the_pretrained_one(pretrained, tmp
     assert code == 2 and one_error_line(err) and "n_pairs 512 (this recipe: 256)" in err[-1]
     assert not (tmp_path / "run").exists()
 
+
+
+def test_a_toy_memory_study_pretrains_once_and_fine_tunes_each_grid_point(tmp_path):
+    """The sweep runs a toy-memory study like a fine-tuning one: its first run, then every point from its final
+    checkpoint; summary.csv has each point's forgetting numbers, and the forgetting figure is drawn."""
+    import csv
+
+    import yaml
+
+    from pipeline.sweep import main as sweep_main
+
+    first = tmp_path / "pretrain.yaml"
+    first.write_text(yaml.safe_dump({**PRETRAIN, "output_dir": str(tmp_path / "first")}))
+    base = tmp_path / "finetune.yaml"
+    base.write_text(yaml.safe_dump({**FINETUNE, "output_dir": "unused", "init_from": "unused"}))
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({"stage": "toy_memory", "pretrain": {"recipe": str(first), "output_dir":
+                                     str(tmp_path / "first")}, "base": str(base), "output_dir": str(tmp_path / "s"),
+                                     "grid": {"n_new": [16, 512]}}))
+    sweep_main(["--config", str(study)])
+    with (tmp_path / "s" / "summary.csv").open() as f:
+        rows = {int(r["n_new"]): r for r in csv.DictReader(f)}
+    assert set(rows) == {16, 512} and all(r["status"] == "done" for r in rows.values())
+    assert float(rows[16]["old_accuracy_final"]) > float(rows[512]["old_accuracy_final"])  # more new pairs, more loss
+    assert (tmp_path / "s" / "forgetting.png").is_file()
+    assert json.loads((tmp_path / "s" / "n_new=16" / FINETUNE_SUMMARY).read_text())["old_accuracy_final"] == \
+        pytest.approx(float(rows[16]["old_accuracy_final"]))

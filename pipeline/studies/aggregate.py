@@ -17,7 +17,7 @@ from ..analysis.forgetting import forgetting_summary
 from ..analysis.phases import run_phases
 from ..analysis.sequence import SEQUENCE_KEYS, run_segments, sequence_summary
 from ..config import ModelArguments, field_names
-from ..run_folder import CAPACITY_FIT, FINETUNE, HELDOUT, SEEN, STUDY_FIT, SUMMARY, TRAJECTORY, RunFolder
+from ..run_folder import CAPACITY_FIT, HELDOUT, SEEN, STUDY_FIT, SUMMARY, TRAJECTORY, RunFolder
 from .fit import fit_bits_per_parameter, fit_with_interval, resampled_means
 from .schema import GridPoint, Study
 
@@ -55,7 +55,7 @@ def group_values(rows: list[dict], by: str | tuple[str, ...], y: str) -> dict:
 
 def _run_row(study: Study, point: GridPoint, run: RunFolder) -> dict:
     trajectory = run.trajectory()
-    if study.stage == FINETUNE:
+    if study.fine_tunes:
         return forgetting_summary(trajectory)
     segments = run_segments(run.recipe())
     phases = run_phases(trajectory)
@@ -94,7 +94,7 @@ def aggregate(study: Study, failed: dict[str, str] | None = None) -> list[dict]:
             failures.append({**values, "status": "failed", "error": failed[run.path.name]})
         elif (run / TRAJECTORY).is_file():
             rows.append({**values, **_run_row(study, point, run), "status": "done"})
-    metrics = (FINETUNE_METRICS if study.stage == FINETUNE
+    metrics = (FINETUNE_METRICS if study.fine_tunes
                else PRETRAIN_METRICS + CAPACITY_KEYS[:3] + TOLERANCE_KEYS + SEQUENCE_KEYS)
     add_intervals(rows, [k for k in study.grid if k != "seed"] + ["baseline"], metrics)
     out = Path(study.output_dir) / SUMMARY
@@ -140,7 +140,7 @@ def write_study_fits(rows: list[dict], study: Study) -> StudyFits:
     knowledge, and the plateau's power law in N (fit.json, with the fits of its start and end steps and of
     its length under each band) where two N reach a plateau."""
     out, keys, fits = Path(study.output_dir), set(study.grid), StudyFits()
-    if study.stage == FINETUNE or study.pretrain is not None:  # fine-tuning and attention patching: none
+    if study.fine_tunes or study.patches:  # fine-tuning and attention patching: none
         return fits
     if keys & MODEL_KEYS and any(r.get("knowledge_bits") is not None for r in rows):
         fits.capacity = capacity_fits(rows)

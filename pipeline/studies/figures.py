@@ -16,7 +16,6 @@ from ..report.plots import plot_forgetting, save_figure
 from ..run_folder import (
     ALPHA_FIGURE,
     CAPACITY_FIGURE,
-    FINETUNE,
     FORGETTING_FIGURE,
     PATCHING_GRID_FIGURE,
     PLATEAU_FIGURE,
@@ -176,10 +175,10 @@ def draw_study_figures(rows: list[dict], fits: StudyFits, study: Study) -> list[
     out, keys, figures = Path(study.output_dir), set(study.grid), []
     if not rows:
         return figures
-    if study.stage == FINETUNE:
+    if study.fine_tunes:
         return [plot_forgetting({r["run"]: RunFolder(out / r["run"]).trajectory() for r in rows},
                                 out / FORGETTING_FIGURE)]
-    if study.pretrain is not None:
+    if study.patches:
         return _patching_figures(rows, study)
     if fits.capacity is not None:
         figures.append(capacity_figure(rows, fits.capacity, out / CAPACITY_FIGURE))

@@ -16,13 +16,13 @@ from data_gen.layout import MANIFEST
 from data_gen.recipe import parse_recipe, to_flags
 
 from ..finetune import main as finetune_main
-from ..pretrain import ARGUMENTS as PRETRAIN_ARGUMENTS
 from ..pretrain import main as pretrain_main
 from ..run_folder import FINETUNE, PRETRAIN, STUDY_CORPORA, STUDY_LOGS, RunFolder
+from ..toy_memory import main as toy_memory_main
 from .parallel import Job, Pool
-from .schema import CORPUS_KEYS, GridPoint, Study
+from .schema import CORPUS_KEYS, STAGE_ARGUMENTS, TOY_MEMORY, GridPoint, Study
 
-STAGE_MAINS = {PRETRAIN: pretrain_main, FINETUNE: finetune_main}
+STAGE_MAINS = {PRETRAIN: pretrain_main, FINETUNE: finetune_main, TOY_MEMORY: toy_memory_main}
 
 
 def corpus_for(point: GridPoint, study: Study) -> tuple[Path | None, list[str]]:
@@ -41,9 +41,15 @@ def first_run_flags(study: Study) -> list[str]:
             *to_flags(study.pretrain.overrides)]
 
 
+def first_run_stage(study: Study) -> str:
+    """The stage of the study's first run: pretraining, or for a toy-memory study the toy memory."""
+    return TOY_MEMORY if study.stage == TOY_MEMORY else PRETRAIN
+
+
 def first_run_final_checkpoint(study: Study) -> Path:
     """The final permanent checkpoint of the study's first run."""
-    args = parse_recipe(PRETRAIN_ARGUMENTS, first_run_flags(study))[2]
+    parsed = parse_recipe(STAGE_ARGUMENTS[first_run_stage(study)], first_run_flags(study))
+    args = next(config for config in parsed if hasattr(config, "output_dir"))  # the training section
     return RunFolder(args.output_dir).checkpoint(args.max_steps)
 
 
@@ -52,7 +58,7 @@ def run_flags(point: GridPoint, study: Study) -> list[str]:
     corpus, _ = corpus_for(point, study)
     extra = ["--corpus", str(corpus)] if corpus else []
     if study.pretrain is not None:
-        extra += (["--init_from", str(first_run_final_checkpoint(study))] if study.stage == FINETUNE
+        extra += (["--init_from", str(first_run_final_checkpoint(study))] if study.fine_tunes
                   else ["--reference_run", study.pretrain.output_dir])
     values = {k: v for k, v in point.values.items() if k in study.run_keys}
     return ["--config", study.base, "--output_dir", str(study.run_folder(point)), *extra, *to_flags(values)]
@@ -79,14 +85,15 @@ def run_study(study: Study, pool: Pool | None = None) -> dict[str, str]:
         build_corpora(study)
         if pool is None:
             if study.pretrain is not None:
-                pretrain_main(first_run_flags(study))
+                STAGE_MAINS[first_run_stage(study)](first_run_flags(study))
             for point in study.points():
                 STAGE_MAINS[study.stage](run_flags(point, study))
             return {}
         logs = Path(study.output_dir) / STUDY_LOGS
         if study.pretrain is not None:
             first = Path(study.pretrain.output_dir).name
-            (job,) = pool.run([Job(first, ["-m", "pipeline.pretrain", *first_run_flags(study)], logs / f"{first}.log")])
+            (job,) = pool.run([Job(first, ["-m", f"pipeline.{first_run_stage(study)}",
+                                        *first_run_flags(study)], logs / f"{first}.log")])
             if job.state == "failed":
                 return {first: job.last_line}
         jobs = [Job(study.name(point), ["-m", f"pipeline.{study.stage}", *run_flags(point, study)],
@@ -105,6 +112,7 @@ def launch_lines(study: Study, accelerate_config: str | None = None) -> list[str
 
 
 def print_commands(study: Study, accelerate_config: str | None = None) -> None:
-    first = [launcher(accelerate_config) + "-m pipeline.pretrain " + shlex.join(first_run_flags(study))
+    module = f"-m pipeline.{first_run_stage(study)} "
+    first = [launcher(accelerate_config) + module + shlex.join(first_run_flags(study))
              ] if study.pretrain is not None else []
     print("\n".join(build_corpora(study, dry_run=True) + first + launch_lines(study, accelerate_config)))

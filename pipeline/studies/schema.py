@@ -30,8 +30,10 @@ from ..config import field_names
 from ..finetune import ARGUMENTS as FINETUNE_ARGUMENTS
 from ..pretrain import ARGUMENTS as PRETRAIN_ARGUMENTS
 from ..run_folder import FINETUNE, PRETRAIN, STUDY_PRETRAINED
+from ..toy_memory import ARGUMENTS as TOY_MEMORY_ARGUMENTS
 
-STAGE_ARGUMENTS = {PRETRAIN: PRETRAIN_ARGUMENTS, FINETUNE: FINETUNE_ARGUMENTS}
+TOY_MEMORY = "toy_memory"  # a study of the toy associative memory (claim C22), not of a language model
+STAGE_ARGUMENTS = {PRETRAIN: PRETRAIN_ARGUMENTS, FINETUNE: FINETUNE_ARGUMENTS, TOY_MEMORY: TOY_MEMORY_ARGUMENTS}
 CORPUS_KEYS = {f.name for f in dataclasses.fields(CorpusConfig)} - {"output_dir", "overwrite"}
 STUDY_KEYS = ("base", "output_dir", "grid", "stage", "data", "fixed", "baselines", "pretrain", "run_name")
 
@@ -64,6 +66,16 @@ class Study:
     baselines: list[dict[str, Any]] = field(default_factory=list)
     pretrain: FirstRun | None = None
     run_name: str | None = None
+
+    @property
+    def fine_tunes(self) -> bool:
+        """Whether its runs fine-tune its first run: a fine-tuning study, or a toy-memory one with a first run."""
+        return self.stage == FINETUNE or (self.stage == TOY_MEMORY and self.pretrain is not None)
+
+    @property
+    def patches(self) -> bool:
+        """Whether it is an attention-patching study: a pretraining study with a first run (the reference)."""
+        return self.stage == PRETRAIN and self.pretrain is not None
 
     @property
     def run_keys(self) -> set[str]:
