@@ -38,7 +38,8 @@ class ModelArguments:
 
     model_preset: str = field(default="44M", metadata={"help": f"Size preset: {', '.join(PRESETS)}."})
     model_type: str = field(default="llama", metadata={"help": "A transformers decoder type with Llama-style config "
-                                                               "names (llama, mistral, qwen2, ...)."})
+                                                               "names (llama, mistral, qwen2, ...), or hawk: De et "
+                                                               "al.'s recurrent model (RG-LRU blocks, no attention)."})
     num_hidden_layers: int | None = field(default=None, metadata={"help": "Override the preset's layer count."})
     hidden_size: int | None = field(default=None, metadata={"help": "Override the preset's model width."})
     intermediate_size: int | None = field(default=None, metadata={"help": "Override the preset's MLP width."})

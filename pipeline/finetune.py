@@ -29,7 +29,7 @@ from data_gen.samplers import Replay
 from .config import DataArguments, FinetuneArguments, FinetuneTrainArguments
 from .evaluation import pretraining_groups, spread
 from .hub import resolve_checkpoint
-from .model import BLOCKS, load_checkpoint
+from .model import BLOCKS, check_attention, load_checkpoint, lora_targets
 from .report import write_finetune_report
 from .run_folder import FINETUNE, HELDOUT, NEW, OLD, RUN_CONFIG, STATE, read_state
 from .train.stage import Stage, run_stage
@@ -82,7 +82,9 @@ def load_model(checkpoint: Path, ft: FinetuneArguments, attn_implementation: str
     model = load_checkpoint(checkpoint, attn_implementation=attn_implementation)
     if ft.lora_rank:
         return get_peft_model(model, LoraConfig(r=ft.lora_rank, lora_alpha=ft.lora_alpha, lora_dropout=0.0,
-                                                target_modules=ft.lora_target_modules))
+                                                target_modules=lora_targets(model, ft.lora_target_modules)))
+    if ft.freeze == "attention":
+        check_attention(model, f"init_from '{checkpoint}'", "freeze")
     if ft.freeze != "none":
         for name, parameter in model.named_parameters():
             if BLOCKS[ft.freeze] in name:

@@ -1,9 +1,10 @@
-"""Decoder models: built from size presets (the paper's 44M, 163M, 400M and small CPU ones), loaded
-from checkpoints, and their parameters named by block."""
+"""Decoder models: built from size presets (the paper's 44M, 163M, 400M and small CPU ones), attention decoders
+(Llama) or the recurrent Hawk, loaded from checkpoints, and their parameters named by block."""
 
 from __future__ import annotations
 
 import copy
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,17 +14,34 @@ import transformers.integrations.deepspeed as hf_deepspeed
 from safetensors import SafetensorError
 from torch.nn import functional as F
 from torch.nn.attention.flex_attention import BlockMask, create_mask, flex_attention
-from transformers import AttentionInterface, AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AttentionInterface,
+    AutoConfig,
+    AutoModelForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.models.recurrent_gemma import modeling_recurrent_gemma
+from transformers.models.recurrent_gemma.modeling_recurrent_gemma import RecurrentGemmaRglru
 
-from common.errors import RunError
+from common.errors import RecipeError, RunError
 
-from .config import ModelArguments
+from .config import LORA_MODULES, ModelArguments
 
 MAX_POSITIONS = 512
-BLOCKS = {"attention": ".self_attn.", "mlp": ".mlp.", "embeddings": "embed_tokens"}  # name parts of Llama-style blocks
+BLOCKS = {"attention": ".self_attn.", "mlp": ".mlp", "embeddings": "embed_tokens"}  # name parts (Hawk: .mlp_block.)
 FUSED_ATTENTION = "fused_causal"  # what `sdpa` trains with (see fused_causal_attention)
 FLEX_BLOCK = 128  # FlexAttention's default block size
+HAWK = "hawk"  # De et al.'s (2024) Hawk: RecurrentGemma with RG-LRU blocks only, no attention
+# Hawk's MLP is RecurrentGemma's, intermediate_size // 2 wide: twice the preset's gives the preset's width. No soft cap
+# of the logits: the evaluator scores the head's output, and c tanh(x / c) is x exactly in float32 and bf16 for c = 2^20.
+# No cache by default: transformers 5.24's cache of a model with recurrent blocks only fails in the forward. Untied
+# embeddings, as the attention models': resume checkpoints hold both tables, which Accelerate refuses to load when tied.
+HAWK_CONFIG = {"model_type": "recurrent_gemma", "block_types": ["recurrent"], "logits_soft_cap": 2.0 ** 20,
+               "use_cache": False, "tie_word_embeddings": False}
+HAWK_LORA_MODULES = ["linear_x", "linear_y", "linear_out", "gate_proj", "up_proj", "down_proj"]  # every projection
 
 
 def same_biography_causal(document_ids: torch.Tensor):
@@ -95,31 +113,108 @@ def whole_model_init() -> Iterator[None]:
         hf_deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
+def model_config(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+    """The config of a decoder sized by `args`: Llama-style (untied embeddings), or Hawk (HAWK_CONFIG; the preset's
+    layers, width, MLP width and heads, which split the RG-LRU's gates into blocks; lru_width = hidden_size)."""
+    sizes = args.sizes()
+    tokens = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
+              "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    if args.model_type == HAWK:
+        hawk = {**HAWK_CONFIG, **sizes, "intermediate_size": 2 * sizes["intermediate_size"]}
+        return AutoConfig.for_model(hawk.pop("model_type"), **hawk, **tokens)
+    return AutoConfig.for_model(args.model_type, num_key_value_heads=sizes["num_attention_heads"],
+                                max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=False, **tokens, **sizes)
+
+
 def build_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase,
                 attn_implementation: str = "sdpa") -> PreTrainedModel:
     """A freshly initialised decoder (seed it before calling) sized by `args`; `sdpa` is
     fused_causal_attention."""
-    sizes = args.sizes()
-    config = AutoConfig.for_model(
-        args.model_type,
-        vocab_size=len(tokenizer),
-        num_key_value_heads=sizes["num_attention_heads"],
-        max_position_embeddings=MAX_POSITIONS,
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **sizes,
-    )
+    config = model_config(args, tokenizer)
     implementation = FUSED_ATTENTION if attn_implementation == "sdpa" else attn_implementation
-    return AutoModelForCausalLM.from_config(config, attn_implementation=implementation)
+    return _prepared(AutoModelForCausalLM.from_config(config, attn_implementation=_kernel(config, implementation)))
 
 
-def load_checkpoint(checkpoint: Path, **kwargs) -> PreTrainedModel:
-    """A checkpoint's model, whole (see whole_model_init)."""
+def has_attention(model: PreTrainedModel | PretrainedConfig | Path) -> bool:
+    """Whether a model (or its config, or a checkpoint folder's) has attention: every decoder but Hawk, whose
+    blocks are all recurrent. The one question the analyses that need attention ask."""
+    config = AutoConfig.from_pretrained(model) if isinstance(model, Path) else getattr(model, "config", model)
+    return "attention" in getattr(config, "block_types", ["attention"])
+
+
+def check_attention(model: PreTrainedModel | PretrainedConfig | Path, name: str, purpose: str) -> None:
+    """Refuse in one line to `purpose` (e.g. "measure circuits on") a model without attention, called `name`."""
+    if not has_attention(model):
+        raise RecipeError(f"{name} is a Hawk model: it has no attention to {purpose}")
+
+
+def lora_targets(model: PreTrainedModel, asked: list[str]) -> list[str]:
+    """The modules given LoRA adapters: those `asked`, or for the default (every projection of a Llama-style
+    decoder) on a Hawk model, every projection of its recurrent blocks and MLPs."""
+    return HAWK_LORA_MODULES if asked == LORA_MODULES and not has_attention(model) else asked
+
+
+def _kernel(config: PretrainedConfig, attn_implementation: str) -> str:
+    """The attention implementation to build a model with: the one asked for, but for a model without attention
+    the mask-free fused_causal one (transformers then builds no mask), and flash_attention_2 refused there."""
+    if has_attention(config):
+        return attn_implementation
+    if attn_implementation == "flash_attention_2":
+        raise RecipeError("attn_implementation flash_attention_2 has no meaning for a Hawk model, which has no "
+                          "attention: leave attn_implementation at its default (sdpa)")
+    return FUSED_ATTENTION
+
+
+def _prepared(model: PreTrainedModel) -> PreTrainedModel:
+    """A Hawk model made ready to train (attention models as they are): its RG-LRU scans stacked
+    (`stacked_scan`), and packed rows refused (a recurrent state and its convolution would run across the
+    biographies of a row)."""
+    if has_attention(model):
+        return model
+    # The same bound as an int: the float one makes torch.compile with dynamic shapes fail in the backward of the
+    # RG-LRU's SqrtBoundDerivative (a symbolic float lifted into its subgraph; pytorch/pytorch#111031's kind)
+    modeling_recurrent_gemma._MAX_SQRT_GRADIENT = int(modeling_recurrent_gemma._MAX_SQRT_GRADIENT)
+    for module in model.modules():
+        if isinstance(module, RecurrentGemmaRglru):
+            module._rnn_scan = types.MethodType(stacked_scan, module)
+    model.get_decoder().register_forward_pre_hook(_refuse_packed_rows, with_kwargs=True)
+    return model
+
+
+def _refuse_packed_rows(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    """A Hawk decoder's forward pre-hook: packed rows (which come with `document_ids`) are refused."""
+    if "document_ids" in kwargs:
+        raise RecipeError("packing lays several biographies in one row, and a Hawk model's recurrent state would run "
+                          "across them: set --packing false")
+
+
+def stacked_scan(self: RecurrentGemmaRglru, hidden_states: torch.Tensor, recurrent_gate: torch.Tensor,
+                 reset: torch.Tensor, recurrent_states: torch.Tensor | None,
+                 acc_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """RecurrentGemma's RG-LRU scan over a whole sequence from a zero state (training, evaluation), with the same
+    arithmetic, each step's state stacked once at the end; the stock one writes each step into a [b, T, width]
+    tensor, whose backward then copies a whole [b, T, width] gradient per step. Other calls (decoding with a
+    cache) take the stock scan."""
+    if hidden_states.shape[1] == 1 or recurrent_states is not None:
+        return RecurrentGemmaRglru._rnn_scan(self, hidden_states, recurrent_gate, reset, recurrent_states, acc_dtype)
+    gates = (recurrent_gate * ~reset).type(acc_dtype).unbind(1)
+    state, states = torch.zeros(hidden_states[:, 0].shape, dtype=acc_dtype, device=hidden_states.device), []
+    for gate, step in zip(gates, hidden_states.type(acc_dtype).unbind(1)):
+        state = gate * state + step
+        states.append(state)
+    return torch.stack(states, 1).type(hidden_states.dtype), state
+
+
+def load_checkpoint(checkpoint: Path, attn_implementation: str | None = None) -> PreTrainedModel:
+    """A checkpoint's model, whole (see whole_model_init), with `attn_implementation` (None: transformers'
+    default) where it has attention."""
     try:
+        kernel = {} if attn_implementation is None else {
+            "attn_implementation": _kernel(AutoConfig.from_pretrained(checkpoint), attn_implementation)}
         with whole_model_init():
-            return AutoModelForCausalLM.from_pretrained(checkpoint, **kwargs)
+            return _prepared(AutoModelForCausalLM.from_pretrained(checkpoint, **kernel))
+    except RecipeError:
+        raise
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         raise RunError(f"checkpoint '{checkpoint}' cannot be loaded ({type(err).__name__}: "
                        f"{str(err).splitlines()[0][:160] if str(err) else ''}): it is damaged or incomplete; point at "

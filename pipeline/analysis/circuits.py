@@ -18,7 +18,7 @@ import torch
 
 from data_gen import Corpus
 
-from ..model import load_eager
+from ..model import check_attention, load_eager
 from ..run_folder import RunFolder, step_of
 
 ANALYSIS_SEED = 20250327  # biographies drawn for analysis, never a training draw's seed
@@ -71,10 +71,13 @@ def analysis_batch(corpus: Corpus, n_biographies: int) -> dict[str, torch.Tensor
 
 
 def run_attention_table(run: RunFolder, corpus: Corpus, n_biographies: int = 64) -> list[dict]:
-    """One row per checkpoint, layer and head of a run."""
+    """One row per checkpoint, layer and head of a run; refused in one line for a model without attention."""
+    checkpoints = run.complete_checkpoints()
+    if checkpoints:
+        check_attention(checkpoints[0], f"run '{run.path}'", "measure circuits on")
     batch = analysis_batch(corpus, n_biographies)
     rows = []
-    for checkpoint in run.complete_checkpoints():
+    for checkpoint in checkpoints:
         stats = checkpoint_statistics(checkpoint, batch)
         layers, heads = stats["entropy"].shape
         rows += [{"step": step_of(checkpoint), "layer": layer, "head": head,

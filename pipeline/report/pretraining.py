@@ -12,6 +12,7 @@ from data_gen import Corpus
 from ..analysis.phases import run_phases
 from ..analysis.sequence import run_segments, sequence_summary, visit_rates
 from ..analysis.tables import attention_table
+from ..model import has_attention
 from ..run_folder import (
     ATTENTION_FIGURE,
     HALLUCINATION_FIGURE,
@@ -57,6 +58,21 @@ def _sequence_section(run: RunFolder, rows: list[dict], segments: list[tuple[int
     return f"## Groups visited in sequence\n\n![sequence]({SEQUENCE_FIGURE})\n\n" + "\n".join(lines) + f"\n\n{means}\n"
 
 
+def _circuits_section(run: RunFolder, corpus: Corpus, phases) -> str:
+    """The attention circuits over the checkpoints (table and figure), or one line for a model without attention."""
+    checkpoints = run.complete_checkpoints()
+    if checkpoints and not has_attention(checkpoints[0]):
+        return "None: this run trains a Hawk model, which has no attention (its blocks are RG-LRU recurrences)."
+    circuits = attention_table(run, corpus)
+    if circuits:
+        plot_attention(circuits, phases, run / ATTENTION_FIGURE)
+    return f"""![attention]({ATTENTION_FIGURE})
+
+Recompute with `python -m pipeline.analyze attention --run {run.path}`.
+
+{_circuit_summary(circuits) if circuits else "No checkpoints were saved."}"""
+
+
 def write_pretrain_report(run: RunFolder, corpus: Corpus) -> Path:
     """Detect the phases, draw the figures and write report.md; returns the report's path. `corpus` is the
     run's, whose biographies the attention circuits are measured on."""
@@ -66,9 +82,6 @@ def write_pretrain_report(run: RunFolder, corpus: Corpus) -> Path:
     (run / PHASES).write_text(json.dumps(phases.to_dict(), indent=1) + "\n")
     plot_phases(rows, phases, run / PHASES_FIGURE)
     plot_hallucinations(rows, phases, run / HALLUCINATION_FIGURE)
-    circuits = attention_table(run, corpus)
-    if circuits:
-        plot_attention(circuits, phases, run / ATTENTION_FIGURE)
     segments = run_segments(recipe)
     sequence = _sequence_section(run, rows, segments) if segments else ""
     final = {r["split"]: r for r in rows if r["step"] == phases.max_step}
@@ -109,11 +122,7 @@ probability tells them apart with AUROC {final[SEEN]["confidence_auroc"]:.3f} (0
 
 ## Attention circuits (over the checkpoints)
 
-![attention]({ATTENTION_FIGURE})
-
-Recompute with `python -m pipeline.analyze attention --run {run.path}`.
-
-{_circuit_summary(circuits) if circuits else "No checkpoints were saved."}
+{_circuits_section(run, corpus, phases)}
 
 ## Reproduce
 

@@ -3,7 +3,7 @@ of a reference model on the same inputs, with gradients stopped through the patt
 
 The patched model's own queries and keys are then unused; its values, output projections and MLPs
 train on the reference's patterns. Works for Llama-style decoders (`model.layers[i].self_attn`)
-whatever attention implementation they were built with.
+whatever attention implementation they were built with; a reference without attention (Hawk) is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from transformers.models.llama.modeling_llama import repeat_kv
 from common.errors import RecipeError
 
 from ..config import PatchingArguments, PerformanceArguments
-from ..model import load_checkpoint
+from ..model import check_attention, load_checkpoint
 from ..run_folder import RunFolder, step_of
 from .callbacks import Callback, TrainingState
 
@@ -79,12 +79,14 @@ class PatchingCallback(Callback):
 
 def check_reference(patching: PatchingArguments, args: PerformanceArguments) -> None:
     """Stop with a clear error, before anything is written, if patching cannot run."""
-    steps = [step_of(c) for c in RunFolder(patching.reference_run).complete_checkpoints()]
+    reference = RunFolder(patching.reference_run)
+    steps = [step_of(c) for c in reference.complete_checkpoints()]
     for step in (0, patching.reference_checkpoint):
         if step not in steps:
             raise RecipeError(f"reference run '{patching.reference_run}' has no checkpoint at step {step} (it has "
                               f"{steps or 'none'}): add it to the reference's checkpoint_at (formerly "
                               f"checkpoint_steps) and rerun it")
+    check_attention(reference.checkpoint(0), f"reference run '{patching.reference_run}'", "patch")
     if args.torch_compile:
         raise RecipeError("attention patching does not work with torch_compile: set --torch_compile false")
     if args.packing:
