@@ -86,6 +86,10 @@ def test_every_shipped_recipe_parses(path):
         PatchingStudyArguments(**values).study()
     elif "n_individuals" in values:
         parse_recipe([CorpusConfig], ["--config", str(root / path)])
+    elif Path(path).parts[1] == "toy_memory":
+        from pipeline.toy_memory import ARGUMENTS as TOY_MEMORY
+
+        parse_recipe(TOY_MEMORY, ["--config", str(root / path)])
     else:
         required = ["--corpus", "c", "--output_dir", "o", "--init_from", "i"]
         stage = FINETUNE if "n_individuals_finetune" in values else PRETRAIN
