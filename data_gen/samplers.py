@@ -67,9 +67,14 @@ class Schedule:
         return self._at(step).probabilities(step, population)
 
 
+def group_edges(n: int, n_groups: int) -> np.ndarray:
+    """Where each of `n_groups` consecutive blocks of the first n individuals starts, and n: as even as can be."""
+    return np.linspace(0, n, n_groups + 1).round().astype(int)
+
+
 def group_members(n: int, n_groups: int) -> list[np.ndarray]:
-    """The individuals of each of `n_groups` groups: consecutive blocks of the first n, as even as can be."""
-    edges = np.linspace(0, n, n_groups + 1).round().astype(int)
+    """The individuals of each of `n_groups` groups (see group_edges)."""
+    edges = group_edges(n, n_groups)
     return [np.arange(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
@@ -90,6 +95,10 @@ class Sequential:
     n_repeats: int
     steps: int
     start: int = 0
+    _ends: np.ndarray = field(init=False, repr=False, compare=False)  # each segment's end step, for the draws
+
+    def __post_init__(self):
+        object.__setattr__(self, "_ends", np.array([b for _, b, _ in self.segments()]))
 
     def groups(self) -> list[np.ndarray]:
         return group_members(self.n, self.n_groups)
@@ -98,12 +107,17 @@ class Sequential:
         return sequential_segments(self.n_groups, self.n_repeats, self.steps, self.start)
 
     def group_at(self, step: int) -> int:
-        segments = self.segments()
-        return next((g for a, b, g in segments if step < b), segments[-1][2])
+        """The group of the segment holding `step` (after the last segment: its group)."""
+        return int(min(np.searchsorted(self._ends, step, side="right"), len(self._ends) - 1)) % self.n_groups
+
+    def _members(self, step: int) -> tuple[int, int]:
+        """The first individual and the size of the group trained at `step` (consecutive blocks)."""
+        edges, group = group_edges(self.n, self.n_groups), self.group_at(step)
+        return int(edges[group]), int(edges[group + 1] - edges[group])
 
     def draw(self, rng: np.random.Generator, step: int, size: int) -> np.ndarray:
-        members = self.groups()[self.group_at(step)]
-        return members[0] + rng.integers(0, len(members), size=size)
+        first, count = self._members(step)
+        return first + rng.integers(0, count, size=size)
 
     def probabilities(self, step: int, population: int) -> np.ndarray:
         p = np.zeros(population)
