@@ -30,6 +30,16 @@ def test_visit_rates_are_the_loss_slopes_while_trained_and_after():
     assert len(visit_rates(rows[:3] + rows[5:8], segments)) == 2  # no visit past the last evaluation
 
 
+def test_half_lives_are_the_steps_to_half_of_each_change():
+    segments = [(0, 100, 0), (100, 200, 1)]
+    losses = ((0, 6.0), (25, 5.5), (50, 5.0), (75, 4.5), (100, 4.0), (125, 5.5), (150, 5.8), (200, 6.0))
+    visit, _ = visit_rates([_row(s, 0, loss) for s, loss in losses] + [_row(s, 1, 6.0) for s, _ in losses],
+                           segments)
+    # learning 6 -> 4 crosses 5 at step 50; forgetting 4 -> 6 crosses 5 by step 125, 25 steps after leaving
+    assert (visit["learning_half_steps"], visit["forgetting_half_steps"]) == (50.0, 25.0)
+    assert visit["forgetting_per_1k"] == pytest.approx(20.0) and visit["learning_per_1k"] == pytest.approx(20.0)
+
+
 @pytest.mark.slow
 def test_a_sequential_run_evaluates_each_group_and_reports_its_rates(corpus_dir, tmp_path):
     out = tmp_path / "study" / "seed=0"

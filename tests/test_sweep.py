@@ -155,7 +155,7 @@ def test_attention_patching_is_a_study_like_the_others(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("entries, message", [
-    ({"grid": {"seed": 1}}, "every grid key needs a non-empty list"),
+    ({"grid": {"seed": 1}}, "every grid and paired key needs a non-empty list"),
     ({"grid": {"seed": [1]}, "gird": {}}, r"unknown entries \['gird'\]"),
     ({"grid": {"seed": [1]}, "run_name": "run-{alpha}"}, "run_name 'run-{alpha}' names a key the grid does not set"),
     ({"grid": {"seed": [1]}, "fixed": {"n_individuals": 10}}, "varies corpus keys but has no 'data'"),
@@ -307,3 +307,18 @@ def test_the_patching_grid_is_drawn_from_its_runs(corpus_dir, tmp_path):
     frozen = RunFolder(out / "patched-10-from-10").trajectory()  # the diagonal: frozen attention from step 10
     assert [r for r in frozen if r["step"] < 10] == [r for r in reference if r["step"] < 10]
     assert [r for r in frozen if r["step"] == 20] != [r for r in reference if r["step"] == 20]
+
+
+def test_paired_keys_vary_together(tmp_path):
+    from pipeline.studies.schema import parse_study
+
+    values = {"base": "b.yaml", "output_dir": str(tmp_path), "grid": {"seed": [0, 1]},
+              "paired": {"batch_size": [16, 32, 64], "max_steps": [400, 200, 100]}}
+    study = parse_study(values, "s.yaml")
+    points = [(p.values["seed"], p.values["batch_size"], p.values["max_steps"]) for p in study.points()]
+    assert points == [(s, b, 6400 // b) for s in (0, 1) for b in (16, 32, 64)]  # equal data: 6 runs, not 18
+    assert study.name(study.points()[0]) == "seed=0_batch_size=16_max_steps=400"
+    with pytest.raises(RecipeError, match="one length"):
+        parse_study({**values, "paired": {"batch_size": [16, 32], "max_steps": [400]}}, "s.yaml")
+    with pytest.raises(RecipeError, match="none of them in the grid"):
+        parse_study({**values, "paired": {"seed": [2, 3]}}, "s.yaml")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..analysis.phases import run_phases
 from ..run_folder import SEEN, STUDY_FIGURE, STUDY_REPORT, RunFolder, series
-from .plots import plot_patching
+from .plots import plot_runs
 
 INTRODUCTION = """# Attention patching
 
@@ -45,7 +45,7 @@ def write_patching_report(reference: RunFolder, patched: dict[str, RunFolder], o
     """study.png and study.md in `out` from the unpatched `reference` and the `patched` runs (label -> run),
     with the heatmaps of a start x reference grid when given."""
     runs = {label: run.trajectory() for label, run in {"unpatched": reference, **patched}.items()}
-    plot_patching(runs, run_phases(runs["unpatched"]).baseline, out / STUDY_FIGURE)
+    plot_runs(runs, run_phases(runs["unpatched"]).baseline, out / STUDY_FIGURE)
     report = out / STUDY_REPORT
     report.write_text(INTRODUCTION.format(figure=STUDY_FIGURE)
                       + "\n".join(_table_row(label, rows) for label, rows in runs.items()) + "\n"

@@ -144,9 +144,9 @@ def plot_forgetting(runs: dict[str, list[dict]], path: Path, drift: list[dict] |
     return save_figure(fig, path)
 
 
-def plot_patching(runs: dict[str, list[dict]], baseline: float, path: Path) -> Path:
-    """Attention patching: attribute loss and accuracy of seen individuals against steps, one line per run,
-    with the no-knowledge baseline."""
+def plot_runs(runs: dict[str, list[dict]], baseline: float, path: Path) -> Path:
+    """Several pretraining runs (a study's, or patched ones): attribute loss and accuracy of seen individuals
+    against steps, one line per run, with the no-knowledge baseline."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(13, 4.5))
     for label, rows in runs.items():
         ax_loss.plot(*series(rows, SEEN, "attribute_loss"), label=label)
@@ -155,7 +155,7 @@ def plot_patching(runs: dict[str, list[dict]], baseline: float, path: Path) -> P
     for ax, name in ((ax_loss, "attribute loss (seen individuals)"), (ax_acc, "attribute accuracy (seen)")):
         ax.set_xlabel("training step")
         ax.set_title(name, fontsize=10)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8 if len(runs) < 10 else 6)
     return save_figure(fig, path)
 
 

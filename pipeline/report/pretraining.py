@@ -47,14 +47,17 @@ def _sequence_section(run: RunFolder, rows: list[dict], segments: list[tuple[int
     plot_sequence(rows, segments, run / SEQUENCE_FIGURE)
     visits = visit_rates(rows, segments)
     lines = ["| group | visit (steps) | loss at start -> end | learning (nats / 1k steps) | forgetting after it, "
-             "until step | (nats / 1k steps) |", "|---|---|---|---|---|---|"]
+             "until step | (nats / 1k steps) | half of the learning, of the forgetting (steps) |",
+             "|---|---|---|---|---|---|---|"]
     for v in visits:
         forgetting = "-" if v["forgetting_per_1k"] is None else f"{v['forgetting_per_1k']:.3f}"
         lines.append(f"| {v['group']} | {v['start']:,}-{v['end']:,} | {v['loss_start']:.3f} -> {v['loss_end']:.3f} "
-                     f"| {v['learning_per_1k']:.3f} | {v['left_until']:,} | {forgetting} |")
+                     f"| {v['learning_per_1k']:.3f} | {v['left_until']:,} | {forgetting} "
+                     f"| {step_text(v['learning_half_steps'])}, {step_text(v['forgetting_half_steps'])} |")
     mean = sequence_summary(rows, segments)
     means = (f"Mean learning rate {mean['learning_per_1k']:.3f}, mean forgetting rate {mean['forgetting_per_1k']:.3f} "
-             f"nats per 1k steps." if None not in mean.values() else "")
+             f"nats per 1k steps; half of a visit's learning takes {mean['learning_half_steps']:.0f} steps, half of "
+             f"the forgetting after it {mean['forgetting_half_steps']:.0f}." if None not in mean.values() else "")
     return f"## Groups visited in sequence\n\n![sequence]({SEQUENCE_FIGURE})\n\n" + "\n".join(lines) + f"\n\n{means}\n"
 
 

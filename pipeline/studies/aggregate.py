@@ -88,7 +88,7 @@ def aggregate(study: Study, failed: dict[str, str] | None = None) -> list[dict]:
     rows, failures = [], []
     for point in study.points():
         run = RunFolder(study.run_folder(point))
-        values = {**{k: point.values.get(k) for k in study.grid}, "run": run.path.name,
+        values = {**{k: point.values.get(k) for k in study.axes}, "run": run.path.name,
                   "baseline": point.baseline is not None}
         if run.path.name in (failed or {}):
             failures.append({**values, "status": "failed", "error": failed[run.path.name]})
@@ -96,7 +96,7 @@ def aggregate(study: Study, failed: dict[str, str] | None = None) -> list[dict]:
             rows.append({**values, **_run_row(study, point, run), "status": "done"})
     metrics = (FINETUNE_METRICS if study.fine_tunes
                else PRETRAIN_METRICS + CAPACITY_KEYS[:3] + TOLERANCE_KEYS + SEQUENCE_KEYS)
-    add_intervals(rows, [k for k in study.grid if k != "seed"] + ["baseline"], metrics)
+    add_intervals(rows, [k for k in study.axes if k != "seed"] + ["baseline"], metrics)
     out = Path(study.output_dir) / SUMMARY
     out.parent.mkdir(parents=True, exist_ok=True)
     table = rows + failures
@@ -139,7 +139,7 @@ def write_study_fits(rows: list[dict], study: Study) -> StudyFits:
     """A pretraining grid's fits: bits per parameter over models (capacity.json) where the runs measured
     knowledge, and the plateau's power law in N (fit.json, with the fits of its start and end steps and of
     its length under each band) where two N reach a plateau."""
-    out, keys, fits = Path(study.output_dir), set(study.grid), StudyFits()
+    out, keys, fits = Path(study.output_dir), set(study.axes), StudyFits()
     if study.fine_tunes or study.patches:  # fine-tuning and attention patching: none
         return fits
     if keys & MODEL_KEYS and any(r.get("knowledge_bits") is not None for r in rows):

@@ -12,13 +12,14 @@ import numpy as np
 from matplotlib.ticker import NullFormatter
 
 from ..report.patching import write_patching_report
-from ..report.plots import plot_forgetting, save_figure
+from ..report.plots import plot_forgetting, plot_runs, save_figure
 from ..run_folder import (
     ALPHA_FIGURE,
     CAPACITY_FIGURE,
     FORGETTING_FIGURE,
     PATCHING_GRID_FIGURE,
     PLATEAU_FIGURE,
+    STUDY_FIGURE,
     WARMUP_FIGURE,
     RunFolder,
 )
@@ -169,10 +170,10 @@ def capacity_figure(rows: list[dict], fits: dict, path: Path) -> Path:
 
 def draw_study_figures(rows: list[dict], fits: StudyFits, study: Study) -> list[Path]:
     """The figures the grid's keys call for: bits against parameters (with `fits.capacity`), plateau against N
-    (with `fits.plateau`), curves against alpha, the warm-up heatmap; for a fine-tuning study, every run's
-    collapse and acquisition curves on one figure; for an attention patching study (a pretraining study with
-    a first run), its report."""
-    out, keys, figures = Path(study.output_dir), set(study.grid), []
+    (with `fits.plateau`), curves against alpha, the warm-up heatmap, and for every pretraining grid each run's
+    loss and accuracy on one figure; for a fine-tuning study, every run's collapse and acquisition curves on
+    one figure; for an attention patching study (a pretraining study with a first run), its report."""
+    out, keys, figures = Path(study.output_dir), set(study.axes), []
     if not rows:
         return figures
     if study.fine_tunes:
@@ -188,6 +189,10 @@ def draw_study_figures(rows: list[dict], fits: StudyFits, study: Study) -> list[
         figures.append(alpha_curves(rows, out / ALPHA_FIGURE))
     if {"indiv_warmup", "epochs_warmup"} <= keys:
         figures.append(warmup_heatmap(rows, out / WARMUP_FIGURE))
+    if all("run" in r for r in rows):  # rows of finished runs (not hand-made ones)
+        runs = {r["run"]: RunFolder(out / r["run"]).trajectory() for r in rows}
+        baseline = np.mean([row["baseline_loss"] for trajectory in runs.values() for row in trajectory[:1]])
+        figures.append(plot_runs(runs, float(baseline), out / STUDY_FIGURE))
     return figures
 
 

@@ -3,8 +3,9 @@ patching.
 
 A study file holds `base` (a recipe of its stage), optional `data` (a corpus recipe, needed when the
 grid varies corpus keys such as n_individuals; with it, a key of both, like seed, goes to both),
-`output_dir`, `grid` (key: list of values), `fixed` (key: value) and `baselines` (a list of extra
-points, e.g. uniform sampling beside a warm-up grid, which take the first grid point's values for the
+`output_dir`, `grid` (key: list of values), `paired` (keys whose lists of equal length vary together, as
+one more axis of the grid: batch_size [16, 32] with max_steps [3000, 1500] gives two points, not four),
+`fixed` (key: value) and `baselines` (a list of extra points, e.g. uniform sampling beside a warm-up grid, which take the first grid point's values for the
 keys they do not set).
 
 A study may set `pretrain: {recipe: ..., with: {key: value}, output_dir: ...}`, a first run that goes
@@ -35,7 +36,7 @@ from ..toy_memory import ARGUMENTS as TOY_MEMORY_ARGUMENTS
 TOY_MEMORY = "toy_memory"  # a study of the toy associative memory (claim C22), not of a language model
 STAGE_ARGUMENTS = {PRETRAIN: PRETRAIN_ARGUMENTS, FINETUNE: FINETUNE_ARGUMENTS, TOY_MEMORY: TOY_MEMORY_ARGUMENTS}
 CORPUS_KEYS = {f.name for f in dataclasses.fields(CorpusConfig)} - {"output_dir", "overwrite"}
-STUDY_KEYS = ("base", "output_dir", "grid", "stage", "data", "fixed", "baselines", "pretrain", "run_name")
+STUDY_KEYS = ("base", "output_dir", "grid", "paired", "stage", "data", "fixed", "baselines", "pretrain", "run_name")
 
 
 @dataclass
@@ -66,6 +67,12 @@ class Study:
     baselines: list[dict[str, Any]] = field(default_factory=list)
     pretrain: FirstRun | None = None
     run_name: str | None = None
+    paired: dict[str, list] = field(default_factory=dict)
+
+    @property
+    def axes(self) -> list[str]:
+        """The keys the study varies: the grid's, then the paired ones."""
+        return list(self.grid) + list(self.paired)
 
     @property
     def fine_tunes(self) -> bool:
@@ -85,8 +92,9 @@ class Study:
     def points(self) -> list[GridPoint]:
         """Every combination of the grid, then every baseline point, with the fixed keys."""
         keys = list(self.grid)
-        grid = [GridPoint({**self.fixed, **dict(zip(keys, values))})
-                for values in itertools.product(*(self.grid[k] for k in keys))]
+        paired = [dict(zip(self.paired, values)) for values in zip(*self.paired.values())] or [{}]
+        grid = [GridPoint({**self.fixed, **dict(zip(keys, values)), **together})
+                for values in itertools.product(*(self.grid[k] for k in keys)) for together in paired]
         return grid + [GridPoint({**grid[0].values, **baseline}, baseline) for baseline in self.baselines]
 
     def name(self, point: GridPoint) -> str:
@@ -95,7 +103,7 @@ class Study:
             return "baseline_" + "_".join(f"{k}={v}" for k, v in point.baseline.items())
         if self.run_name:
             return self.run_name.format(**point.values)
-        return "_".join(f"{k}={point.values[k]}" for k in self.grid)
+        return "_".join(f"{k}={point.values[k]}" for k in self.axes)
 
     def run_folder(self, point: GridPoint) -> Path:
         return Path(self.output_dir) / self.name(point)
@@ -117,8 +125,11 @@ def parse_study(values: dict, path: str) -> Study:
             raise RecipeError(f"study '{path}' has no '{key}': it needs base, output_dir and grid")
     renames = renamed_keys(PRETRAIN_ARGUMENTS + FINETUNE_ARGUMENTS)
     grid = rename_keys(_mapping(values["grid"], "grid", path), renames)
-    if any(not isinstance(v, list) or not v for v in grid.values()):
-        raise RecipeError(f"study '{path}': every grid key needs a non-empty list of values")
+    paired = rename_keys(_mapping(values.get("paired", {}), "paired", path), renames)
+    if any(not isinstance(v, list) or not v for v in [*grid.values(), *paired.values()]):
+        raise RecipeError(f"study '{path}': every grid and paired key needs a non-empty list of values")
+    if len({len(v) for v in paired.values()}) > 1 or set(paired) & set(grid):
+        raise RecipeError(f"study '{path}': the paired keys need lists of one length, and none of them in the grid")
     first = values.get("pretrain")
     if first is not None:
         first = _mapping(first, "pretrain", path)
@@ -130,10 +141,10 @@ def parse_study(values: dict, path: str) -> Study:
                   stage=values.get("stage", PRETRAIN), data=values.get("data"),
                   fixed=rename_keys(_mapping(values.get("fixed", {}), "fixed", path), renames),
                   baselines=[rename_keys(_mapping(b, "baselines", path), renames) for b in values.get("baselines", [])],
-                  pretrain=first, run_name=values.get("run_name"))
+                  pretrain=first, run_name=values.get("run_name"), paired=paired)
     if study.stage not in STAGE_ARGUMENTS:
         raise RecipeError(f"study '{path}' has stage '{study.stage}': use one of {', '.join(STAGE_ARGUMENTS)}")
-    keys = set(study.grid) | set(study.fixed) | {k for b in study.baselines for k in b}
+    keys = set(study.axes) | set(study.fixed) | {k for b in study.baselines for k in b}
     unknown = sorted(keys - CORPUS_KEYS - study.run_keys)
     if unknown:
         raise RecipeError(f"study '{path}' varies unknown keys {unknown}: use {study.stage} or corpus recipe keys")
