@@ -190,13 +190,14 @@ class PerformanceArguments:
     peak_tflops: float | None = field(default=None, metadata={"help": "Peak 16-bit TFLOP/s per device for MFU "
                                                                       "(default: looked up from the GPU's name)."})
 
-    def batching(self, on_gpu: bool) -> Batching:
-        """The batch keys as set, else their defaults on a GPU or a CPU (as their help says)."""
+    def batching(self, on_gpu: bool, recurrent: bool = False) -> Batching:
+        """The batch keys as set, else their defaults on a GPU or a CPU (as their help says); a `recurrent`
+        model (Hawk) is not packed by default."""
         return Batching(
             prefetch_batches=self.prefetch_batches if self.prefetch_batches is not None else (2 if on_gpu else 0),
             pad_to_multiple_of=self.pad_to_multiple_of or (8 if on_gpu else 1),
             fixed_length=self.fixed_length if self.fixed_length is not None else on_gpu,
-            packing=self.packs(on_gpu))
+            packing=self.packs(on_gpu) if self.packing is not None or not recurrent else False)
 
     def packs(self, on_gpu: bool) -> bool:
         """Whether rows are packed: `packing`, or by default for compiled GPU runs with sdpa (the only attention

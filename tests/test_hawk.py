@@ -144,3 +144,11 @@ def test_freezing_attention_of_a_hawk_checkpoint_is_refused_in_one_line(hawk_run
     run, _ = hawk_run
     code, err = cli(finetune_main, _finetune(corpus_dir, run, tmp_path / "frozen", freeze="attention"), capsys)
     assert code == 2 and one_error_line(err) and err[-1].endswith("is a Hawk model: it has no attention to freeze")
+
+
+def test_a_hawk_model_is_not_packed_by_default_where_an_attention_model_would_be():
+    from pipeline.config import PerformanceArguments
+
+    compiled = PerformanceArguments(torch_compile=True)  # a compiled sdpa run on a GPU packs its rows
+    assert compiled.batching(on_gpu=True).packing and not compiled.batching(on_gpu=True, recurrent=True).packing
+    assert PerformanceArguments(packing=True).batching(on_gpu=True, recurrent=True).packing  # asked: refused later

@@ -19,6 +19,7 @@ from common.signals import StopSignals
 from data_gen.stream import BiographyStream
 
 from ..config import OptimizerArguments, PerformanceArguments, TrainArguments
+from ..model import has_attention
 from ..run_folder import read_state
 from .callbacks import Callback
 from .checkpoints import BackgroundWriter, ResumeCheckpointer
@@ -94,7 +95,7 @@ class Trainer:
         self.n_micro = accelerator.gradient_accumulation_steps
         self.single_device = single_device(accelerator)
         self.model, self.optimizer, self.scheduler = self._prepare(model)
-        batching = args.batching(accelerator.device.type == "cuda")
+        batching = args.batching(accelerator.device.type == "cuda", recurrent=not has_attention(model))
         rank, world = accelerator.process_index, accelerator.num_processes
         self.loader = StreamLoader(stream, rank, world, self.n_micro, accelerator.device, batching.prefetch_batches,
                                    batching.pad_to_multiple_of,
