@@ -179,7 +179,7 @@ class PerformanceArguments:
         "help": "Lay each micro-batch's biographies end to end in one row, with positions from 0 in each and "
                 "attention within each (FlexAttention): no padding work. With fixed_length the row holds the run's "
                 "largest micro-batch. Default: on for compiled runs with sdpa on a GPU, where FlexAttention is a "
-                "fused kernel (eager, it computes every pair of positions)."})
+                "fused kernel (eager, it computes every pair of positions); never by default for Hawk."})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2."})
     eval_batch_size: int = field(default=1024, metadata={"help": "Queries per evaluation forward pass."})
     pad_to_multiple_of: int | None = field(
@@ -191,20 +191,21 @@ class PerformanceArguments:
                                                                       "(default: looked up from the GPU's name)."})
 
     def batching(self, on_gpu: bool, recurrent: bool = False) -> Batching:
-        """The batch keys as set, else their defaults on a GPU or a CPU (as their help says); a `recurrent`
-        model (Hawk) is not packed by default."""
+        """The batch keys as set, else their defaults on a GPU or a CPU (as their help says) and, for packing,
+        for a `recurrent` model (Hawk)."""
         return Batching(
             prefetch_batches=self.prefetch_batches if self.prefetch_batches is not None else (2 if on_gpu else 0),
             pad_to_multiple_of=self.pad_to_multiple_of or (8 if on_gpu else 1),
             fixed_length=self.fixed_length if self.fixed_length is not None else on_gpu,
-            packing=self.packs(on_gpu) if self.packing is not None or not recurrent else False)
+            packing=self.packs(on_gpu, recurrent))
 
-    def packs(self, on_gpu: bool) -> bool:
+    def packs(self, on_gpu: bool, recurrent: bool = False) -> bool:
         """Whether rows are packed: `packing`, or by default for compiled GPU runs with sdpa (the only attention
-        that keeps to each biography; FlexAttention, fused there)."""
+        that keeps to each biography; FlexAttention, fused there) of a model with attention (a `recurrent` one's
+        state would run across the biographies of a row)."""
         if self.packing is not None:
             return self.packing
-        return on_gpu and self.torch_compile and self.attn_implementation == "sdpa"
+        return on_gpu and self.torch_compile and self.attn_implementation == "sdpa" and not recurrent
 
     @property
     def compile_backend(self) -> str | None:

@@ -152,3 +152,4 @@ def test_a_hawk_model_is_not_packed_by_default_where_an_attention_model_would_be
     compiled = PerformanceArguments(torch_compile=True)  # a compiled sdpa run on a GPU packs its rows
     assert compiled.batching(on_gpu=True).packing and not compiled.batching(on_gpu=True, recurrent=True).packing
     assert PerformanceArguments(packing=True).batching(on_gpu=True, recurrent=True).packing  # asked: refused later
+    assert not compiled.packs(on_gpu=True, recurrent=True)

@@ -212,6 +212,7 @@ def test_parallel_runs_give_the_same_trajectories(tmp_path, corpus_dir, capsys):
     with (tmp_path / "two" / "summary.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and all(r["status"] == "done" for r in rows)
+    assert (tmp_path / "two" / "study.png").stat().st_size > 10_000  # every run's loss and accuracy
     same_rate = [r for r in rows if r["learning_rate"] == "0.002"]  # seeds 0 and 1: one grid point
     assert same_rate[0]["final_loss_mean"] == same_rate[1]["final_loss_mean"]
     losses = [float(r["final_loss"]) for r in same_rate]

@@ -20,11 +20,12 @@ def run_segments(recipe: dict) -> list[tuple[int, int, int]]:
     return config.segments(recipe["max_steps"])
 
 
-def _half_steps(steps: np.ndarray, loss: np.ndarray, start: float, until: float) -> float | None:
-    """Steps from `start` until the loss first covers half of its change between `start` and `until`."""
+def _half_steps(steps: np.ndarray, loss: np.ndarray, start: float, until: float, first: float,
+                last: float) -> float | None:
+    """Steps from `start` until the loss first covers half of its change from `first` (at `start`) to `last`
+    (at `until`)."""
     inside = (steps >= start) & (steps <= until)
     xs, ys = steps[inside], loss[inside]
-    first, last = np.interp([start, until], steps, loss)
     if not len(xs) or first == last:
         return None
     crossed = np.nonzero((ys - (first + last) / 2) * np.sign(last - first) >= 0)[0]
@@ -47,8 +48,9 @@ def visit_rates(rows: list[dict], segments: list[tuple[int, int, int]]) -> list[
                        "loss_end": float(at[1]), "learning_per_1k": 1000 * float(at[0] - at[1]) / (end - start),
                        "left_until": int(until),
                        "forgetting_per_1k": 1000 * float(at[2] - at[1]) / (until - end) if until > end else None,
-                       "learning_half_steps": _half_steps(steps, loss, start, end),
-                       "forgetting_half_steps": _half_steps(steps, loss, end, until) if until > end else None})
+                       "learning_half_steps": _half_steps(steps, loss, start, end, at[0], at[1]),
+                       "forgetting_half_steps": _half_steps(steps, loss, end, until, at[1], at[2])
+                       if until > end else None})
     return visits
 
 

@@ -191,8 +191,7 @@ def draw_study_figures(rows: list[dict], fits: StudyFits, study: Study) -> list[
         figures.append(warmup_heatmap(rows, out / WARMUP_FIGURE))
     if all("run" in r for r in rows):  # rows of finished runs (not hand-made ones)
         runs = {r["run"]: RunFolder(out / r["run"]).trajectory() for r in rows}
-        baseline = np.mean([row["baseline_loss"] for trajectory in runs.values() for row in trajectory[:1]])
-        figures.append(plot_runs(runs, float(baseline), out / STUDY_FIGURE))
+        figures.append(plot_runs(runs, float(np.mean([r["baseline_loss"] for r in rows])), out / STUDY_FIGURE))
     return figures
 
 

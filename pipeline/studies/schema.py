@@ -5,8 +5,8 @@ A study file holds `base` (a recipe of its stage), optional `data` (a corpus rec
 grid varies corpus keys such as n_individuals; with it, a key of both, like seed, goes to both),
 `output_dir`, `grid` (key: list of values), `paired` (keys whose lists of equal length vary together, as
 one more axis of the grid: batch_size [16, 32] with max_steps [3000, 1500] gives two points, not four),
-`fixed` (key: value) and `baselines` (a list of extra points, e.g. uniform sampling beside a warm-up grid, which take the first grid point's values for the
-keys they do not set).
+`fixed` (key: value) and `baselines` (a list of extra points, e.g. uniform sampling beside a warm-up grid,
+which take the first grid point's values for the keys they do not set).
 
 A study may set `pretrain: {recipe: ..., with: {key: value}, output_dir: ...}`, a first run that goes
 before the grid (into <output_dir>/pretrained unless named; studies may share it): a fine-tuning
