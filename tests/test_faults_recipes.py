@@ -105,7 +105,7 @@ def test_a_malformed_study_grid_is_one_line(tmp_path, capsys):
     study = tmp_path / "study.yaml"
     study.write_text("base: b.yaml\noutput_dir: o\ngrid:\n  seed: 1\n")
     code, err = cli(sweep_main, ["--config", str(study)], capsys)
-    assert code == 2 and err == [f"error: study '{study}': every grid key needs a non-empty list of values"]
+    assert code == 2 and err == [f"error: study '{study}': every grid and paired key needs a non-empty list of values"]
     study.write_text("base: b.yaml\noutput_dir: o\ngrid: {seed: [1]}\ngrid: {seed: [2]}\n")
     code, err = cli(sweep_main, ["--config", str(study)], capsys)
     assert code == 2 and "key 'grid' is given twice" in err[0]
