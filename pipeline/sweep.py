@@ -24,8 +24,7 @@ from pathlib import Path
 from common.errors import RecipeError, RunError, run_cli
 
 from .run_folder import STUDY_LOGS, SUMMARY
-from .studies.aggregate import aggregate, write_study_fits
-from .studies.figures import draw_study_figures
+from .studies.figures import summarize_study
 from .studies.parallel import Pool, slots
 from .studies.runner import print_commands, run_study
 from .studies.schema import load_study
@@ -57,8 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     pool = Pool(slots(args.jobs, args.devices, args.runs_per_device)) if args.jobs or args.devices else None
     failed = {} if args.aggregate_only else run_study(study, pool)
-    rows = aggregate(study, failed)
-    figures = draw_study_figures(rows, write_study_fits(rows, study), study)
+    rows, figures = summarize_study(study, failed)
     print(f"{len(rows)} runs in {Path(study.output_dir) / SUMMARY}; figures: {', '.join(map(str, figures))}")
     if failed:
         reasons = "; ".join(f"{name}: {line}" for name, line in failed.items())

@@ -17,8 +17,7 @@ from common.errors import RecipeError, run_cli
 from data_gen.recipe import parse_recipe
 
 from ..run_folder import STUDY_FIGURE, STUDY_REFERENCE, STUDY_REPORT
-from .aggregate import aggregate, write_study_fits
-from .figures import draw_study_figures
+from .figures import summarize_study
 from .runner import run_study
 from .schema import FirstRun, Study
 
@@ -59,8 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     (args,) = parse_recipe([PatchingStudyArguments], argv)
     study = args.study()
     run_study(study)
-    rows = aggregate(study)
-    report, *_ = draw_study_figures(rows, write_study_fits(rows, study), study)
+    _, (report, *_) = summarize_study(study)
     print(f"study report: {report}")
 
 

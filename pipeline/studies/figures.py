@@ -23,7 +23,7 @@ from ..run_folder import (
     WARMUP_FIGURE,
     RunFolder,
 )
-from .aggregate import StudyFits, bootstrap_interval, fits_plateau, group_rows, group_values
+from .aggregate import StudyFits, aggregate, bootstrap_interval, fits_plateau, group_rows, group_values, write_study_fits
 from .fit import PAPER_PLATEAU_FIT
 from .schema import Study
 
@@ -166,6 +166,13 @@ def capacity_figure(rows: list[dict], fits: dict, path: Path) -> Path:
         ax.set(xscale="log", yscale="log", xlabel=name, ylabel="knowledge stored (bits)")
         ax.legend(fontsize=7)
     return save_figure(fig, path)
+
+
+def summarize_study(study: Study, failed: dict[str, str] | None = None) -> tuple[list[dict], list[Path]]:
+    """A study's files from its runs: summary.csv, its fits and its figures; returns the finished runs'
+    rows and the figures."""
+    rows = aggregate(study, failed)
+    return rows, draw_study_figures(rows, write_study_fits(rows, study), study)
 
 
 def draw_study_figures(rows: list[dict], fits: StudyFits, study: Study) -> list[Path]:

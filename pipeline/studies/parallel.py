@@ -28,11 +28,12 @@ LOG_EVERY = 60.0  # seconds between two tables when the output is not a terminal
 
 @dataclass
 class Job:
-    """One run: the module and flags it is launched with, and its log."""
+    """One run: the module and flags it is launched with, its log, and the jobs it waits for (by name)."""
 
     name: str
     argv: list[str]
     log: Path
+    after: tuple[str, ...] = ()
     state: str = "queued"  # queued, running, done, failed
     attempts: int = 0
     slot: int | None = None
@@ -110,15 +111,32 @@ class Pool:
     def running(self) -> list[Job]:
         return [job for job in self.jobs if job.state == "running"]
 
+    def _next(self, queue: deque[Job]) -> Job | None:
+        """The first queued job whose jobs to wait for are done; those waiting for a failed one fail."""
+        state = {job.name: job.state for job in self.jobs}
+        for job in list(queue):
+            failed = [name for name in job.after if state.get(name) == "failed"]
+            if failed:
+                queue.remove(job)
+                job.state, job.last_line = "failed", f"not run: {failed[0]} failed"
+            elif all(state.get(name) == "done" for name in job.after):
+                queue.remove(job)
+                return job
+        return None
+
     def run(self, jobs: list[Job]) -> list[Job]:
-        """Run every job; returns them with their final state. Raises RunError if stopped by a signal."""
+        """Run every job, each after the jobs it waits for; returns them with their final state. Raises
+        RunError if stopped by a signal."""
         self.jobs, queue = jobs, deque(jobs)
+        unknown = {name for job in jobs for name in job.after} - {job.name for job in jobs}
+        if unknown:
+            raise RunError(f"runs wait for {sorted(unknown)}, which are not among the runs to do")
         shown = 0.0
         with self.stop:
             while (queue and self.stop.signum is None) or self.running:  # stopped: the queued ones wait
                 free = sorted(set(range(len(self.slot_envs))) - {job.slot for job in self.running})
-                while queue and free and self.stop.signum is None:
-                    self._start(queue.popleft(), free.pop(0))
+                while queue and free and self.stop.signum is None and (job := self._next(queue)):
+                    self._start(job, free.pop(0))
                 for job in self.running:
                     code = job.process.poll()
                     if code is None:

@@ -77,6 +77,20 @@ def build_corpora(study: Study, dry_run: bool = False) -> list[str]:
     return list(commands.values())
 
 
+def study_jobs(study: Study, prefix: str = "") -> list[Job]:
+    """The study's runs as jobs of a pool (named `prefix` + the run's name), its first run (named by its
+    folder's path: studies may share it) first and awaited by the others."""
+    logs = Path(study.output_dir) / STUDY_LOGS
+    first = []
+    if study.pretrain is not None:
+        folder = Path(study.pretrain.output_dir)
+        first = [Job(str(folder), ["-m", f"pipeline.{first_run_stage(study)}", *first_run_flags(study)],
+                     logs / f"{folder.name}.log")]
+    return first + [Job(prefix + study.name(point), ["-m", f"pipeline.{study.stage}", *run_flags(point, study)],
+                        logs / f"{study.name(point)}.log", after=tuple(job.name for job in first))
+                    for point in study.points()]
+
+
 def run_study(study: Study, pool: Pool | None = None) -> dict[str, str]:
     """Build the corpora (all of them, before any run), run the first run, then every grid point: one
     after another here, or as subprocesses on `pool`'s slots. Holds the study's folder (each run holds its
@@ -89,16 +103,7 @@ def run_study(study: Study, pool: Pool | None = None) -> dict[str, str]:
             for point in study.points():
                 STAGE_MAINS[study.stage](run_flags(point, study))
             return {}
-        logs = Path(study.output_dir) / STUDY_LOGS
-        if study.pretrain is not None:
-            first = Path(study.pretrain.output_dir).name
-            (job,) = pool.run([Job(first, ["-m", f"pipeline.{first_run_stage(study)}",
-                                        *first_run_flags(study)], logs / f"{first}.log")])
-            if job.state == "failed":
-                return {first: job.last_line}
-        jobs = [Job(study.name(point), ["-m", f"pipeline.{study.stage}", *run_flags(point, study)],
-                    logs / f"{study.name(point)}.log") for point in study.points()]
-        return {job.name: job.last_line for job in pool.run(jobs) if job.state == "failed"}
+        return {job.name: job.last_line for job in pool.run(study_jobs(study)) if job.state == "failed"}
 
 
 def launcher(accelerate_config: str | None) -> str:

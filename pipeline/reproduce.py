@@ -1,0 +1,131 @@
+"""The paper, claim by claim, in one command: run the studies the chosen claims need (each once, however
+many claims read it), then write the ledger, runs/reproduce/<scale>/claims.md and claims.json, with a
+verdict per claim from the rule recipes/claims.yaml fixed for it.
+
+    python -m pipeline.reproduce --scale smoke                   # every claim's code path, tiny, ~a minute
+    python -m pipeline.reproduce --scale cpu --jobs 2            # a 2-core machine, under 2 hours
+    python -m pipeline.reproduce --scale paper --devices 0,1,2,3 --runs_per_device 2
+    python -m pipeline.reproduce --scale cpu --claims C2,C5      # only these claims (and their studies)
+    python -m pipeline.reproduce --scale cpu --ledger_only       # the ledger from finished studies
+    python -m pipeline.reproduce --scale cpu --ledger_only --publish docs/claims --readme README.md
+
+Rerunning continues: finished runs are skipped and interrupted ones resumed. With --jobs or --devices
+every run of every study shares one pool (a study's first run before its other runs), with the
+sweep's progress table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from common.errors import RecipeError, RunError, run_cli
+from data_gen.builder import build
+from data_gen.config import CorpusConfig
+from data_gen.folders import exclusive
+from data_gen.layout import MANIFEST
+from data_gen.recipe import parse_recipe
+
+from .studies.claims import SCALES, load_claims
+from .studies.figures import summarize_study
+from .studies.ledger import LEDGER_JSON, RUN_RECORD, machine, write_ledger, write_readme_table
+from .studies.parallel import Pool, slots
+from .studies.runner import build_corpora, run_study, study_jobs
+from .studies.schema import Study
+from .studies.verdicts import check_rules
+
+CLAIMS_FILE = "recipes/claims.yaml"
+
+
+def build_scale_corpora(corpora: dict[str, str]) -> None:
+    """Build the corpora a scale's studies read from fixed folders (folder -> corpus recipe), where missing."""
+    for folder, recipe in corpora.items():
+        if not (Path(folder) / MANIFEST).is_file():
+            print(f"building corpus {folder} from {recipe}", flush=True)
+            (config,) = parse_recipe([CorpusConfig], ["--config", recipe, "--output_dir", folder])
+            build(config)
+
+
+def run_studies(studies: dict[str, Study], pool: Pool | None) -> dict[str, dict[str, str]]:
+    """Run every study (one after another, or all their runs on one pool); the failed runs of each."""
+    if pool is None:
+        return {name: run_study(study) for name, study in studies.items()}
+    with ExitStack() as held:
+        for study in studies.values():
+            held.enter_context(exclusive(Path(study.output_dir), "study"))
+        for study in studies.values():
+            build_corpora(study)
+        jobs, by_study = {}, {}
+        for name, study in studies.items():
+            by_study[name] = study_jobs(study, prefix=f"{name}/")
+            for job in by_study[name]:
+                jobs.setdefault(job.name, job)  # a first run shared by several studies runs once
+        pool.run(list(jobs.values()))
+    return {name: {job.name.removeprefix(f"{name}/"): job.last_line for job in studies_jobs
+                   if jobs[job.name].state == "failed"} for name, studies_jobs in by_study.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.reproduce",
+                                     description="Run the studies of the paper's claims and write their ledger.")
+    parser.add_argument("--scale", required=True, choices=SCALES, help="smoke, cpu or paper.")
+    parser.add_argument("--claims", help="Claims to reproduce, e.g. C2,C5 (default: all).")
+    parser.add_argument("--claims_file", default=CLAIMS_FILE, help=f"The claims (default {CLAIMS_FILE}).")
+    parser.add_argument("--output_dir", type=Path, help="Where the ledger goes (default runs/reproduce/<scale>).")
+    parser.add_argument("--ledger_only", action="store_true", help="Only write the ledger from finished studies.")
+    parser.add_argument("--jobs", type=int, help="Runs at once, as subprocesses sharing the CPU cores.")
+    parser.add_argument("--devices", help="GPUs to run on, e.g. 0,1,2,3.")
+    parser.add_argument("--runs_per_device", type=int, default=1, help="Runs sharing each GPU (default 1).")
+    parser.add_argument("--publish", type=Path, help="Copy the ledger folder here (e.g. docs/claims).")
+    parser.add_argument("--readme", type=Path, help="Rewrite this README's claims table (needs --publish).")
+    args = parser.parse_args(argv)
+    if args.readme and not args.publish:
+        raise RecipeError("--readme links the table into the published ledger: pass --publish docs/claims too")
+    if args.publish and args.publish.exists() and not (args.publish / LEDGER_JSON).is_file():
+        raise RecipeError(f"--publish {args.publish} exists and holds no ledger ({LEDGER_JSON}): name a new folder "
+                          "or one a ledger was published to (its contents are replaced)")
+    claims = load_claims(args.claims_file)
+    check_rules(claims)
+    selected = claims.select([c.strip() for c in args.claims.split(",") if c.strip()] if args.claims else None)
+    names = list(dict.fromkeys(n for c in selected for n in c.studies if claims.study_file(n, args.scale)))
+    studies = {name: claims.load(name, args.scale) for name in names}
+    out = args.output_dir or Path("runs/reproduce") / args.scale
+    failed: dict[str, dict[str, str]] = {}
+    if not args.ledger_only:
+        pool = Pool(slots(args.jobs, args.devices, args.runs_per_device)) if args.jobs or args.devices else None
+        start = time.monotonic()
+        build_scale_corpora(claims.corpora.get(args.scale, {}))
+        failed = run_studies(studies, pool)
+        for name, study in studies.items():
+            summarize_study(study, failed[name])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_RECORD).write_text(json.dumps({
+            "command": shlex.join(["python", "-m", "pipeline.reproduce", *(argv if argv is not None else sys.argv[1:])]),
+            "wall_s": round(time.monotonic() - start, 1), "machine": machine(), "studies": names,
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
+    entries = write_ledger(claims, selected, args.scale, out)
+    print(f"{len(entries)} claims in {out / 'claims.md'}: " + ", ".join(f"{e.id} {e.verdict}" for e in entries))
+    if args.publish:
+        if args.publish.exists():
+            shutil.rmtree(args.publish)
+        shutil.copytree(out, args.publish)
+        if args.readme:
+            command = f"python -m pipeline.reproduce --scale {args.scale} --ledger_only --publish {args.publish} " \
+                      f"--readme {args.readme}"
+            if not write_readme_table(args.readme, entries, f"{args.publish}/", command):
+                raise RecipeError(f"{args.readme} has no claims table markers: add the two marker lines from "
+                                  "pipeline/studies/ledger.py where the table goes")
+    broken = {name: runs for name, runs in failed.items() if runs}
+    if broken:
+        raise RunError("runs failed after a retry (" + "; ".join(f"{n}: {', '.join(r)}" for n, r in broken.items())
+                       + "); the ledger says which claims they leave unmeasured; rerun the same command to retry")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
