@@ -138,6 +138,16 @@ def test_study_figures_from_rows(tmp_path):
     assert fit["plateau_end"]["b"] < 0.81  # the first phase's 100 steps flatten the end's growth
 
 
+def test_a_figure_its_rows_cannot_give_is_skipped_in_one_line(tmp_path, capsys):
+    rows = [{"n_individuals": n, "plateau_length": None, "plateau_start": None, "plateau_end": None, "final_loss": 1.0,
+             "final_accuracy": 0.5, "baseline": False} for n in (100, 200)]  # no plateau anywhere
+    (tmp_path / "plateau_vs_population.png").write_bytes(b"an older figure")
+    assert _fits_and_figures(rows, tmp_path, {"n_individuals": []}) == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"skipped {tmp_path / 'plateau_vs_population.png'}: ")
+    assert not (tmp_path / "plateau_vs_population.png").exists()
+
+
 def test_attention_patching_is_a_study_like_the_others(tmp_path, capsys):
     from pipeline.studies.attention_patching import PatchingStudyArguments
     from pipeline.studies.runner import print_commands, run_flags

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -184,22 +186,37 @@ def draw_study_figures(rows: list[dict], fits: StudyFits, study: Study) -> list[
     if not rows:
         return figures
     if study.fine_tunes:
-        return [plot_forgetting({r["run"]: RunFolder(out / r["run"]).trajectory() for r in rows},
-                                out / FORGETTING_FIGURE)]
+        return _drawn([(out / FORGETTING_FIGURE, lambda: plot_forgetting(
+            {r["run"]: RunFolder(out / r["run"]).trajectory() for r in rows}, out / FORGETTING_FIGURE))])
     if study.patches:
         return _patching_figures(rows, study)
     if fits.capacity is not None:
-        figures.append(capacity_figure(rows, fits.capacity, out / CAPACITY_FIGURE))
+        figures.append((out / CAPACITY_FIGURE, lambda: capacity_figure(rows, fits.capacity, out / CAPACITY_FIGURE)))
     if fits_plateau(keys):
-        figures.append(plateau_vs_population(rows, fits.plateau, out / PLATEAU_FIGURE))
+        figures.append((out / PLATEAU_FIGURE, lambda: plateau_vs_population(rows, fits.plateau, out / PLATEAU_FIGURE)))
     if "alpha" in keys:
-        figures.append(alpha_curves(rows, out / ALPHA_FIGURE))
+        figures.append((out / ALPHA_FIGURE, lambda: alpha_curves(rows, out / ALPHA_FIGURE)))
     if {"indiv_warmup", "epochs_warmup"} <= keys:
-        figures.append(warmup_heatmap(rows, out / WARMUP_FIGURE))
+        figures.append((out / WARMUP_FIGURE, lambda: warmup_heatmap(rows, out / WARMUP_FIGURE)))
     if all("run" in r for r in rows):  # rows of finished runs (not hand-made ones)
         runs = {r["run"]: RunFolder(out / r["run"]).trajectory() for r in rows}
-        figures.append(plot_runs(runs, float(np.mean([r["baseline_loss"] for r in rows])), out / STUDY_FIGURE))
-    return figures
+        baseline = float(np.mean([r["baseline_loss"] for r in rows]))
+        figures.append((out / STUDY_FIGURE, lambda: plot_runs(runs, baseline, out / STUDY_FIGURE)))
+    return _drawn(figures)
+
+
+def _drawn(figures: list[tuple[Path, Callable[[], Path]]]) -> list[Path]:
+    """Each figure drawn; one its rows cannot give (a log axis with no positive value, ...) is skipped with
+    one line, and an older copy of it removed, so the study's other files are always written."""
+    drawn = []
+    for path, draw in figures:
+        try:
+            drawn.append(draw())
+        except ValueError as err:
+            plt.close("all")
+            path.unlink(missing_ok=True)
+            print(f"skipped {path}: {err}", file=sys.stderr)
+    return drawn
 
 
 def _patching_figures(rows: list[dict], study: Study) -> list[Path]:
@@ -208,6 +225,7 @@ def _patching_figures(rows: list[dict], study: Study) -> list[Path]:
     patched = {f"patched with step {p.values['reference_checkpoint']}"
                + (f" from step {p.values['start_patching']}" if grid else ""): RunFolder(study.run_folder(p))
                for p in study.points()}
-    heatmap = patching_grid(rows, out / PATCHING_GRID_FIGURE) if grid else None
+    heatmap = next(iter(_drawn([(out / PATCHING_GRID_FIGURE, lambda: patching_grid(rows, out / PATCHING_GRID_FIGURE))])),
+                   None) if grid else None
     report = write_patching_report(RunFolder(study.pretrain.output_dir), patched, out, heatmap)
     return [report, heatmap] if heatmap else [report]
