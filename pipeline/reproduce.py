@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
             summarize_study(study, failed[name])
         out.mkdir(parents=True, exist_ok=True)
         (out / RUN_RECORD).write_text(json.dumps({
-            "command": shlex.join(["python", "-m", "pipeline.reproduce", *(argv if argv is not None else sys.argv[1:])]),
+            "command": shlex.join(["python", "-m", "pipeline.reproduce", *(sys.argv[1:] if argv is None else argv)]),
             "wall_s": round(time.monotonic() - start, 1), "machine": machine(), "studies": names,
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
     entries = write_ledger(claims, selected, args.scale, out)

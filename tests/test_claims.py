@@ -74,7 +74,7 @@ def test_every_run_must_meet_the_conditions(tmp_path, accuracies, expected):
 
 
 def test_a_condition_against_another_column_of_the_same_run(tmp_path):
-    rows = [{"run": "a", "heldout_loss": 8.0, "baseline_loss": 5.0}, {"run": "b", "heldout_loss": 7.0, "baseline_loss": 5.0}]
+    rows = [{"run": r, "heldout_loss": h, "baseline_loss": 5.0} for r, h in (("a", 8.0), ("b", 7.0))]
     files = write_study(tmp_path / "s", rows)
     condition = {"value": {"column": "heldout_loss"}, "at_least": {"column": "baseline_loss"}, "times": 1.5}
     assert judge({"every_run": {"reproduced": [condition]}}, files) == NOT_REPRODUCED  # 7 < 7.5

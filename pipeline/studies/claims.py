@@ -8,12 +8,14 @@ and how it was read), `study` (one name or a list: the studies it reads), `figur
 study's folder) and `rule` (pipeline/studies/verdicts.py), fixed before any run.
 
 A quantity names one number per run: a column of a study's summary.csv (`column`), or a reduction of
-one of each run's files (`file`: trajectory.jsonl, attention.jsonl, drift.jsonl; its rows filtered by
-`match` and `steps`: a window as fractions of the run's last step, `column` divided row by row by `divide_by`, reduced by `at`: the mean of the rows
-at the last or first step, or their max, min or mean). `where` keeps the runs whose summary values
-match, a value given as `min`, `max` or `{rank: k}` standing for the study's smallest, largest or k-th
+one of each run's files (`file`: trajectory.jsonl, attention.jsonl, drift.jsonl). A file's rows are
+filtered by `match` (`last` for a key: its largest value) and `steps` (a window, as fractions of the
+run's last step); `column` is divided row by row by `divide_by`, then reduced by `at`: the mean of the
+rows at the last or first step, or their max, min or mean. `where` keeps the runs whose summary values
+match. A value of `where` may be `min`, `max` or `{rank: k}`, for the study's smallest, largest or k-th
 smallest value of that key (k from 0; negative from the largest), so that one rule reads every scale's
-grid, or `{equals: other key}` for the runs where the two keys hold one value (the patching grid's diagonal); `study` picks one of the claim's studies (default: the first).
+grid; or `{equals: other key}`, for the runs where the two keys hold one value (the patching grid's
+diagonal). `study` picks one of the claim's studies (default: the first).
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ class Quantity:
             window = f" over {self.steps[0]:g}-{self.steps[1]:g} of the run's steps" if self.steps else ""
             match = "".join(f", {k} {v}" for k, v in self.match.items())
             what = f"{self.at} {what} of {self.file}{match}{window}"
-        where = ", ".join(f"{k} " + (" ".join(f"{a} {b}" for a, b in v.items()) if isinstance(v, dict) else str(v)) for k, v in self.where.items())
+        where = ", ".join(f"{k} " + (" ".join(f"{a} {b}" for a, b in v.items()) if isinstance(v, dict) else str(v))
+                          for k, v in self.where.items())
         return what + (f" ({where})" if where else "") + (f" in {self.study}" if self.study else "")
 
 

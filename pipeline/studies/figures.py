@@ -25,7 +25,15 @@ from ..run_folder import (
     WARMUP_FIGURE,
     RunFolder,
 )
-from .aggregate import StudyFits, aggregate, bootstrap_interval, fits_plateau, group_rows, group_values, write_study_fits
+from .aggregate import (
+    StudyFits,
+    aggregate,
+    bootstrap_interval,
+    fits_plateau,
+    group_rows,
+    group_values,
+    write_study_fits,
+)
 from .fit import PAPER_PLATEAU_FIT
 from .schema import Study
 
@@ -225,7 +233,9 @@ def _patching_figures(rows: list[dict], study: Study) -> list[Path]:
     patched = {f"patched with step {p.values['reference_checkpoint']}"
                + (f" from step {p.values['start_patching']}" if grid else ""): RunFolder(study.run_folder(p))
                for p in study.points()}
-    heatmap = next(iter(_drawn([(out / PATCHING_GRID_FIGURE, lambda: patching_grid(rows, out / PATCHING_GRID_FIGURE))])),
-                   None) if grid else None
+    heatmap = None
+    if grid:
+        drawn = _drawn([(out / PATCHING_GRID_FIGURE, lambda: patching_grid(rows, out / PATCHING_GRID_FIGURE))])
+        heatmap = drawn[0] if drawn else None
     report = write_patching_report(RunFolder(study.pretrain.output_dir), patched, out, heatmap)
     return [report, heatmap] if heatmap else [report]

@@ -160,7 +160,8 @@ def _fit(spec: dict, files: dict[str, StudyFiles], default: str) -> Outcome:
     b, low, high = fit["b"], fit.get("b_low", fit["b"]), fit.get("b_high", fit["b"])
     (t_lo, t_hi), (d_lo, d_hi) = spec["target"], spec["direction"]
     seeds = max(fit.get("runs", [1]))
-    ours = f"exponent {fmt(b)} [{fmt(low)}, {fmt(high)}], R² {fmt(fit['r2'])}, N {fmt(min(fit['x']))}-{fmt(max(fit['x']))}"
+    ours = (f"exponent {fmt(b)} [{fmt(low)}, {fmt(high)}], R² {fmt(fit['r2'])}, "
+            f"N {fmt(min(fit['x']))}-{fmt(max(fit['x']))}")
     numbers = {"exponent": b, "low": low, "high": high, "r2": fit["r2"], "a": fit["a"]}
     if low <= t_hi and high >= t_lo:
         return Outcome(REPRODUCED, ours, "the interval overlaps the target", numbers, seeds)
@@ -205,7 +206,8 @@ def _every_run(spec: dict, files: dict[str, StudyFiles], default: str) -> Outcom
 def _ratio(spec: dict, files: dict[str, StudyFiles], default: str) -> Outcome:
     of, to = (read_values(quantity(spec[k], "rule"), files, default) for k in ("of", "to"))
     rng = np.random.default_rng(0)
-    draws = (rng.choice(of.values, (2000, len(of.values))).mean(1) / rng.choice(to.values, (2000, len(to.values))).mean(1))
+    draws = (rng.choice(of.values, (2000, len(of.values))).mean(1)
+             / rng.choice(to.values, (2000, len(to.values))).mean(1))
     ratio = float(np.mean(of.values) / np.mean(to.values))
     low, high = np.percentile(draws, [2.5, 97.5])
     runs = len(of.values) + len(to.values)
@@ -263,8 +265,8 @@ def _best(spec: dict, files: dict[str, StudyFiles], default: str) -> Outcome:
     if lo <= best <= hi:
         return Outcome(REPRODUCED, ours, f"in [{lo}, {hi}]", numbers, seeds)
     inside = min(means) < best < max(means)
-    return Outcome(PARTLY if inside else NOT_REPRODUCED, ours,
-                   f"outside [{lo}, {hi}]" + ("; inside the grid" if inside else "; at the grid's edge"), numbers, seeds)
+    why = f"outside [{lo}, {hi}]" + ("; inside the grid" if inside else "; at the grid's edge")
+    return Outcome(PARTLY if inside else NOT_REPRODUCED, ours, why, numbers, seeds)
 
 
 def _best_shift(spec: dict, files: dict[str, StudyFiles], default: str) -> Outcome:
