@@ -8,6 +8,7 @@ verdict per claim from the rule recipes/claims.yaml fixed for it.
     python -m pipeline.reproduce --scale cpu --claims C2,C5      # only these claims (and their studies)
     python -m pipeline.reproduce --scale cpu --ledger_only       # the ledger from finished studies
     python -m pipeline.reproduce --scale cpu --ledger_only --publish docs/claims --readme README.md
+    python -m pipeline.reproduce --scale paper --plan            # runs, steps and estimated GPU-hours; runs nothing
 
 Rerunning continues: finished runs are skipped and interrupted ones resumed. With --jobs or --devices
 every run of every study shares one pool (a study's first run before its other runs), with the
@@ -36,6 +37,7 @@ from .studies.claims import SCALES, load_claims
 from .studies.figures import summarize_study
 from .studies.ledger import LEDGER_JSON, RUN_RECORD, machine, write_ledger, write_readme_table
 from .studies.parallel import Pool, slots
+from .studies.plan import ASSUMED_MFU, BIOGRAPHY_TOKENS, study_plan
 from .studies.runner import build_corpora, run_study, study_jobs
 from .studies.schema import Study
 from .studies.verdicts import check_rules
@@ -71,6 +73,24 @@ def run_studies(studies: dict[str, Study], pool: Pool | None) -> dict[str, dict[
                    if jobs[job.name].state == "failed"} for name, studies_jobs in by_study.items()}
 
 
+def write_plan(studies: dict[str, Study], files: dict[str, str], scale: str, out: Path) -> str:
+    """The table of each study's runs, steps, biographies and estimated H100 GPU-hours, in out/plan.md."""
+    plans = {name: study_plan(study) for name, study in studies.items()}
+    lines = [f"# The {scale}-scale studies: what they cost", "",
+             f"Estimated, not measured: training FLOPs of biographies of {BIOGRAPHY_TOKENS} tokens at "
+             f"{ASSUMED_MFU:.0%} of an H100's 16-bit peak (pipeline/studies/plan.py says why); evaluations not counted, and "
+             "a first run shared by several studies counted in each.", "",
+             "| study | file | runs | steps | biographies (pairs for the toy memory) | GPU-hours (estimate) |", "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | `{files[name]}` | {p.runs} | {p.steps:,} | {p.biographies:,} | {p.gpu_hours:,.1f} |"
+              for name, p in plans.items()]
+    total = sum(p.gpu_hours for p in plans.values())
+    lines += [f"| all | | {sum(p.runs for p in plans.values())} | {sum(p.steps for p in plans.values()):,} | "
+              f"{sum(p.biographies for p in plans.values()):,} | {total:,.1f} |", ""]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plan.md").write_text("\n".join(lines))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.reproduce",
                                      description="Run the studies of the paper's claims and write their ledger.")
@@ -82,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, help="Runs at once, as subprocesses sharing the CPU cores.")
     parser.add_argument("--devices", help="GPUs to run on, e.g. 0,1,2,3.")
     parser.add_argument("--runs_per_device", type=int, default=1, help="Runs sharing each GPU (default 1).")
+    parser.add_argument("--plan", action="store_true", help="Print each study's runs, steps and estimated GPU-hours.")
     parser.add_argument("--publish", type=Path, help="Copy the ledger folder here (e.g. docs/claims).")
     parser.add_argument("--readme", type=Path, help="Rewrite this README's claims table (needs --publish).")
     args = parser.parse_args(argv)
@@ -96,6 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     names = list(dict.fromkeys(n for c in selected for n in c.studies if claims.study_file(n, args.scale)))
     studies = {name: claims.load(name, args.scale) for name in names}
     out = args.output_dir or Path("runs/reproduce") / args.scale
+    if args.plan:
+        print(write_plan(studies, {n: claims.study_file(n, args.scale) for n in names}, args.scale, out))
+        return
     failed: dict[str, dict[str, str]] = {}
     if not args.ledger_only:
         pool = Pool(slots(args.jobs, args.devices, args.runs_per_device)) if args.jobs or args.devices else None

@@ -270,6 +270,24 @@ def test_a_job_waits_for_the_jobs_it_names(tmp_path):
     assert orphan.last_line == "not run: broken failed" and not orphan.log.exists()
 
 
+def test_a_plan_counts_every_run_and_its_training_flops(tmp_path):
+    from types import SimpleNamespace
+
+    from pipeline.config import ModelArguments
+    from pipeline.studies.plan import BIOGRAPHY_TOKENS, PAPER_VOCABULARY, study_plan
+    from pipeline.studies.schema import parse_study
+    from pipeline.train.flops import flops_per_token
+
+    base = tmp_path / "base.yaml"
+    base.write_text("model_preset: tiny\ncorpus: c\nmax_steps: 100\nbatch_size: 8\nreport_to: none\n")
+    study = parse_study({"base": str(base), "output_dir": str(tmp_path / "s"), "grid": {"seed": [0, 1]},
+                         "baselines": [{"max_steps": 50, "batch_size": 16}]}, "study.yaml")
+    plan = study_plan(study)
+    sizes = SimpleNamespace(**ModelArguments(model_preset="tiny").sizes(), vocab_size=PAPER_VOCABULARY)
+    assert (plan.runs, plan.steps, plan.biographies) == (3, 250, 2 * 800 + 800)
+    assert plan.flops == pytest.approx(2400 * BIOGRAPHY_TOKENS * flops_per_token(sizes, BIOGRAPHY_TOKENS))
+
+
 @pytest.mark.slow
 def test_the_smoke_tier_runs_every_claim_and_writes_its_ledger(tmp_path, monkeypatch):
     """The smoke tier from a folder of its own (the recipes linked in), as a user runs it."""
