@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--publish", type=Path, help="Copy the ledger folder here (e.g. docs/claims).")
     parser.add_argument("--readme", type=Path, help="Rewrite this README's claims table (needs --publish).")
     args = parser.parse_args(argv)
+    if args.readme and not args.readme.is_file():
+        raise RecipeError(f"--readme {args.readme} does not exist: pass the README whose claims table to rewrite")
     if args.readme and not args.publish:
         raise RecipeError("--readme links the table into the published ledger: pass --publish docs/claims too")
     if args.publish and args.publish.exists() and not (args.publish / LEDGER_JSON).is_file():

@@ -79,7 +79,16 @@ def test_every_shipped_recipe_parses(path):
 
     root = Path(__file__).parent.parent
     values = yaml.safe_load((root / path).read_text())
-    if "grid" in values:
+    if "claims" in values:
+        from pipeline.studies.claims import load_claims
+        from pipeline.studies.verdicts import check_rules
+
+        claims = load_claims(str(root / path))
+        check_rules(claims)
+        for name, files in claims.studies.items():
+            for file in files.values():
+                assert (root / file).is_file(), (name, file)
+    elif "grid" in values:
         load_study(str(root / path))
     elif "reference_config" in values:
         values["reference_config"] = str(root / values["reference_config"])
