@@ -37,7 +37,7 @@ from .studies.claims import SCALES, load_claims
 from .studies.figures import summarize_study
 from .studies.ledger import LEDGER_JSON, RUN_RECORD, machine, write_ledger, write_readme_table
 from .studies.parallel import Pool, slots
-from .studies.plan import ASSUMED_MFU, BIOGRAPHY_TOKENS, study_plan
+from .studies.plan import plan_table
 from .studies.runner import build_corpora, run_study, study_jobs
 from .studies.schema import Study
 from .studies.verdicts import check_rules
@@ -73,24 +73,6 @@ def run_studies(studies: dict[str, Study], pool: Pool | None) -> dict[str, dict[
                    if jobs[job.name].state == "failed"} for name, studies_jobs in by_study.items()}
 
 
-def write_plan(studies: dict[str, Study], files: dict[str, str], scale: str, out: Path) -> str:
-    """The table of each study's runs, steps, biographies and estimated H100 GPU-hours, in out/plan.md."""
-    plans = {name: study_plan(study) for name, study in studies.items()}
-    lines = [f"# The {scale}-scale studies: what they cost", "",
-             f"Estimated, not measured: training FLOPs of biographies of {BIOGRAPHY_TOKENS} tokens at "
-             f"{ASSUMED_MFU:.0%} of an H100's 16-bit peak (pipeline/studies/plan.py says why); evaluations not counted, and "
-             "a first run shared by several studies counted in each.", "",
-             "| study | file | runs | steps | biographies (pairs for the toy memory) | GPU-hours (estimate) |", "|---|---|---|---|---|---|"]
-    lines += [f"| {name} | `{files[name]}` | {p.runs} | {p.steps:,} | {p.biographies:,} | {p.gpu_hours:,.1f} |"
-              for name, p in plans.items()]
-    total = sum(p.gpu_hours for p in plans.values())
-    lines += [f"| all | | {sum(p.runs for p in plans.values())} | {sum(p.steps for p in plans.values()):,} | "
-              f"{sum(p.biographies for p in plans.values()):,} | {total:,.1f} |", ""]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "plan.md").write_text("\n".join(lines))
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.reproduce",
                                      description="Run the studies of the paper's claims and write their ledger.")
@@ -120,7 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     studies = {name: claims.load(name, args.scale) for name in names}
     out = args.output_dir or Path("runs/reproduce") / args.scale
     if args.plan:
-        print(write_plan(studies, {n: claims.study_file(n, args.scale) for n in names}, args.scale, out))
+        table = plan_table(studies, {n: claims.study_file(n, args.scale) for n in names}, args.scale)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "plan.md").write_text(table)
+        print(table)
         return
     failed: dict[str, dict[str, str]] = {}
     if not args.ledger_only:

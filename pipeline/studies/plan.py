@@ -61,3 +61,20 @@ def study_plan(study: Study) -> StudyPlan:
             plan.flops += training.max_steps * training.batch_size * BIOGRAPHY_TOKENS * flops_per_token(
                 sizes, BIOGRAPHY_TOKENS)
     return plan
+
+
+def plan_table(studies: dict[str, Study], files: dict[str, str], scale: str) -> str:
+    """Markdown: each study's runs, steps, biographies and estimated H100 GPU-hours, and their sum."""
+    plans = {name: study_plan(study) for name, study in studies.items()}
+    lines = [f"# The {scale}-scale studies: what they cost", "",
+             f"Estimated, not measured: training FLOPs of biographies of {BIOGRAPHY_TOKENS} tokens at "
+             f"{ASSUMED_MFU:.0%} of an H100's 16-bit peak (pipeline/studies/plan.py says why); evaluations not "
+             "counted, and a first run shared by several studies counted in each.", "",
+             "| study | file | runs | steps | biographies (pairs for the toy memory) | GPU-hours (estimate) |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | `{files[name]}` | {p.runs} | {p.steps:,} | {p.biographies:,} | {p.gpu_hours:,.1f} |"
+              for name, p in plans.items()]
+    total = StudyPlan(sum(p.runs for p in plans.values()), sum(p.steps for p in plans.values()),
+                      sum(p.biographies for p in plans.values()), sum(p.flops for p in plans.values()))
+    lines += [f"| all | | {total.runs} | {total.steps:,} | {total.biographies:,} | {total.gpu_hours:,.1f} |", ""]
+    return "\n".join(lines)
