@@ -51,7 +51,7 @@ class Outcome:
 def fmt(x: float | None) -> str:
     if x is None:
         return "-"
-    return f"{x:.3g}" if abs(x) < 1e4 else f"{x:,.0f}"
+    return f"{x:.3g}" if abs(x) < 1e3 else f"{x:,.0f}"
 
 
 def interval_text(values: list[float]) -> tuple[str, dict]:
