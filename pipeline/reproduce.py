@@ -36,7 +36,7 @@ from data_gen.recipe import parse_recipe
 from .studies.claims import SCALES, load_claims
 from .studies.figures import summarize_study
 from .studies.ledger import LEDGER_JSON, RUN_RECORD, machine, write_ledger, write_readme_table
-from .studies.parallel import Pool, slots
+from .studies.parallel import Pool, add_pool_arguments, pool_from
 from .studies.plan import plan_table
 from .studies.runner import build_corpora, run_study, study_jobs
 from .studies.schema import Study
@@ -81,9 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--claims_file", default=CLAIMS_FILE, help=f"The claims (default {CLAIMS_FILE}).")
     parser.add_argument("--output_dir", type=Path, help="Where the ledger goes (default runs/reproduce/<scale>).")
     parser.add_argument("--ledger_only", action="store_true", help="Only write the ledger from finished studies.")
-    parser.add_argument("--jobs", type=int, help="Runs at once, as subprocesses sharing the CPU cores.")
-    parser.add_argument("--devices", help="GPUs to run on, e.g. 0,1,2,3.")
-    parser.add_argument("--runs_per_device", type=int, default=1, help="Runs sharing each GPU (default 1).")
+    add_pool_arguments(parser)
     parser.add_argument("--plan", action="store_true", help="Print each study's runs, steps and estimated GPU-hours.")
     parser.add_argument("--publish", type=Path, help="Copy the ledger folder here (e.g. docs/claims).")
     parser.add_argument("--readme", type=Path, help="Rewrite this README's claims table (needs --publish).")
@@ -109,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     failed: dict[str, dict[str, str]] = {}
     if not args.ledger_only:
-        pool = Pool(slots(args.jobs, args.devices, args.runs_per_device)) if args.jobs or args.devices else None
+        pool = pool_from(args)
         start = time.monotonic()
         build_scale_corpora(claims.corpora.get(args.scale, {}))
         failed = run_studies(studies, pool)

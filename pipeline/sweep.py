@@ -25,7 +25,7 @@ from common.errors import RecipeError, RunError, run_cli
 
 from .run_folder import STUDY_LOGS, SUMMARY
 from .studies.figures import summarize_study
-from .studies.parallel import Pool, slots
+from .studies.parallel import add_pool_arguments, pool_from
 from .studies.runner import print_commands, run_study
 from .studies.schema import load_study
 from .studies.slurm import write_slurm_array
@@ -40,9 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accelerate_config", help="accelerate config file for the launch lines.")
     parser.add_argument("--gpus_per_task", type=int, default=1, help="GPUs per array task (default 1).")
     parser.add_argument("--aggregate_only", action="store_true", help="Only aggregate finished runs.")
-    parser.add_argument("--jobs", type=int, help="Runs at once, as subprocesses sharing the CPU cores.")
-    parser.add_argument("--devices", help="GPUs to run on, e.g. 0,1,2,3 (one CUDA_VISIBLE_DEVICES per run).")
-    parser.add_argument("--runs_per_device", type=int, default=1, help="Runs sharing each GPU (default 1).")
+    add_pool_arguments(parser)
     args = parser.parse_args(argv)
     study = load_study(args.config)
     if args.accelerate_config and not Path(args.accelerate_config).is_file():
@@ -54,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.slurm_array:
         write_slurm_array(study, args.config, args.slurm_array, args.accelerate_config, args.gpus_per_task)
         return
-    pool = Pool(slots(args.jobs, args.devices, args.runs_per_device)) if args.jobs or args.devices else None
+    pool = pool_from(args)
     failed = {} if args.aggregate_only else run_study(study, pool)
     rows, figures = summarize_study(study, failed)
     print(f"{len(rows)} runs in {Path(study.output_dir) / SUMMARY}; figures: {', '.join(map(str, figures))}")

@@ -170,23 +170,30 @@ class StudyFiles:
     def __init__(self, folder: Path):
         self.folder = folder
         self.read: set[Path] = set()
+        self._summary: list[dict] | None = None
+
+    def _all_rows(self) -> list[dict]:
+        """summary.csv's rows, read once (FileNotFoundError if the study has not run)."""
+        path = self.folder / SUMMARY
+        if self._summary is None:
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing: the study has not run")
+            with path.open() as f:
+                self._summary = [{k: cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return self._summary
 
     def rows(self) -> list[dict]:
-        """summary.csv's rows of finished runs (RecipeError if the study has none)."""
-        path = self.folder / SUMMARY
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: the study has not run")
-        self.read.add(path)
-        with path.open() as f:
-            rows = [{k: cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        """summary.csv's rows of finished runs."""
+        rows = self._all_rows()
+        self.read.add(self.folder / SUMMARY)
         return [r for r in rows if r.get("status") in (None, "done")]
 
     def failed(self) -> list[str]:
-        path = self.folder / SUMMARY
-        if not path.is_file():
+        """The runs summary.csv lists as failed (none if the study has not run)."""
+        try:
+            return [str(r["run"]) for r in self._all_rows() if r.get("status") == "failed"]
+        except FileNotFoundError:
             return []
-        with path.open() as f:
-            return [row["run"] for row in csv.DictReader(f) if row.get("status") == "failed"]
 
     def fit(self, name: str) -> dict:
         """A fit of fit.json: the plateau length's (name 'plateau_length') or one of its steps'."""

@@ -50,15 +50,15 @@ def _copy(path: Path, study: str, folder: Path, out: Path) -> str:
 
 def claim_entry(claims: Claims, claim: Claim, scale: str, out: Path) -> Entry:
     """A claim's verdict at `scale` from its studies' folders, with its evidence copied under `out`."""
-    files = {name: claims.load(name, scale) for name in claim.studies if claims.study_file(name, scale)}
-    folders = {name: Path(study.output_dir) for name, study in files.items()}
+    folders = {name: Path(claims.load(name, scale).output_dir) for name in claim.studies
+               if claims.study_file(name, scale)}
     study_files = {name: StudyFiles(folder) for name, folder in folders.items()}
-    missing = [name for name in claim.studies if name not in files]
+    missing = [name for name in claim.studies if name not in folders]
     if missing:
         outcome = Outcome(NOT_RUN, "-", f"no {scale}-scale study for {', '.join(missing)}")
     else:
         outcome = verdict(claim.rule, study_files, claim.studies[0])
-    failed = {name: f.failed() for name, f in study_files.items() if f.failed()}
+    failed = {name: runs for name, f in study_files.items() if (runs := f.failed())}
     why = outcome.why + "".join(f"; {len(runs)} runs of {name} failed ({', '.join(runs)})"
                                 for name, runs in failed.items())
     sources = [_copy(path, name, folders[name], out) for name, f in study_files.items() for path in sorted(f.read)]

@@ -62,6 +62,18 @@ class Job:
         return lines[-1] if lines else ""
 
 
+def add_pool_arguments(parser) -> None:
+    """The command-line options of a pool of runs: --jobs, or --devices with --runs_per_device."""
+    parser.add_argument("--jobs", type=int, help="Runs at once, as subprocesses sharing the CPU cores.")
+    parser.add_argument("--devices", help="GPUs to run on, e.g. 0,1,2,3 (one CUDA_VISIBLE_DEVICES per run).")
+    parser.add_argument("--runs_per_device", type=int, default=1, help="Runs sharing each GPU (default 1).")
+
+
+def pool_from(args) -> Pool | None:
+    """The pool those options ask for; None (runs one after another, in process) without either."""
+    return Pool(slots(args.jobs, args.devices, args.runs_per_device)) if args.jobs or args.devices else None
+
+
 def slots(jobs: int | None, devices: str | None, runs_per_device: int) -> list[dict[str, str]]:
     """The environment of each slot: its share of the CPU cores, and its GPU."""
     if devices:
