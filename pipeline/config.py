@@ -13,6 +13,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import ClassVar
 
 from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from common.errors import RecipeError
 from data_gen.recipe import check_choice, check_values
@@ -235,12 +237,22 @@ class HubArguments:
     hub_private_repo: bool = field(default=False, metadata={"help": "Create the repository private."})
     hub_min_commit_interval: float = field(default=30.0, metadata={"help": "Seconds between two commits (the Hub "
                                                                            "limits commits per hour)."})
+    hub_wait_at_end: float = field(default=300.0, metadata={"help": "Seconds the end of a run waits for its queued "
+                                                                    "pushes; what is left is named, with the "
+                                                                    "`python -m pipeline.hub push` that finishes it."})
 
     def check_hub(self) -> None:
-        check_values(self, at_least_zero=("hub_min_commit_interval",))
+        check_values(self, at_least_zero=("hub_min_commit_interval", "hub_wait_at_end"))
         if self.push_to_hub and not self.hub_model_id:
             raise RecipeError("push_to_hub is set but hub_model_id is not: name the repository, e.g. --hub_model_id "
                               "you/fact-model")
+        if self.hub_model_id is not None:
+            try:
+                validate_repo_id(self.hub_model_id)
+            except HFValidationError:
+                raise RecipeError(f"hub_model_id '{self.hub_model_id}' is not a Hub repository id: use owner/name "
+                                  f"(letters, digits, '-', '_' and '.', at most 96 characters), e.g. "
+                                  f"you/fact-model") from None
 
 
 @dataclass

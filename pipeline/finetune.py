@@ -28,7 +28,7 @@ from data_gen.samplers import Replay
 
 from .config import DataArguments, FinetuneArguments, FinetuneTrainArguments
 from .evaluation import pretraining_groups, spread
-from .hub import resolve_checkpoint
+from .hub.client import resolve_checkpoint
 from .model import BLOCKS, check_attention, load_checkpoint, lora_targets
 from .report import write_finetune_report
 from .run_folder import FINETUNE, HELDOUT, NEW, OLD, RUN_CONFIG, STATE, read_state

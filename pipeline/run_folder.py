@@ -6,6 +6,7 @@ reports, the Hub and studies read through it.
       run_config.yaml            the resolved recipe
       trajectory.jsonl           one line per evaluation and group of individuals
       checkpoints/step-*/        permanent checkpoints: Hugging Face weights, tokenizer, exposures.npy,
+                                 manifest.json (each file's hashes, for the Hub),
                                  trainer_state.json (written last: a folder holding it is complete)
       resume/step-*/             the latest resume checkpoint: Accelerate state, trainer_state.json
       report.md                  the report, with pretraining's phases.json, phases.png,
@@ -42,6 +43,7 @@ TRAJECTORY = "trajectory.jsonl"
 CHECKPOINTS = "checkpoints"
 RESUME = "resume"
 STATE = "trainer_state.json"
+MANIFEST = "manifest.json"  # a permanent checkpoint's step, tokens, corpus and file hashes
 EXPOSURES = "exposures.npy"  # times each training individual was drawn before the checkpoint
 REPORT = "report.md"
 PHASES = "phases.json"

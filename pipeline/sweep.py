@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--print_commands", action="store_true", help="Print the launch lines; run nothing.")
     parser.add_argument("--slurm_array", type=Path, help="Build the corpora and write a slurm array job here.")
     parser.add_argument("--accelerate_config", help="accelerate config file for the launch lines.")
-    parser.add_argument("--gpus_per_task", type=int, default=1, help="GPUs per array task (default 1).")
+    parser.add_argument("--gpus_per_task", type=int, default=1, help="GPUs per array task (default 1; 0 on CPU nodes: no --gres).")
     parser.add_argument("--aggregate_only", action="store_true", help="Only aggregate finished runs.")
     add_pool_arguments(parser)
     args = parser.parse_args(argv)

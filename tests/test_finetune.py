@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 from data_gen import RecipeError
 from data_gen.builder import build
 from data_gen.samplers import Replay, Uniform
-from pipeline import hub
+from pipeline.hub import client as hub
 from pipeline.analysis.forgetting import attention_distance, forgetting_summary
 from pipeline.config import FinetuneArguments
 from pipeline.finetune import main as finetune_main

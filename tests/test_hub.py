@@ -3,9 +3,13 @@ writes what would be uploaded into a local folder per repository and revision.""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -15,27 +19,63 @@ from transformers import AutoModelForCausalLM
 from data_gen import Corpus
 from data_gen import hub as data_hub
 from data_gen.__main__ import main as data_main
-from pipeline import hub
-from pipeline.pretrain import main as pretrain_main
-from pipeline.run_folder import HUB_LOG, checkpoint_name
+from huggingface_hub.errors import EntryNotFoundError
 
-from .conftest import tiny_flags
+from pipeline.hub import client as hub
+from pipeline.hub.__main__ import main as hub_main
+from pipeline.hub.manifest import file_hashes
+from pipeline.pretrain import main as pretrain_main
+from pipeline.run_folder import HUB_LOG, MANIFEST, RunFolder, checkpoint_name
+
+from .conftest import cli, one_error_line, tiny_flags
 
 SECRET = "hf_testTOKENthatMustNeverBeWritten"
 
 
-class FakeHub:
-    """Records the calls and keeps the uploaded files under root/<repo_id>/<revision>/."""
+class Refused(Exception):
+    """What the Hub answers a request it will never accept (here 403: no write access)."""
 
-    def __init__(self, root: Path, fail_first: int = 0, always_fail: bool = False):
+    response = SimpleNamespace(status_code=403, headers={})
+
+
+class FakeHub:
+    """Records the calls and keeps the uploaded files under root/<repo_id>/<revision>/; describes them as the
+    Hub does (sha256 for LFS files, git blob ids for the others), `wrong_sha256` naming revisions whose
+    weights it misreports."""
+
+    def __init__(self, root: Path, fail_first: int = 0, always_fail: bool = False, refuse: str | None = None,
+                 upload_seconds: float = 0.0):
         self.root, self.fail_first, self.always_fail = root, fail_first, always_fail
-        self.calls, self.threads = [], set()
+        self.refuse, self.upload_seconds = refuse, upload_seconds  # refuse: "create_repo" or "upload_folder"
+        self.calls, self.threads, self.wrong_sha256 = [], set(), set()
 
     def __call__(self):  # stands in for the HfApi class
         return self
 
     def create_repo(self, repo_id, private=None, exist_ok=False, repo_type=None):
         self.calls.append(("create_repo", repo_id, private))
+        if self.refuse == "create_repo":
+            raise Refused("403 Forbidden: you cannot create repositories in this namespace")
+
+    def list_repo_refs(self, repo_id, repo_type=None):
+        repo = self.root / repo_id
+        return SimpleNamespace(branches=[SimpleNamespace(name=p.name) for p in repo.iterdir()] if repo.is_dir() else [])
+
+    def list_repo_tree(self, repo_id, revision=None, recursive=False, repo_type=None):
+        folder = self.root / repo_id / revision
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            hashes = file_hashes(path)
+            lfs = path.suffix in (".safetensors", ".npy")
+            if lfs and revision in self.wrong_sha256:
+                hashes["sha256"] = hashlib.sha256(b"not these weights").hexdigest()
+            yield SimpleNamespace(path=path.relative_to(folder).as_posix(), size=hashes["size"],
+                                  blob_id=hashes["blob_id"], lfs=SimpleNamespace(sha256=hashes["sha256"]) if lfs else None)
+
+    def hf_hub_download(self, repo_id, filename, revision=None):
+        path = self.root / repo_id / revision / filename
+        if not path.is_file():
+            raise EntryNotFoundError(f"{filename} is not in {repo_id}@{revision}")
+        return str(path)
 
     def create_branch(self, repo_id, branch, exist_ok=False, repo_type=None):
         self.calls.append(("create_branch", repo_id, branch))
@@ -44,11 +84,22 @@ class FakeHub:
                       allow_patterns=None, repo_type=None):
         self.threads.add(threading.current_thread().name)
         self.calls.append(("upload_folder", repo_id, revision or "main"))
+        time.sleep(self.upload_seconds)
+        if self.refuse == "upload_folder":
+            raise Refused("403 Forbidden: your token cannot write to this repository")
         if self.always_fail or self.fail_first > 0:
             self.fail_first -= 1
             raise ConnectionError("Hub unreachable")
         target = self.root / repo_id / (revision or "main")
         shutil.copytree(folder_path, target, dirs_exist_ok=True)
+
+
+def _install(fake: FakeHub, monkeypatch) -> FakeHub:
+    """The fake in place of the Hub client, with a token (a test never reads the user's own)."""
+    monkeypatch.setattr(hub.huggingface_hub, "HfApi", fake)
+    monkeypatch.setattr(hub.huggingface_hub, "hf_hub_download", fake.hf_hub_download)
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    return fake
 
 
 def _run(corpus_dir, out, *extra):
@@ -61,9 +112,7 @@ def _files_under(folder: Path) -> list[Path]:
 
 
 def test_checkpoints_are_pushed_to_their_revisions_in_the_background(corpus_dir, tmp_path, monkeypatch, capfd):
-    monkeypatch.setenv("HF_TOKEN", SECRET)
-    fake = FakeHub(tmp_path / "remote")
-    monkeypatch.setattr(hub.huggingface_hub, "HfApi", fake)
+    fake = _install(FakeHub(tmp_path / "remote"), monkeypatch)
     out = tmp_path / "run"
     pretrain_main(_run(corpus_dir, out))
     remote = tmp_path / "remote" / "me" / "facts"
@@ -82,11 +131,125 @@ def test_checkpoints_are_pushed_to_their_revisions_in_the_background(corpus_dir,
         assert SECRET.encode() not in path.read_bytes(), path
     assert SECRET not in captured.out + captured.err
     assert "hub: 4 pushes to me/facts done, 0 failed" in captured.out
+    manifest = json.loads((remote / checkpoint_name(6) / MANIFEST).read_text())
+    assert manifest["step"] == 6 and manifest["tokens_seen"] > 0 and manifest["corpus_fingerprint"]
+    weights = file_hashes(out / "checkpoints" / checkpoint_name(6) / "model.safetensors")["sha256"]
+    assert manifest["files"]["model.safetensors"]["sha256"] == weights
+    assert f"| 6 | `{checkpoint_name(6)}` | {manifest['tokens_seen']:,} | `{weights}` |" in card
+
+
+@pytest.fixture
+def pushed(corpus_dir, tmp_path, monkeypatch):
+    """A tiny run pushed to a fake Hub: (run folder, the fake, the repository's folder)."""
+    fake = _install(FakeHub(tmp_path / "remote"), monkeypatch)
+    out = tmp_path / "run"
+    pretrain_main(_run(corpus_dir, out))
+    return out, fake, tmp_path / "remote" / "me" / "facts"
+
+
+def test_verify_passes_on_a_pushed_run_and_its_repository(pushed, capsys):
+    out, _, _ = pushed
+    assert cli(hub_main, ["verify", "--run", str(out)], capsys)[0] == 0
+    assert cli(hub_main, ["verify", "--repo", "me/facts"], capsys)[0] == 0
+
+
+def test_verify_lists_missing_mismatched_and_duplicated_revisions_and_push_repairs_them(pushed, capsys):
+    out, fake, remote = pushed
+    first, mid, last = (checkpoint_name(s) for s in (0, 1, 6))
+    shutil.rmtree(remote / first)  # missing
+    shutil.copy(remote / last / "model.safetensors", remote / mid / "model.safetensors")  # another step's weights
+    (remote / "main" / "config.json").write_text("{}")  # changed
+    code, err = cli(hub_main, ["verify", "--run", str(out)], capsys)
+    assert code == 1 and one_error_line(err)
+    assert f"{first} missing" in err[-1] and f"{mid} duplicate" in err[-1] and "main differs" in err[-1]
+    assert f"pipeline.hub push --run {out}" in err[-1]
+    fake.calls.clear()
+    assert cli(hub_main, ["push", "--run", str(out), "--min_commit_interval", "0"], capsys)[0] == 0
+    assert sorted(c[2] for c in fake.calls if c[0] == "upload_folder") == sorted([first, mid, "main"])
+    assert cli(hub_main, ["verify", "--run", str(out)], capsys)[0] == 0
+
+
+def test_verify_catches_a_hub_that_reports_a_wrong_hash(pushed, capsys):
+    out, fake, _ = pushed
+    fake.wrong_sha256.add(checkpoint_name(1))
+    for flags in (["--run", str(out)], ["--repo", "me/facts"]):
+        code, err = cli(hub_main, ["verify", *flags], capsys)
+        assert code == 1 and f"{checkpoint_name(1)} differs" in err[-1]
+
+
+def test_verify_of_a_repository_finds_a_revision_holding_another_step(pushed, capsys):
+    _, _, remote = pushed
+    shutil.rmtree(remote / checkpoint_name(1))
+    shutil.copytree(remote / checkpoint_name(6), remote / checkpoint_name(1))  # step 6's files, manifest and all
+    code, err = cli(hub_main, ["verify", "--repo", "me/facts"], capsys)
+    assert code == 1 and f"{checkpoint_name(1)} wrong step" in err[-1]
+
+
+def test_push_uploads_an_offline_run_once(corpus_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    pretrain_main(_run(corpus_dir, out, "--push_to_hub", "false"))
+    fake = _install(FakeHub(tmp_path / "remote"), monkeypatch)
+    assert cli(hub_main, ["push", "--run", str(out), "--min_commit_interval", "0"], capsys)[0] == 0
+    assert sorted(c[2] for c in fake.calls if c[0] == "upload_folder") == sorted(
+        ["main", *(checkpoint_name(s) for s in (0, 1, 6))])
+    fake.calls.clear()
+    capsys.readouterr()
+    assert cli(hub_main, ["push", "--run", str(out)], capsys)[0] == 0
+    assert "me/facts already holds every revision" in capsys.readouterr().out or not any(
+        c[0] == "upload_folder" for c in fake.calls)
+    assert not any(c[0] == "upload_folder" for c in fake.calls)
+
+
+@pytest.mark.parametrize("flags, env, message", [
+    (["--hub_model_id", "a/b/c"], {}, "hub_model_id 'a/b/c' is not a Hub repository id: use owner/name"),
+    ([], {"HF_HUB_OFFLINE": "1"}, "push_to_hub needs the network but HF_HUB_OFFLINE is set"),
+    ([], {"HF_TOKEN": None}, "push_to_hub needs a Hub token and none is set"),
+])
+def test_a_push_that_cannot_succeed_is_refused_before_training(corpus_dir, tmp_path, monkeypatch, capsys, flags,
+                                                                env, message):
+    fake = _install(FakeHub(tmp_path / "remote"), monkeypatch)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no token file either
+    for key, value in env.items():
+        monkeypatch.delenv(key) if value is None else monkeypatch.setenv(key, value)
+    out = tmp_path / "run"
+    started = time.monotonic()
+    code, err = cli(pretrain_main, _run(corpus_dir, out, *flags), capsys)
+    assert code == 2 and one_error_line(err) and message in err[-1]
+    assert time.monotonic() - started < 10 and not out.exists() and not fake.calls
+
+
+def test_a_repository_that_cannot_be_created_is_refused_before_training(corpus_dir, tmp_path, monkeypatch, capsys):
+    _install(FakeHub(tmp_path / "remote", refuse="create_repo"), monkeypatch)
+    out = tmp_path / "run"
+    code, err = cli(pretrain_main, _run(corpus_dir, out), capsys)
+    assert code == 2 and one_error_line(err) and not out.exists()
+    assert "cannot create or reach Hub repository 'me/facts' (Refused: 403 Forbidden" in err[-1]
+
+
+def test_a_refused_upload_is_not_retried(corpus_dir, tmp_path, monkeypatch, capfd):
+    fake = _install(FakeHub(tmp_path / "remote", refuse="upload_folder"), monkeypatch)
+    out = tmp_path / "run"
+    pretrain_main(_run(corpus_dir, out))
+    log = [json.loads(line) for line in (out / HUB_LOG).read_text().splitlines()]
+    assert [e["status"] for e in log] == ["failed"] * 4 and all(e["attempt"] == 1 for e in log)
+    assert sum(c[0] == "upload_folder" for c in fake.calls) == 4
+    err = capfd.readouterr().err
+    assert "not retried: the Hub refused it" in err and f"python -m pipeline.hub push --run {out}" in err
+
+
+def test_the_end_of_a_run_waits_for_its_pushes_a_bounded_time(corpus_dir, tmp_path, monkeypatch, capfd):
+    _install(FakeHub(tmp_path / "remote", upload_seconds=30), monkeypatch)
+    out = tmp_path / "run"
+    started = time.monotonic()
+    pretrain_main(_run(corpus_dir, out, "--hub_wait_at_end", "1"))
+    assert time.monotonic() - started < 25  # not 4 uploads of 30 s
+    captured = capfd.readouterr()
+    assert "0 pushes to me/facts done, 0 failed, 4 not done after 1s" in captured.out
+    assert f"python -m pipeline.hub push --run {out}" in captured.err
 
 
 def test_failed_uploads_are_retried_reported_and_never_stop_training(corpus_dir, tmp_path, monkeypatch, capfd):
-    fake = FakeHub(tmp_path / "remote", always_fail=True)
-    monkeypatch.setattr(hub.huggingface_hub, "HfApi", fake)
+    _install(FakeHub(tmp_path / "remote", always_fail=True), monkeypatch)
     monkeypatch.setattr(hub.time, "sleep", lambda seconds: None)  # no real back-off waits in a test
     out = tmp_path / "run"
     pretrain_main(_run(corpus_dir, out))
@@ -108,9 +271,18 @@ def test_a_flaky_upload_succeeds_on_retry(tmp_path, monkeypatch):
     (folder / "config.json").write_text("{}")
     pusher = hub.HubPusher("me/facts", tmp_path / "log.jsonl", min_interval=0, backoff=2.0)
     pusher.push(folder, "step-000000010", "Checkpoint")
-    assert pusher.close() == (["step-000000010"], [])
+    assert pusher.close() == (["step-000000010"], [], [])
     assert [w for w in waits if w > 0] == [2.0, 4.0]  # exponential back-off
     assert (tmp_path / "remote" / "me" / "facts" / "step-000000010" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("status, transient", [(500, True), (503, True), (429, True), (408, True), (401, False),
+                                               (403, False), (404, False), (400, False)])
+def test_only_failures_that_can_pass_are_retried(status, transient):
+    error = type("HubAnswer", (Exception,), {"response": SimpleNamespace(status_code=status, headers={})})()
+    assert hub.is_transient(error) is transient
+    assert hub.is_transient(ConnectionError("reset")) and hub.is_transient(TimeoutError())
+    assert not hub.is_transient(ValueError("Invalid repo id"))
 
 
 def test_a_corpus_round_trips_through_the_hub(corpus_dir, tmp_path, monkeypatch, capsys):

@@ -15,10 +15,11 @@ SLURM_ARRAY = """#!/bin/bash
 #SBATCH --job-name={name}
 #SBATCH --array=0-{last}
 #SBATCH --nodes=1
-#SBATCH --gres=gpu:{gpus}
-#SBATCH --output={logs}/%x-%A_%a.out
+#SBATCH --requeue
+{gres}#SBATCH --output={logs}/%x-%A_%a.out
 # Written by `python -m pipeline.sweep --config {config} --slurm_array ...`: task i runs grid point i.
-# Submit from the repository root: sbatch {script}. Finished runs are skipped, interrupted ones resume.
+# Submit from the repository root: sbatch {script}. Finished runs are skipped, interrupted (and requeued) ones
+# resume; then `python -m pipeline.sweep --config {config} --aggregate_only` writes the study's summary.
 set -euo pipefail
 commands=(
 {commands}
@@ -40,7 +41,8 @@ def write_slurm_array(study: Study, config: str, script: Path, accelerate_config
     logs = Path(study.output_dir) / STUDY_SLURM_LOGS
     logs.mkdir(parents=True, exist_ok=True)
     script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(SLURM_ARRAY.format(name=Path(study.output_dir).name, last=len(lines) - 1, gpus=gpus, logs=logs,
+    script.write_text(SLURM_ARRAY.format(name=Path(study.output_dir).name, last=len(lines) - 1, logs=logs,
+                                         gres=f"#SBATCH --gres=gpu:{gpus}\n" if gpus else "",
                                          config=config, script=script,
                                          commands="\n".join(shlex.quote(line) for line in lines)))
     print(f"{len(lines)} array tasks in {script}: sbatch {script}")

@@ -14,7 +14,7 @@ from accelerate import Accelerator
 from common.errors import RunError
 
 from ..evaluation import Evaluator
-from ..hub import HubPusher
+from ..hub.client import HubPusher
 from ..run_folder import RunFolder, checkpoint_name
 
 FINITE_METRICS = ("attribute_loss", "attribute_accuracy", "first_token_top_prob", "first_token_entropy")

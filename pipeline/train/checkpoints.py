@@ -28,6 +28,7 @@ from accelerate.utils import DistributedType, is_compiled_module
 from accelerate.utils.constants import RNG_STATE_NAME
 from peft import PeftModel
 
+from ..hub.manifest import write_manifest
 from ..model import check_model_keys, model_keys
 from ..run_folder import EXPOSURES, RunFolder, checkpoint_name, complete_checkpoints, staged_checkpoint
 from .callbacks import Callback, TrainingState
@@ -86,7 +87,7 @@ class BackgroundWriter:
 class PermanentCheckpoints(Callback):
     """Permanent checkpoints loadable with `from_pretrained`: weights gathered on every process
     (full weights under ZeRO-3 and FSDP; LoRA adapters merged), saved by the main one with the
-    tokenizer and the exposures so far."""
+    tokenizer, the exposures so far and a manifest of the files' hashes (pipeline/hub/manifest.py)."""
 
     def __init__(self, steps: list[int], run: RunFolder, tokenizer, recipe: dict, provenance: dict):
         self.steps, self.run, self.tokenizer, self.recipe = set(steps), run, tokenizer, recipe
@@ -109,16 +110,17 @@ class PermanentCheckpoints(Callback):
                 weights = model.state_dict()
             self.keys = self.keys or model_keys(model)  # the class's, once per run
             check_model_keys(self.keys, weights, self.run.checkpoint(step), type(model).__name__)
-            weights, exposures = host_copy(weights), state.exposures(step)
-            state.write_in_background(lambda: self._write(step, model, weights, exposures))
+            weights, exposures, tokens = host_copy(weights), state.exposures(step), state.tokens_seen
+            state.write_in_background(lambda: self._write(step, model, weights, exposures, tokens))
         accelerator.wait_for_everyone()
 
-    def _write(self, step: int, model, weights: dict, exposures: np.ndarray) -> None:
+    def _write(self, step: int, model, weights: dict, exposures: np.ndarray, tokens_seen: int) -> None:
         state = {"step": step, "recipe": self.recipe, **self.provenance}
         with staged_checkpoint(self.run.checkpoint(step), state) as staging:
             model.save_pretrained(staging, state_dict=weights)
             self.tokenizer.save_pretrained(staging)
             np.save(staging / EXPOSURES, exposures)
+            write_manifest(staging, step, tokens_seen, self.provenance["corpus"]["fingerprint"])
 
 
 class ResumeCheckpointer:

@@ -4,6 +4,8 @@ checkpoints, Hub pushes, the trainer) and run (resume, fit, report, push)."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -24,7 +26,8 @@ from data_gen.stream import BiographyStream
 
 from ..config import DataArguments, ScheduleArguments, TrainArguments, field_defaults, recipe_dict
 from ..evaluation import Evaluator
-from ..hub import HubPusher, push_run_files
+from ..hub.client import HubPusher, check_can_push
+from ..hub.revisions import push_run_files
 from ..model import count_parameters, whole_model_init
 from ..run_folder import HUB_LOG, RunFolder, read_state
 from .callbacks import Callback, EvaluationCallback, HubPushCallback, log_spaced_steps
@@ -102,6 +105,8 @@ def run_stage(stage: Stage, args: TrainArguments) -> Path:
     write its report. A finished run is not retrained; a folder holding another run, or held by another
     process, is refused."""
     run = RunFolder(args.output_dir)
+    if args.push_to_hub:  # before anything is written; the Hub is asked by one process (the launcher stops the rest)
+        check_can_push(args.hub_model_id, args.hub_private_repo, create=int(os.environ.get("RANK", "0")) == 0)
     accelerator = make_accelerator(args, run.path)
     with exclusive(run.path, "run") if accelerator.is_main_process else nullcontext():
         decision = [run.resolve(stage.recipe, args.overwrite_output_dir, renamed=stage.renamed,
@@ -197,9 +202,14 @@ class StageRun:
         return start
 
     def _close_pusher(self) -> None:
-        pushed, failed = self.pusher.close()
+        pushed, failed, unfinished = self.pusher.close(self.args.hub_wait_at_end)
         print(f"hub: {len(pushed)} pushes to {self.args.hub_model_id} done, {len(failed)} failed"
-              + (f" ({', '.join(failed)}; see {self.run_folder / HUB_LOG})" if failed else ""))
+              + (f" ({', '.join(failed)}; see {self.run_folder / HUB_LOG})" if failed else "")
+              + (f", {len(unfinished)} not done after {self.args.hub_wait_at_end:g}s ({', '.join(unfinished)})"
+                 if unfinished else ""))
+        if failed or unfinished:
+            print(f"hub: python -m pipeline.hub push --run {self.run_folder.path} pushes what is missing",
+                  file=sys.stderr)
 
 
 def _describe(model: torch.nn.Module, stage: Stage, accelerator: Accelerator) -> str:
