@@ -14,18 +14,17 @@ from types import SimpleNamespace
 import pytest
 import yaml
 from datasets import DatasetDict
+from huggingface_hub.errors import EntryNotFoundError
 from transformers import AutoModelForCausalLM
 
 from data_gen import Corpus
 from data_gen import hub as data_hub
 from data_gen.__main__ import main as data_main
-from huggingface_hub.errors import EntryNotFoundError
-
 from pipeline.hub import client as hub
 from pipeline.hub.__main__ import main as hub_main
 from pipeline.hub.manifest import file_hashes
 from pipeline.pretrain import main as pretrain_main
-from pipeline.run_folder import HUB_LOG, MANIFEST, RunFolder, checkpoint_name
+from pipeline.run_folder import HUB_LOG, MANIFEST, checkpoint_name
 
 from .conftest import cli, one_error_line, tiny_flags
 
@@ -68,8 +67,8 @@ class FakeHub:
             lfs = path.suffix in (".safetensors", ".npy")
             if lfs and revision in self.wrong_sha256:
                 hashes["sha256"] = hashlib.sha256(b"not these weights").hexdigest()
-            yield SimpleNamespace(path=path.relative_to(folder).as_posix(), size=hashes["size"],
-                                  blob_id=hashes["blob_id"], lfs=SimpleNamespace(sha256=hashes["sha256"]) if lfs else None)
+            yield SimpleNamespace(path=path.relative_to(folder).as_posix(), size=hashes["size"], blob_id=hashes["blob_id"],
+                                  lfs=SimpleNamespace(sha256=hashes["sha256"]) if lfs else None)
 
     def hf_hub_download(self, repo_id, filename, revision=None):
         path = self.root / repo_id / revision / filename

@@ -77,7 +77,8 @@ def check_can_push(repo_id: str, private: bool, create: bool = True) -> None:
     if offline():
         raise RecipeError(f"push_to_hub needs the network but HF_HUB_OFFLINE is set: unset it, {later}")
     if huggingface_hub.get_token() is None:
-        raise RecipeError(f"push_to_hub needs a Hub token and none is set: run `hf auth login` or set HF_TOKEN, {later}")
+        raise RecipeError(f"push_to_hub needs a Hub token and none is set: run `hf auth login` or set HF_TOKEN, "
+                          f"{later}")
     if create:
         try:
             huggingface_hub.HfApi().create_repo(repo_id, private=private, exist_ok=True)
@@ -148,9 +149,10 @@ class HubPusher:
                 delay = self.backoff * 2 ** (attempt - 1)
                 if status_of(err) == 429:
                     delay = max(delay, float(err.response.headers.get("Retry-After", 60)))
-                last = attempt == self.retries or not is_transient(err)
-                then = ("not retried: the Hub refused it" if not is_transient(err) else
-                        "giving up, training goes on" if last else f"retry {attempt}/{self.retries - 1} in {delay:.0f}s")
+                transient = is_transient(err)
+                last = attempt == self.retries or not transient
+                then = ("not retried: the Hub refused it" if not transient else "giving up, training goes on" if last
+                        else f"retry {attempt}/{self.retries - 1} in {delay:.0f}s")
                 print(f"hub: pushing {folder.name} to {self.repo_id}@{revision} failed ({describe(err)}); {then}",
                       file=sys.stderr)
                 self._record(revision=revision, folder=str(folder), status="failed" if last else "retrying",

@@ -103,7 +103,8 @@ def model_card(run: RunFolder, repo_id: str) -> str:
                 "pipeline_tag": "text-generation"}
     rows = [f"| {m['step']:,} | `{name}` | {m['tokens_seen']:,} | `{weights_hash(m)}` |"
             for name, m in run_manifests(run).items() if name != MAIN]
-    checkpoints = "\n".join(["| step | revision | tokens seen | model.safetensors sha256 |", "|---|---|---|---|", *rows])
+    header = ["| step | revision | tokens seen | model.safetensors sha256 |", "|---|---|---|---|"]
+    checkpoints = "\n".join([*header, *rows])
     return (f"---\n{yaml.safe_dump(metadata, sort_keys=False)}---\n\n"
             f"Each permanent checkpoint is the branch named after its step: `AutoModelForCausalLM.from_pretrained("
             f"\"{repo_id}\", revision=\"step-000001000\")`; `main` holds the final weights. Each revision's "
