@@ -67,8 +67,9 @@ class FakeHub:
             lfs = path.suffix in (".safetensors", ".npy")
             if lfs and revision in self.wrong_sha256:
                 hashes["sha256"] = hashlib.sha256(b"not these weights").hexdigest()
-            yield SimpleNamespace(path=path.relative_to(folder).as_posix(), size=hashes["size"], blob_id=hashes["blob_id"],
-                                  lfs=SimpleNamespace(sha256=hashes["sha256"]) if lfs else None)
+            yield SimpleNamespace(path=path.relative_to(folder).as_posix(), size=hashes["size"],
+                                  blob_id=hashes["blob_id"], lfs=SimpleNamespace(sha256=hashes["sha256"]) if lfs
+                                  else None)
 
     def hf_hub_download(self, repo_id, filename, revision=None):
         path = self.root / repo_id / revision / filename
