@@ -1,6 +1,8 @@
 """A real two-node Slurm cluster on this host, for the tests: munged, slurmctld and two slurmd ("nodes" n1 and
 n2, both at 127.0.0.1, each on its own port), configured and logging in one folder, stopped by their pids.
-Debian's slurm-wlm and munge packages are all it needs (.ci/run installs them)."""
+Debian's slurm-wlm and munge packages are all it needs (.ci/run installs them). A requeued job starts again
+within seconds: the credential lifetime (cred_expire) and the scheduler's pass (sched_interval) are short,
+where Slurm's defaults hold it back about 3 minutes; KillWait is the time between SIGTERM and SIGKILL."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ ClusterName=tests
 SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort={ctld_port}
 AuthType=auth/munge
-AuthInfo=socket={folder}/munge/munge.socket
+AuthInfo=socket={folder}/munge/munge.socket,cred_expire=5
 CredType=cred/munge
 SlurmUser={user}
 SlurmdUser=root
@@ -37,11 +39,12 @@ SwitchType=switch/none
 MpiDefault=none
 SelectType=select/linear
 SchedulerType=sched/builtin
+SchedulerParameters=sched_interval=1
 JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 ReturnToService=2
-KillWait=60
+KillWait=15
 MinJobAge=3600
 {nodes}
 PartitionName=tests Nodes={node_list} Default=YES MaxTime=INFINITE State=UP

@@ -16,6 +16,7 @@ SLURM_ARRAY = """#!/bin/bash
 #SBATCH --array=0-{last}
 #SBATCH --nodes=1
 #SBATCH --requeue
+#SBATCH --open-mode=append
 {gres}#SBATCH --output={logs}/%x-%A_%a.out
 # Written by `python -m pipeline.sweep --config {config} --slurm_array ...`: task i runs grid point i.
 # Submit from the repository root: sbatch {script}. Finished runs are skipped, interrupted (and requeued) ones
