@@ -77,6 +77,16 @@ def test_slurm_script_bad_input(args, message):
     assert result.returncode == 2 and message in result.stderr
 
 
+def test_slurm_script_refuses_deepspeed_across_cpu_nodes():
+    env = {**os.environ, "SLURM_NNODES": "2", "GPUS_PER_NODE": "0"}
+    args = ["--study", "paper", "--stage", "pretrain", "--config", "default", "--dry_run"]
+    result = subprocess.run(["bash", "recipes/launch.slurm", *args, "--accelerator", "zero2"], cwd=ROOT, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "cannot spread over CPU processes: use --accelerator ddp" in result.stderr
+    ddp = subprocess.run(["bash", "recipes/launch.slurm", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert ddp.stdout.startswith("ACCELERATE_USE_CPU=1 accelerate launch") and "--num_processes 2" in ddp.stdout
+
+
 def _step_row(side: str, mode: str | None, ms: float, paper: bool) -> dict:
     return {"side": side, "compile_mode": mode, "compiled": True, "ms_per_step": ms, "tokens_per_s": 8e5 / ms,
             "mfu": 0.2, "peak_memory_gb": 9.0, "ours_faster_by": ms / 10.0, "compile_seconds": 45.0,
