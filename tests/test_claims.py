@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pipeline.reproduce import main as reproduce_main
-from pipeline.studies.claims import StudyFiles, load_claims, quantity, read_values
+from pipeline.studies.claims import StudyFiles, load_claims, quantity, read_values, resolve
 from pipeline.studies.parallel import Job, Pool, slots
 from pipeline.studies.verdicts import NOT_REPRODUCED, NOT_RUN, PARTLY, REPRODUCED, check_rules, verdict
 
@@ -300,3 +300,10 @@ def test_the_smoke_tier_runs_every_claim_and_writes_its_ledger(tmp_path, monkeyp
     unread = [(c["id"], c["why"]) for c in ledger["claims"] if "has not run" in c["why"]]
     assert not unread  # every study ran and wrote its files (a tiny run may still lack a value, e.g. a plateau)
     assert ledger["run"]["wall_s"] > 0 and Path("runs/reproduce/smoke/claims.md").is_file()
+
+
+def test_selecting_by_a_key_the_grid_does_not_vary_names_the_fix():
+    rows = [{"alpha": 0.0, "max_steps": None}, {"alpha": 0.7, "max_steps": None}]
+    assert resolve({"alpha": "max"}, rows) == {"alpha": 0.7}
+    with pytest.raises(LookupError, match="summary.csv has no values of max_steps: the study's grid does not vary"):
+        resolve({"max_steps": "max"}, rows)
