@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import sys
 import time
 from contextlib import ExitStack
@@ -35,7 +34,7 @@ from data_gen.recipe import parse_recipe
 
 from .studies.claims import SCALES, load_claims
 from .studies.figures import summarize_study
-from .studies.ledger import LEDGER_JSON, RUN_RECORD, machine, write_ledger, write_readme_table
+from .studies.ledger import LEDGER_JSON, RUN_RECORD, machine, publish_ledger, write_ledger, write_readme_table
 from .studies.parallel import Pool, add_pool_arguments, pool_from
 from .studies.plan import plan_table
 from .studies.runner import build_corpora, run_study, study_jobs
@@ -121,9 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     entries = write_ledger(claims, selected, args.scale, out)
     print(f"{len(entries)} claims in {out / 'claims.md'}: " + ", ".join(f"{e.id} {e.verdict}" for e in entries))
     if args.publish:
-        if args.publish.exists():
-            shutil.rmtree(args.publish)
-        shutil.copytree(out, args.publish)
+        publish_ledger(out, args.publish)
         if args.readme:
             command = f"python -m pipeline.reproduce --scale {args.scale} --ledger_only --publish {args.publish} " \
                       f"--readme {args.readme}"

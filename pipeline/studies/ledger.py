@@ -16,6 +16,19 @@ from .verdicts import NOT_REPRODUCED, NOT_RUN, PARTLY, REPRODUCED, Outcome, desc
 
 LEDGER, LEDGER_JSON, EVIDENCE = "claims.md", "claims.json", "evidence"
 RUN_RECORD = "run.json"  # the last reproduce run of the scale: its command, jobs and wall time
+PUBLISHED = (LEDGER, LEDGER_JSON, RUN_RECORD, EVIDENCE)  # a ledger folder's own files (its studies may share it)
+
+
+def publish_ledger(out: Path, target: Path) -> None:
+    """Replace `target` with the ledger of `out`: its pages, run record and evidence, never the run folders."""
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for name in PUBLISHED:
+        if (out / name).is_dir():
+            shutil.copytree(out / name, target / name)
+        elif (out / name).is_file():
+            shutil.copy(out / name, target / name)
 VERDICTS = (REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_RUN)
 
 
