@@ -12,7 +12,7 @@ import sys
 
 from common.errors import RecipeError, RunError, run_cli
 
-from ..run_folder import RunFolder
+from ..run_folder import HUB_LOG, RunFolder
 from .revisions import check_repo, check_run, problems, push_run, run_repo, table
 
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         wrong = problems(before)
         if failed:
             raise RunError(f"{len(failed)} of {len(wrong)} revisions could not be pushed ({', '.join(failed)}; see "
-                           f"{run / 'hub_push.jsonl'}): run the same command again")
+                           f"{run / HUB_LOG}): run the same command again")
         print(f"pushed {len(wrong)} revisions to {repo}" if wrong else f"{repo} already holds every revision")
         return
     if args.run:

@@ -12,7 +12,8 @@ import yaml
 
 from common.errors import RecipeError, RunError
 
-from ..run_folder import HUB_LOG, HUB_STAGING, MODEL_CARD, REPORT, REPORT_FILES, RUN_CONFIG, RunFolder, step_of
+from ..run_folder import (HUB_LOG, HUB_STAGING, MANIFEST, MODEL_CARD, REPORT, REPORT_FILES, RUN_CONFIG, RunFolder,
+                          checkpoint_name, step_of)
 from .client import HubPusher, check_can_push, remote_files, remote_manifest, remote_revisions
 from .manifest import RemoteFile, differences, read_manifest, remote_weights_hash, weights_hash
 
@@ -46,7 +47,7 @@ def run_manifests(run: RunFolder) -> dict[str, dict]:
     for folder in run.complete_checkpoints():
         manifest = read_manifest(folder)
         if manifest is None:
-            raise RunError(f"checkpoint '{folder}' has no manifest.json (written before manifests existed): "
+            raise RunError(f"checkpoint '{folder}' has no {MANIFEST} (written before manifests existed): "
                            f"its revision cannot be verified")
         out[folder.name] = manifest
     if out and (run / REPORT).is_file():
@@ -107,8 +108,8 @@ def model_card(run: RunFolder, repo_id: str) -> str:
     checkpoints = "\n".join([*header, *rows])
     return (f"---\n{yaml.safe_dump(metadata, sort_keys=False)}---\n\n"
             f"Each permanent checkpoint is the branch named after its step: `AutoModelForCausalLM.from_pretrained("
-            f"\"{repo_id}\", revision=\"step-000001000\")`; `main` holds the final weights. Each revision's "
-            f"manifest.json lists its files' hashes; `python -m pipeline.hub verify --repo {repo_id}` checks them "
+            f"\"{repo_id}\", revision=\"{checkpoint_name(1000)}\")`; `main` holds the final weights. Each revision's "
+            f"{MANIFEST} lists its files' hashes; `python -m pipeline.hub verify --repo {repo_id}` checks them "
             f"against what the Hub holds.\n\n{checkpoints}\n\n"
             f"{(run / REPORT).read_text()}\n## Recipe\n\n```yaml\n{(run / RUN_CONFIG).read_text()}```\n")
 

@@ -251,7 +251,7 @@ def resolve(where: dict[str, Any], rows: list[dict]) -> dict[str, Any]:
             continue
         values = sorted({r[key] for r in rows if r.get(key) is not None})
         if not values:
-            raise LookupError(f"summary.csv has no values of {key}: the study's grid does not vary it (keys that only "
+            raise LookupError(f"{SUMMARY} has no values of {key}: the study's grid does not vary it (keys that only "
                               f"baselines change get no column)")
         if not -len(values) <= rank < len(values):
             raise LookupError(f"the study has {len(values)} values of {key}, none of rank {rank}")
