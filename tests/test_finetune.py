@@ -13,11 +13,11 @@ from transformers import AutoModelForCausalLM
 from data_gen import RecipeError
 from data_gen.builder import build
 from data_gen.samplers import Replay, Uniform
-from pipeline.hub import client as hub
 from pipeline.analysis.forgetting import attention_distance, forgetting_summary
 from pipeline.config import FinetuneArguments
 from pipeline.finetune import main as finetune_main
 from pipeline.finetune import new_and_old
+from pipeline.hub import client as hub
 from pipeline.pretrain import main as pretrain_main
 from pipeline.run_folder import FINETUNE_SUMMARY, RunFolder, checkpoint_name
 from pipeline.sweep import main as sweep_main

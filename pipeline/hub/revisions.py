@@ -12,8 +12,18 @@ import yaml
 
 from common.errors import RecipeError, RunError
 
-from ..run_folder import (HUB_LOG, HUB_STAGING, MANIFEST, MODEL_CARD, REPORT, REPORT_FILES, RUN_CONFIG, RunFolder,
-                          checkpoint_name, step_of)
+from ..run_folder import (
+    HUB_LOG,
+    HUB_STAGING,
+    MANIFEST,
+    MODEL_CARD,
+    REPORT,
+    REPORT_FILES,
+    RUN_CONFIG,
+    RunFolder,
+    checkpoint_name,
+    step_of,
+)
 from .client import HubPusher, check_can_push, remote_files, remote_manifest, remote_revisions
 from .manifest import RemoteFile, differences, read_manifest, remote_weights_hash, weights_hash
 
