@@ -48,7 +48,11 @@ def to_flags(values: dict[str, Any]) -> list[str]:
     return args
 
 
-def _unknown_key_error(key: str, known: Sequence[str], where: str) -> RecipeError:
+def _unknown_key_error(key: str, known: Sequence[str], where: str,
+                       elsewhere: dict[str, str] | None = None) -> RecipeError:
+    if key in (elsewhere or {}):
+        return RecipeError(f"key '{key}' in {where} is a key of {elsewhere[key]}, not of this command: remove it, or "
+                           f"give it there")
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"did you mean '{close[0]}'?" if close else "see --help for the valid keys"
     return RecipeError(f"unknown key '{key}' in {where}: {hint}")
@@ -131,8 +135,10 @@ def _rename_flags(args: list[str], renames: dict[str, str]) -> list[str]:
     return out
 
 
-def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> tuple:
-    """Parse ``--config recipe.yaml`` plus flags into one instance of each dataclass type."""
+def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = None,
+                 elsewhere: dict[str, str] | None = None) -> tuple:
+    """Parse ``--config recipe.yaml`` plus flags into one instance of each dataclass type. An unknown key
+    that is one of `elsewhere` (key -> the command it belongs to) is named as that command's."""
     renames = renamed_keys(dataclass_types)
     args = _rename_flags(list(sys.argv[1:] if args is None else args), renames)
     optional = _nullable_keys(dataclass_types)
@@ -147,7 +153,7 @@ def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = N
         values = rename_keys(load_recipe_file(known.config), renames)
         for key, value in values.items():
             if key not in known_keys:
-                raise _unknown_key_error(key, known_keys, f"recipe '{known.config}'")
+                raise _unknown_key_error(key, known_keys, f"recipe '{known.config}'", elsewhere)
             if value is None and key not in optional:
                 raise RecipeError(f"recipe '{known.config}' gives '{key}' no value (null): give it one or remove the "
                                   f"line")
@@ -157,7 +163,7 @@ def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = N
     )  # parsed ends with a namespace holding --config
     if remaining:
         flag = next((a for a in remaining if a.startswith("--")), remaining[0])
-        raise _unknown_key_error(flag.lstrip("-").split("=")[0], known_keys, "the command line")
+        raise _unknown_key_error(flag.lstrip("-").split("=")[0], known_keys, "the command line", elsewhere)
     return tuple(parsed[: len(dataclass_types)])
 
 

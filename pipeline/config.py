@@ -20,6 +20,7 @@ from common.errors import RecipeError
 from data_gen.recipe import check_choice, check_values
 from data_gen.samplers import SamplerConfig
 
+ATTENTION_PACKAGES = {"sdpa": None, "eager": None, "flash_attention_2": "flash_attn"}  # kernel -> package it needs
 SCHEDULERS = ("cosine", "constant", "linear", "cosine_with_min_lr", "constant_with_warmup")
 PRESETS = {
     "tiny": {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 256, "num_attention_heads": 2},
@@ -96,11 +97,20 @@ class RunArguments:
                                         " smaller values accumulate gradients."})
     seed: int = field(default=0, metadata={"help": "Seed of the model's initialisation."})
     data_seed: int | None = field(default=None, metadata={"help": "Seed of the biography stream (default: seed)."})
+    extend_to: int = field(default=0, metadata={
+        "help": "Train the run already in output_dir on to this step, from its last resume checkpoint; it replaces "
+                "max_steps, and the learning-rate schedule is that of a run of this many steps (see "
+                "describe_extension). 0: no extension."})
+    extended_from: list[int] = field(default_factory=list, metadata={
+        "help": "Recorded by extend_to in run_config.yaml: the run's max_steps before each extension (not set by "
+                "hand)."})
 
     def check_run(self) -> None:
-        check_values(self, at_least_one=("max_steps", "batch_size", "micro_batch_size"))
+        check_values(self, at_least_one=("max_steps", "batch_size", "micro_batch_size"), at_least_zero=("extend_to",))
         if self.data_seed is None:
             self.data_seed = self.seed
+        if self.extend_to:
+            self.max_steps = self.extend_to
 
 
 @dataclass
@@ -124,6 +134,26 @@ class OptimizerArguments:
                      at_least_zero=("weight_decay", "max_grad_norm", "warmup_steps"),
                      positive=("learning_rate", "adam_epsilon"), fractions=("adam_beta1", "adam_beta2"))
         check_choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
+
+
+def describe_extension(recipe: dict) -> str | None:
+    """What the learning rate of an extended run (`extended_from` in its recipe) did, in a sentence; None for a
+    run that was never extended."""
+    if not recipe.get("extended_from"):
+        return None
+    steps, kind = [*recipe["extended_from"], recipe["max_steps"]], recipe["lr_scheduler_type"]
+    history = " then ".join(f"{s:,}" for s in steps)
+    if recipe.get("lr_schedule_steps"):
+        schedule = (f"its {kind} learning-rate schedule runs over lr_schedule_steps={recipe['lr_schedule_steps']:,}, "
+                    f"not max_steps, so it is the run a {steps[-1]:,}-step recipe gives from the start")
+    elif kind.startswith("constant"):
+        schedule = (f"its learning rate is constant after the warm-up, so it is the run a {steps[-1]:,}-step recipe "
+                    f"gives from the start")
+    else:
+        schedule = (f"its {kind} learning-rate schedule was rebuilt over {steps[-1]:,} steps at each extension: the "
+                    f"rate after step {steps[-2]:,} is that of a {steps[-1]:,}-step run, not the end of the shorter "
+                    f"run's decay (set lr_schedule_steps to keep one schedule across extensions)")
+    return f"Trained to {history} steps (extend_to): {schedule}."
 
 
 @dataclass
@@ -182,7 +212,7 @@ class PerformanceArguments:
                 "attention within each (FlexAttention): no padding work. With fixed_length the row holds the run's "
                 "largest micro-batch. Default: on for compiled runs with sdpa on a GPU, where FlexAttention is a "
                 "fused kernel (eager, it computes every pair of positions); never by default for Hawk."})
-    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2."})
+    attn_implementation: str = field(default="sdpa", metadata={"help": f"One of {', '.join(ATTENTION_PACKAGES)}."})
     eval_batch_size: int = field(default=1024, metadata={"help": "Queries per evaluation forward pass."})
     pad_to_multiple_of: int | None = field(
         default=None, metadata={"help": "Pad batches to a multiple of this length (default: 8 on a GPU, 1 on a CPU)."})
@@ -218,6 +248,12 @@ class PerformanceArguments:
         check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
         check_choice("torch_compile_mode", self.torch_compile_mode, COMPILE_MODES)
         check_choice("torch_compile_backend", self.torch_compile_backend, COMPILE_BACKENDS)
+        check_choice("attn_implementation", self.attn_implementation, tuple(ATTENTION_PACKAGES))
+        package = ATTENTION_PACKAGES[self.attn_implementation]
+        if package and importlib.util.find_spec(package) is None:
+            raise RecipeError(f"attn_implementation {self.attn_implementation} needs the {package} package, which is "
+                              f"not installed: pip install flash-attn --no-build-isolation (CUDA GPUs), or pass "
+                              f"--attn_implementation sdpa")
         if self.packing and self.attn_implementation != "sdpa":
             raise RecipeError(f"packing needs attention that stays within each biography, which only "
                               f"attn_implementation sdpa provides (got {self.attn_implementation}): set "
@@ -352,3 +388,16 @@ def field_defaults(*types) -> dict:
 
 def field_names(*types) -> set[str]:
     return {f.name for t in types for f in fields(t)}
+
+
+PRETRAIN_ARGUMENTS = (ModelArguments, DataArguments, TrainArguments, PatchingArguments)
+FINETUNE_ARGUMENTS = (DataArguments, FinetuneTrainArguments, FinetuneArguments)
+STAGE_COMMANDS = {PRETRAIN_ARGUMENTS: "pretraining (python -m pipeline.pretrain)",
+                  FINETUNE_ARGUMENTS: "fine-tuning (python -m pipeline.finetune)"}
+
+
+def other_stage_keys(arguments: tuple) -> dict[str, str]:
+    """The keys of the other training stage than the one of `arguments` that it lacks, each naming that
+    stage's command (parse_recipe's `elsewhere`)."""
+    other = next(a for a in STAGE_COMMANDS if a != arguments)
+    return dict.fromkeys(field_names(*other) - field_names(*arguments), STAGE_COMMANDS[other])

@@ -26,7 +26,13 @@ from data_gen.population import Individuals
 from data_gen.recipe import parse_recipe
 from data_gen.samplers import Replay
 
-from .config import DataArguments, FinetuneArguments, FinetuneTrainArguments
+from .config import (
+    FINETUNE_ARGUMENTS,
+    DataArguments,
+    FinetuneArguments,
+    FinetuneTrainArguments,
+    other_stage_keys,
+)
 from .evaluation import pretraining_groups, spread
 from .hub.client import resolve_checkpoint
 from .model import BLOCKS, check_attention, load_checkpoint, lora_targets
@@ -34,7 +40,7 @@ from .report import write_finetune_report
 from .run_folder import FINETUNE, HELDOUT, NEW, OLD, RUN_CONFIG, STATE, read_state
 from .train.stage import Stage, run_stage
 
-ARGUMENTS = (DataArguments, FinetuneTrainArguments, FinetuneArguments)
+ARGUMENTS = FINETUNE_ARGUMENTS
 
 
 def new_and_old(corpus: Corpus, ft: FinetuneArguments) -> tuple[np.ndarray, np.ndarray]:
@@ -117,7 +123,7 @@ def finetune(data_args: DataArguments, args: FinetuneTrainArguments, ft: Finetun
 
 
 def main(argv: list[str] | None = None) -> None:
-    finetune(*parse_recipe(ARGUMENTS, argv))
+    finetune(*parse_recipe(ARGUMENTS, argv, elsewhere=other_stage_keys(ARGUMENTS)))
 
 
 if __name__ == "__main__":

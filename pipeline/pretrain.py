@@ -16,7 +16,14 @@ from data_gen import Corpus
 from data_gen.recipe import parse_recipe
 from data_gen.samplers import find_sequential
 
-from .config import DataArguments, ModelArguments, PatchingArguments, TrainArguments
+from .config import (
+    PRETRAIN_ARGUMENTS,
+    DataArguments,
+    ModelArguments,
+    PatchingArguments,
+    TrainArguments,
+    other_stage_keys,
+)
 from .evaluation import pretraining_groups, spread
 from .model import build_model
 from .report import write_pretrain_report
@@ -24,7 +31,7 @@ from .run_folder import PRETRAIN, SEEN, sequence_group
 from .train.patching import check_reference, patching_callback
 from .train.stage import Stage, run_stage
 
-ARGUMENTS = (ModelArguments, DataArguments, TrainArguments, PatchingArguments)
+ARGUMENTS = PRETRAIN_ARGUMENTS
 
 
 def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainArguments,
@@ -56,7 +63,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
 
 
 def main(argv: list[str] | None = None) -> None:
-    pretrain(*parse_recipe(ARGUMENTS, argv))
+    pretrain(*parse_recipe(ARGUMENTS, argv, elsewhere=other_stage_keys(ARGUMENTS)))
 
 
 if __name__ == "__main__":

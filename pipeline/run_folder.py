@@ -27,9 +27,11 @@ individuals), `new` (those fine-tuned on) and `heldout`.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +89,8 @@ ALPHA_FIGURE = "alpha.png"
 WARMUP_FIGURE = "warmup.png"
 PATCHING_GRID_FIGURE = "patching_grid.png"  # final loss and plateau length over start x reference steps
 
-UNCHECKED_KEYS = {"overwrite_output_dir"}  # recipe keys a resumed run may change
+EXTENDED_FROM = "extended_from"  # run_config.yaml: the max_steps a run had before each --extend_to
+UNCHECKED_KEYS = {"overwrite_output_dir", "extend_to", EXTENDED_FROM}  # recipe keys a resumed run may change
 
 
 def checkpoint_name(step: int) -> str:
@@ -118,11 +121,45 @@ def read_state(checkpoint: Path) -> dict:
                        f"run then resumes from an earlier checkpoint, or restarts") from err
 
 
+def sync(path: Path) -> None:
+    """Flush a file or a folder (its entries: names created, renamed, removed) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_tree(folder: Path) -> None:
+    """Flush every file under `folder`, then every folder, deepest first, then `folder` itself."""
+    for root, _, files in os.walk(folder, topdown=False):
+        for name in files:
+            sync(Path(root) / name)
+        sync(Path(root))
+
+
+def write_durably(path: Path, text: str) -> None:
+    """Replace `path` by `text` so that a crash of the machine leaves either the old file or the new one: a
+    temporary file flushed to disk, renamed over `path`, the folder flushed."""
+    temporary = path.with_name(f".tmp-{path.name}")
+    temporary.write_text(text)
+    sync(temporary)
+    temporary.replace(path)
+    sync(path.parent)
+
+
 def publish_checkpoint(staging: Path, final: Path, state: dict) -> None:
-    """Complete a checkpoint written in `staging`: its state file last, then the rename to `final`."""
+    """Complete a checkpoint written in `staging`: its files flushed to disk, its state file written and
+    flushed last, then the rename to `final`, flushed in turn, so that after a crash of the machine a folder
+    with a checkpoint's name is complete."""
+    sync_tree(staging)
     (staging / STATE).write_text(json.dumps(state, indent=1))
+    sync(staging / STATE)
+    sync(staging)
     shutil.rmtree(final, ignore_errors=True)  # a same-step leftover of an interrupted continuation
     staging.rename(final)
+    sync(final.parent)
+    sync(final.parent.parent)  # the first checkpoint created its parent folder
 
 
 @contextmanager
@@ -170,6 +207,17 @@ def series(rows: list[dict], group: str, key: str, stage: str = PRETRAIN) -> tup
     return np.array(steps, dtype=float), np.array(values, dtype=float)
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """What a run does with its output_dir: `action` new, restart (in place, from step 0), resume (from
+    `checkpoint`) or done (complete at `checkpoint`); `changes` of a run that goes on: `corpus`, the path
+    its corpus had before it moved, and `extended_from`, the max_steps it had before --extend_to."""
+
+    action: str
+    checkpoint: Path | None = None
+    changes: dict = field(default_factory=dict)
+
+
 class RunFolder:
     """A training run's output_dir."""
 
@@ -214,42 +262,105 @@ class RunFolder:
 
     def stage(self) -> str:
         """pretrain or finetune, as the run's trajectory says."""
-        return self.trajectory()[0]["stage"]
+        rows = self.trajectory()
+        if not rows:
+            raise RecipeError(f"'{self.path / TRAJECTORY}' holds no evaluation yet: wait for the run's first "
+                              f"evaluation (step 0), or rerun the run's command to resume it")
+        return rows[0]["stage"]
 
     def append_trajectory(self, rows: list[dict]) -> None:
+        """Append evaluation rows, flushed to disk before any checkpoint written after them."""
+        created = not (self.path / TRAJECTORY).exists()
         with (self.path / TRAJECTORY).open("a") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows)
+            f.flush()
+            os.fsync(f.fileno())
+        if created:
+            sync(self.path)
+
+    def trained_corpus(self) -> dict | None:
+        """The corpus the run's latest complete checkpoint (resume, else permanent) was trained on: its path,
+        fingerprints and seed; None before any checkpoint."""
+        checkpoints = [*self.complete_checkpoints()[-1:], *complete_checkpoints(self.resume)[-1:]]
+        return read_state(checkpoints[-1]).get("corpus") if checkpoints else None
 
     def resolve(self, recipe: dict, overwrite: bool, renamed: dict[str, str] | None = None,
-                defaults: dict | None = None) -> tuple[str, Path | None]:
-        """What to do with the folder: ("new", None), ("restart", None), ("resume", checkpoint) or ("done",
-        checkpoint).
+                defaults: dict | None = None, fingerprint: str | None = None) -> Resolution:
+        """What to do with the folder: new, restart, resume or done (`Resolution`).
 
         A folder holding the same recipe (its keys `renamed` to their current names, and keys it was saved
         without taking their `defaults`) resumes from its latest complete resume checkpoint, or restarts in
-        place when it has none (it is never deleted for that); one holding another recipe, or files that are
-        not a run, is refused unless `overwrite` (runs only)."""
+        place when it has none (it is never deleted for that). A run is its recipe and the corpus it learned
+        from, not the corpus's path: one whose corpus moved (the `fingerprint` of `recipe`'s corpus is the one
+        its checkpoints record) resumes, and so does one whose recipe's `extend_to` trains it past its
+        max_steps from its last resume checkpoint; `changes` says which. A folder holding another recipe, or
+        files that are not a run, is refused unless `overwrite` (runs only), with the ways that keep it first."""
         if self.path.is_file():
             raise RecipeError(f"output_dir '{self.path}' is a file: choose a folder")
         if not self.path.exists() or not any(self.path.iterdir()):
-            return "new", None
+            if recipe.get("extend_to"):
+                raise RecipeError(f"extend_to {recipe['extend_to']}: output_dir '{self.path}' holds no run to extend: "
+                                  f"point --output_dir at a run, or drop --extend_to and set --max_steps")
+            return Resolution("new")
         if not self.is_run():
             raise RecipeError(f"output_dir '{self.path}' holds files that are not a run of this pipeline "
                               f"({contents(self.path)}): --overwrite_output_dir replaces only a run; choose an empty "
                               f"or new folder")
         if overwrite:
-            return "new", None
+            return Resolution("new")
         saved = {**(defaults or {}), **{(renamed or {}).get(key, key): value for key, value in self.recipe().items()}}
         differing = sorted(k for k in set(saved) | set(recipe)
                            if k not in UNCHECKED_KEYS and saved.get(k) != recipe.get(k))
+        changes = {}
+        trained_on = self.trained_corpus() if "corpus" in differing else None
+        if trained_on and fingerprint == trained_on["fingerprint"]:
+            differing.remove("corpus")
+            changes["corpus"] = saved["corpus"]
+        if recipe.get("extend_to") and "max_steps" in differing:
+            if recipe["max_steps"] < saved["max_steps"]:
+                raise RecipeError(f"extend_to {recipe['max_steps']} is not past the {saved['max_steps']} steps of the "
+                                  f"run in '{self.path}': extend it to more steps, or drop --extend_to")
+            differing.remove("max_steps")
+            changes[EXTENDED_FROM] = saved["max_steps"]
         if differing:
-            raise RecipeError(f"output_dir '{self.path}' holds another run (its recipe differs in "
-                              f"{', '.join(differing[:4])}): choose another folder or pass --overwrite_output_dir true "
-                              f"to replace it")
+            raise RecipeError(self._another_run(saved, recipe, differing, trained_on))
         checkpoint = self.latest_resume_checkpoint()
         if checkpoint is None:
-            return "restart", None
-        return ("done" if read_state(checkpoint)["step"] >= recipe["max_steps"] else "resume"), checkpoint
+            if EXTENDED_FROM in changes:
+                raise RecipeError(f"'{self.path}' holds no resume checkpoint to extend from (it ran with save_steps 0): "
+                                  f"rerun it with --save_steps set, or start the longer run in another output_dir")
+            return Resolution("restart", changes=changes)
+        done = read_state(checkpoint)["step"] >= recipe["max_steps"]
+        return Resolution("done" if done else "resume", checkpoint, changes)
+
+    def _another_run(self, saved: dict, recipe: dict, differing: list[str], trained_on: dict | None) -> str:
+        """The refusal of a folder holding another run: what differs, the ways that keep the run, then the
+        flag that deletes it."""
+        def shown(value) -> str:  # a path in full, a long list cut
+            text = repr(value)
+            return text if isinstance(value, str) or len(text) <= 40 else text[:37] + "..."
+
+        what = ", ".join(f"{k} ({shown(saved.get(k))} there, {shown(recipe.get(k))} here)" for k in differing[:4])
+        ways = ["run this recipe in another --output_dir"]
+        if "corpus" in differing:
+            other = " (the corpus given holds other individuals)" if trained_on else ""
+            ways.append(f"point --corpus at the corpus it was trained on{other}")
+        if "max_steps" in differing and recipe["max_steps"] > saved["max_steps"]:
+            ways.append(f"train it on with --extend_to {recipe['max_steps']} (its other keys unchanged)")
+        if self.complete_checkpoints():
+            ways.append(f"start from its weights with --init_from {self.complete_checkpoints()[-1]} (fine-tuning)")
+        return (f"output_dir '{self.path}' holds another run (its recipe differs in {what}"
+                f"{f' and {len(differing) - 4} more' if len(differing) > 4 else ''}): " + "; or ".join(ways)
+                + "; --overwrite_output_dir true deletes it and starts over")
+
+    def record(self, recipe: dict, changes: dict) -> None:
+        """Save the recipe of a run resumed with `changes` (a moved corpus, an extension): its max_steps as
+        extended, the steps it was extended from, and extend_to cleared, so that the saved recipe run into
+        another folder trains that long from the start."""
+        extended = [*self.recipe().get(EXTENDED_FROM, []), *([changes[EXTENDED_FROM]] if EXTENDED_FROM in changes
+                                                              else [])]
+        write_durably(self.path / RUN_CONFIG,
+                      yaml.safe_dump({**recipe, "extend_to": 0, EXTENDED_FROM: extended}, sort_keys=False))
 
     def start(self, recipe: dict) -> None:
         """Empty a previous run's folder (already checked by `resolve`, and replaced only when asked to) and
@@ -257,14 +368,15 @@ class RunFolder:
         if self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True)
-        (self.path / RUN_CONFIG).write_text(yaml.safe_dump(recipe, sort_keys=False))
+        fresh = {**recipe, EXTENDED_FROM: []} if EXTENDED_FROM in recipe else recipe  # a saved recipe, run anew
+        write_durably(self.path / RUN_CONFIG, yaml.safe_dump(fresh, sort_keys=False))
 
     def rewind(self, step: int) -> None:
         """Drop what an interrupted run wrote after the checkpoint it resumes from (everything it computed, for
         step -1), so the resumed run writes the same files as one that was never interrupted."""
         if (self.path / TRAJECTORY).is_file():
             rows = [row for row in read_jsonl(self.path / TRAJECTORY) if row["step"] <= step]
-            (self.path / TRAJECTORY).write_text("".join(json.dumps(row) + "\n" for row in rows))
+            write_durably(self.path / TRAJECTORY, "".join(json.dumps(row) + "\n" for row in rows))
         for checkpoint in self.complete_checkpoints():
             if step_of(checkpoint) > step:
                 shutil.rmtree(checkpoint)

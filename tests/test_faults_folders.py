@@ -137,3 +137,17 @@ def test_unwritable_paths_and_damaged_files_are_one_line(corpus_dir, tmp_path, c
     assert code == 1 and one_error_line(err) and f"resume checkpoint '{resume}' is damaged" in err[-1]
     # nothing rewound for a checkpoint that did not load
     assert max(r["step"] for r in RunFolder(out).trajectory()) == 20
+
+
+def test_the_report_of_a_run_with_no_evaluation_is_one_line(corpus_dir, tmp_path, capsys):
+    from pipeline.report.__main__ import main as report_main
+
+    run = RunFolder(tmp_path / "run")
+    run.start({"corpus": str(corpus_dir)})
+    code, err = cli(report_main, ["--run", str(run.path)], capsys)
+    assert code == 2 and err == [f"error: '{run / 'trajectory.jsonl'}' does not exist: point at the output_dir of a "
+                                 f"run that has evaluated"]
+    (run / "trajectory.jsonl").write_text("")
+    code, err = cli(report_main, ["--run", str(run.path)], capsys)
+    assert code == 2 and err == [f"error: '{run / 'trajectory.jsonl'}' holds no evaluation yet: wait for the run's "
+                                 f"first evaluation (step 0), or rerun the run's command to resume it"]

@@ -32,6 +32,12 @@ BAD_PRETRAIN = [
      r"schedule phase '0:uniform:n=many' is not"),
     ("push without a repository", ["--push_to_hub", "true"], r"push_to_hub is set but hub_model_id is not"),
     ("unknown model preset", ["--model_preset", "huge"], r"model_preset 'huge' is unknown"),
+    ("attention kernel whose package is missing", ["--attn_implementation", "flash_attention_2"],
+     r"attn_implementation flash_attention_2 needs the flash_attn package, which is not installed: pip install "
+     r"flash-attn .*, or pass --attn_implementation sdpa"),
+    ("unknown attention kernel", ["--attn_implementation", "flash"], r"attn_implementation 'flash' is unknown"),
+    ("fine-tuning key in pretraining", ["--replay_weight", "0.5"], r"key 'replay_weight' in the command line is a "
+     r"key of fine-tuning \(python -m pipeline.finetune\), not of this command: remove it, or give it there"),
 ]
 
 
@@ -62,6 +68,23 @@ def test_study_and_launcher_input(tmp_path, capsys):
     study.write_text(yaml.safe_dump({"base": "b.yaml", "output_dir": "o", "grid": {"seed": [1]}, "stage": "eval"}))
     code, err = cli(sweep_main, ["--config", str(study)], capsys)
     assert code == 2 and "stage 'eval'" in err[0]
+    study.write_text(yaml.safe_dump({"base": "b.yaml", "output_dir": "o", "grid": {"seed": [0, 1, 0]}}))
+    code, err = cli(sweep_main, ["--config", str(study)], capsys)
+    assert code == 2 and len(err) == 1 and "grid key 'seed' gives 0 more than once: give each value once" in err[0]
+    study.write_text(yaml.safe_dump({"base": "b.yaml", "output_dir": "o", "grid": {"seed": [0, 1], "lr_scheduler_type":
+                                     ["constant", "cosine"]}, "run_name": "seed={seed}"}))
+    code, err = cli(sweep_main, ["--config", str(study)], capsys)
+    assert code == 2 and "2 grid points that repeat another's run folder (seed=0, seed=1)" in err[0]
+    assert err[0].endswith("name every key the grid varies in run_name")
+
+
+def test_a_pretraining_key_in_fine_tuning_is_named_as_such(corpus_dir, tmp_path, capsys):
+    recipe = tmp_path / "ft.yaml"
+    recipe.write_text("init_from: x\nmodel_preset: tiny\n")
+    code, err = cli(finetune_main, ["--config", str(recipe), "--corpus", str(corpus_dir), "--output_dir",
+                                    str(tmp_path / "ft")], capsys)
+    assert code == 2 and err == [f"error: key 'model_preset' in recipe '{recipe}' is a key of pretraining (python -m "
+                                 f"pipeline.pretrain), not of this command: remove it, or give it there"]
 
 
 def test_bad_finetuning_input(corpus_dir, tmp_path, capsys):

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 from transformers.models.recurrent_gemma.modeling_recurrent_gemma import RecurrentGemmaForCausalLM
 
 from pipeline.analyze import main as analyze_main
-from pipeline.config import ModelArguments
+from pipeline.config import ATTENTION_PACKAGES, ModelArguments
 from pipeline.evaluation import Evaluator, pretraining_groups
 from pipeline.finetune import main as finetune_main
 from pipeline.model import build_model, count_parameters, has_attention, load_checkpoint
@@ -81,7 +81,8 @@ def test_circuits_and_patching_refuse_hawk_in_one_line(hawk_run, corpus_dir, tmp
 
 @pytest.mark.parametrize("flags, fix", [({"packing": "true"}, "set --packing false"),
                                         ({"attn_implementation": "flash_attention_2"}, "(sdpa)")])
-def test_packing_and_flash_attention_are_refused_in_one_line(corpus_dir, tmp_path, capsys, flags, fix):
+def test_packing_and_flash_attention_are_refused_in_one_line(corpus_dir, tmp_path, capsys, monkeypatch, flags, fix):
+    monkeypatch.setitem(ATTENTION_PACKAGES, "flash_attention_2", None)  # as where flash-attn is installed
     code, err = cli(pretrain_main, tiny_flags(corpus_dir, tmp_path / "run", **HAWK, max_steps=2, eval_points=0,
                                               eval_individuals=5, **flags), capsys)
     assert code == 2 and one_error_line(err) and "Hawk" in err[-1] and err[-1].endswith(fix)

@@ -85,7 +85,8 @@ def test_gradient_accumulation_matches_one_pass(corpus_dir, tmp_path):
 def test_existing_run_is_never_overwritten_without_asking(corpus_dir, tmp_path):
     run = pretrain(*_args(corpus_dir, tmp_path / "run", "--max_steps", "2"))
     before = (run / "trajectory.jsonl").read_text()
-    with pytest.raises(RecipeError, match="another run .*differs in data_seed, seed.*--overwrite_output_dir true"):
+    with pytest.raises(RecipeError, match=r"another run .*differs in data_seed \(0 there, 9 here\), seed "
+                                          r".*--overwrite_output_dir true"):
         pretrain(*_args(corpus_dir, run, "--max_steps", "2", "--seed", "9"))
     assert (run / "trajectory.jsonl").read_text() == before
     (tmp_path / "mine").mkdir()

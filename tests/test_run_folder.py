@@ -13,6 +13,7 @@ from pipeline.run_folder import (
     RUN_CONFIG,
     STATE,
     TRAJECTORY,
+    Resolution,
     RunFolder,
     checkpoint_name,
     publish_checkpoint,
@@ -59,8 +60,9 @@ def test_a_run_saved_with_former_key_names_resumes(tmp_path):
     run.start({"max_steps": 10, "eval_every": 5, "checkpoint_steps": [3]})
     recipe = {"max_steps": 10, "eval_steps": 5, "checkpoint_at": [3]}
     renamed = {"eval_every": "eval_steps", "checkpoint_steps": "checkpoint_at"}
-    assert run.resolve(recipe, overwrite=False, renamed=renamed) == ("restart", None)  # no resume checkpoint yet
-    with pytest.raises(RecipeError, match="differs in checkpoint_at, checkpoint_steps, eval_every, eval_steps"):
+    assert run.resolve(recipe, overwrite=False, renamed=renamed) == Resolution("restart")  # no resume checkpoint yet
+    with pytest.raises(RecipeError, match=r"differs in checkpoint_at \(None there, \[3\] here\), checkpoint_steps "
+                                          r"\(\[3\] there, None here\), eval_every .*, eval_steps"):
         run.resolve(recipe, overwrite=False)
     with pytest.raises(RecipeError, match="differs in max_steps"):
         run.resolve({**recipe, "max_steps": 20}, overwrite=False, renamed=renamed)
@@ -79,6 +81,6 @@ def test_a_run_saved_before_a_key_existed_resumes_while_it_has_its_default(tmp_p
     run = RunFolder(tmp_path / "run")
     run.start({"max_steps": 10})
     assert run.resolve({"max_steps": 10, "lr_schedule_steps": None}, False, defaults={"lr_schedule_steps": None}
-                       )[0] == "restart"
+                       ).action == "restart"
     with pytest.raises(RecipeError, match="differs in lr_schedule_steps"):
         run.resolve({"max_steps": 10, "lr_schedule_steps": 99}, False, defaults={"lr_schedule_steps": None})

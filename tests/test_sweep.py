@@ -19,6 +19,7 @@ from data_gen import RecipeError
 from pipeline.pretrain import main as pretrain_main
 from pipeline.run_folder import RunFolder
 from pipeline.studies.aggregate import write_study_fits
+from pipeline.studies.claims import StudyFiles
 from pipeline.studies.figures import draw_study_figures
 from pipeline.studies.fit import fit_power_law
 from pipeline.studies.parallel import slots
@@ -146,6 +147,24 @@ def test_a_figure_its_rows_cannot_give_is_skipped_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"skipped {tmp_path / 'plateau_vs_population.png'}: ")
     assert not (tmp_path / "plateau_vs_population.png").exists()
+
+
+def test_a_study_whose_plateaus_are_all_zero_writes_its_files_and_skips_one_figure(tmp_path, capsys):
+    rows = [{"n_individuals": n, "seed": seed, "plateau_length": 0, "plateau_start": 0, "plateau_end": 0,
+             "final_loss": 1.0, "final_accuracy": 0.5, "baseline": False} for n in (100, 200) for seed in (0, 1)]
+    study = Study("b.yaml", str(tmp_path), {"n_individuals": [100, 200], "seed": [0, 1], "alpha": [0.0]})
+    figures = draw_study_figures(rows, write_study_fits(rows, study), study)
+    assert [f.name for f in figures] == ["alpha.png"]  # drawn: the plateau figure's failure costs nothing else
+    study = Study("b.yaml", str(tmp_path), {"n_individuals": [100, 200], "seed": [0, 1]})
+    assert draw_study_figures(rows, write_study_fits(rows, study), study) == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"skipped {tmp_path / 'plateau_vs_population.png'}: no run has a plateau end above 0 to draw on "
+                   f"log axes"]
+    assert json.loads((tmp_path / "fit.json").read_text()) == {
+        "fitted": False, "why": "a power law needs a plateau longer than 0 steps at two populations or more; 0 of "
+                                "the 2 (100, 200) have one"}
+    with pytest.raises(FileNotFoundError, match="holds no fit: a power law needs"):
+        StudyFiles(tmp_path).fit("plateau_end")
 
 
 def test_attention_patching_is_a_study_like_the_others(tmp_path, capsys):

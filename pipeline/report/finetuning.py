@@ -10,6 +10,7 @@ from data_gen import Corpus
 
 from ..analysis.forgetting import forgetting_summary
 from ..analysis.tables import weight_drift_table
+from ..config import describe_extension
 from ..run_folder import FINETUNE_SUMMARY, FORGETTING_FIGURE, REPORT, RUN_CONFIG, RunFolder, read_state
 from .markdown import final_table, percent_text, step_text
 from .plots import plot_forgetting
@@ -48,7 +49,7 @@ From `{recipe['init_from']}`{f" (revision {recipe['init_revision']})" if recipe[
 {recipe['n_individuals_finetune']:,} individuals of split `{recipe['new_split']}` (from index
 {recipe['new_offset']}), replay weight {recipe['replay_weight']}, freeze `{recipe['freeze']}`, LoRA rank
 {recipe['lora_rank']}; {recipe['max_steps']:,} steps of {recipe['batch_size']} at learning rate
-{recipe['learning_rate']} ({recipe['lr_scheduler_type']}).
+{recipe['learning_rate']} ({recipe['lr_scheduler_type']}). {describe_extension(recipe) or ""}
 {_other_corpus_note(run)}
 ![forgetting]({FORGETTING_FIGURE})
 

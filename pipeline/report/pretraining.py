@@ -12,6 +12,7 @@ from data_gen import Corpus
 from ..analysis.phases import run_phases
 from ..analysis.sequence import run_segments, sequence_summary, visit_rates
 from ..analysis.tables import attention_table
+from ..config import describe_extension
 from ..model import has_attention
 from ..run_folder import (
     ATTENTION_FIGURE,
@@ -130,8 +131,8 @@ probability tells them apart with AUROC {final[SEEN]["confidence_auroc"]:.3f} (0
 ## Reproduce
 
 Corpus `{recipe['corpus']}`, model preset `{recipe['model_preset']}`, {recipe['max_steps']:,} steps of
-{recipe['batch_size']} biographies, learning rate {recipe['learning_rate']}. The resolved recipe is in
-`{RUN_CONFIG}`; rerun with
+{recipe['batch_size']} biographies, learning rate {recipe['learning_rate']}. {describe_extension(recipe) or ""}
+The resolved recipe is in `{RUN_CONFIG}`; rerun with
 
     python -m pipeline.pretrain --config {run / RUN_CONFIG} --output_dir <new folder>
 

@@ -145,7 +145,17 @@ def write_study_fits(rows: list[dict], study: Study) -> StudyFits:
     if keys & MODEL_KEYS and any(r.get("knowledge_bits") is not None for r in rows):
         fits.capacity = capacity_fits(rows)
         (out / CAPACITY_FIT).write_text(json.dumps(fits.capacity, indent=1) + "\n")
-    if fits_plateau(keys) and (fit := plateau_fit(rows)):
-        fits.plateau = {**fit, **{key: plateau_fit(rows, key) for key in PLATEAU_STEPS}}
-        (out / STUDY_FIT).write_text(json.dumps(fits.plateau, indent=1) + "\n")
+    if fits_plateau(keys):
+        fit = plateau_fit(rows)
+        fits.plateau = {**fit, **{key: plateau_fit(rows, key) for key in PLATEAU_STEPS}} if fit else None
+        (out / STUDY_FIT).write_text(json.dumps(fits.plateau or {"fitted": False, "why": no_fit_reason(rows)},
+                                                indent=1) + "\n")
     return fits
+
+
+def no_fit_reason(rows: list[dict]) -> str:
+    """Why the plateau's power law could not be fitted: which populations reached a plateau."""
+    populations = sorted({r["n_individuals"] for r in rows})
+    reached = sorted({r["n_individuals"] for r in rows if (r.get("plateau_length") or 0) > 0})
+    return (f"a power law needs a plateau longer than 0 steps at two populations or more; {len(reached)} of the "
+            f"{len(populations)} ({', '.join(map(str, populations))}) have one")

@@ -202,6 +202,8 @@ class StudyFiles:
             raise FileNotFoundError(f"{path} is missing: the study has no fit (too few runs reached a plateau)")
         self.read.add(path)
         fits = json.loads(path.read_text())
+        if fits.get("fitted") is False:
+            raise FileNotFoundError(f"{path} holds no fit: {fits['why']}")
         fit = fits if name == "plateau_length" else fits.get(name)
         if not fit:
             raise FileNotFoundError(f"{path} has no fit of {name}")

@@ -54,8 +54,10 @@ def _errorbar(ax, x, mean, low, high, **kwargs):
 def _power_law_panel(ax, rows: list[dict], key: str, fit: dict | None, ylabel: str, paper: bool) -> None:
     """One step (`key`) against N on log-log axes: every run, each N's mean with its interval over seeds, the
     fit, and with `paper` the paper's fit of the same quantity."""
-    x, mean, low, high = _intervals(rows, "n_individuals", key)
-    reached = [r for r in rows if r.get(key)]
+    reached = [r for r in rows if (r.get(key) or 0) > 0]
+    if not reached:
+        raise ValueError(f"no run has a {key.replace('_', ' ')} above 0 to draw on log axes")
+    x, mean, low, high = _intervals(reached, "n_individuals", key)
     ax.scatter([r["n_individuals"] for r in reached], [r[key] for r in reached], color="tab:blue", alpha=0.3, s=12,
                label="runs")
     _errorbar(ax, x, mean, low, high, fmt="o", color="tab:blue", label="mean, 95% interval over seeds")
@@ -214,16 +216,18 @@ def draw_study_figures(rows: list[dict], fits: StudyFits, study: Study) -> list[
 
 
 def _drawn(figures: list[tuple[Path, Callable[[], Path]]]) -> list[Path]:
-    """Each figure drawn; one its rows cannot give (a log axis with no positive value, ...) is skipped with
-    one line, and an older copy of it removed, so the study's other files are always written."""
+    """Each figure drawn; one that cannot be (its rows give a log axis no positive value, or anything else
+    fails while drawing it) is skipped with one line, and an older copy of it removed, so the study's other
+    files are always written."""
     drawn = []
     for path, draw in figures:
         try:
             drawn.append(draw())
-        except ValueError as err:
+        except Exception as err:  # noqa: BLE001 - a figure never costs a study its other files
             plt.close("all")
             path.unlink(missing_ok=True)
-            print(f"skipped {path}: {err}", file=sys.stderr)
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            print(f"skipped {path}: {reason}", file=sys.stderr)
     return drawn
 
 

@@ -59,7 +59,7 @@ def run_toy_memory(memory: MemoryArguments, args: ToyTrainArguments, ft: ToyFine
     """Train into args.output_dir unless the same run finished there already (then nothing is done)."""
     recipe = {**asdict(memory), **asdict(args), **asdict(ft)}
     run = RunFolder(args.output_dir)
-    action, _ = run.resolve(recipe, args.overwrite_output_dir)
+    action = run.resolve(recipe, args.overwrite_output_dir).action
     if action != "new" and (run.checkpoint(args.max_steps) / STATE).is_file():
         print(f"{run.path}: finished already ({args.max_steps:,} steps); nothing to do", file=sys.stderr)
         return run.path

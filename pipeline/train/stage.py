@@ -24,12 +24,19 @@ from data_gen.folders import exclusive
 from data_gen.recipe import renamed_keys
 from data_gen.stream import BiographyStream
 
-from ..config import DataArguments, ScheduleArguments, TrainArguments, field_defaults, recipe_dict
+from ..config import (
+    DataArguments,
+    ScheduleArguments,
+    TrainArguments,
+    describe_extension,
+    field_defaults,
+    recipe_dict,
+)
 from ..evaluation import Evaluator
 from ..hub.client import HubPusher, check_can_push
 from ..hub.revisions import push_run_files
 from ..model import count_parameters, whole_model_init
-from ..run_folder import HUB_LOG, RunFolder, read_state
+from ..run_folder import EXTENDED_FROM, HUB_LOG, RunFolder, read_state
 from .callbacks import Callback, EvaluationCallback, HubPushCallback, log_spaced_steps
 from .checkpoints import PermanentCheckpoints, ResumeCheckpointer
 from .trainer import Trainer, make_accelerator
@@ -110,18 +117,37 @@ def run_stage(stage: Stage, args: TrainArguments) -> Path:
     accelerator = make_accelerator(args, run.path)
     with exclusive(run.path, "run") if accelerator.is_main_process else nullcontext():
         decision = [run.resolve(stage.recipe, args.overwrite_output_dir, renamed=stage.renamed,
-                                defaults=stage.defaults)
+                                defaults=stage.defaults, fingerprint=stage.corpus.fingerprint())
                     if accelerator.is_main_process else None]
-        action, checkpoint = broadcast_object_list(decision)[0]
-        state = read_state(checkpoint) if checkpoint else {}
+        resolution = broadcast_object_list(decision)[0]
+        state = read_state(resolution.checkpoint) if resolution.checkpoint else {}
         check_same_corpus(run, state, stage.corpus)
-        if action == "done":
+        if resolution.changes and accelerator.is_main_process:
+            _record_changes(run, stage, resolution.changes)
+        if resolution.action == "done":
             if accelerator.is_main_process:
                 print(f"{run.path} already holds this run, complete; report: {stage.write_report(run, stage.corpus)}")
             return run.path
-        _prepare_folder(run, stage, action, checkpoint, accelerator)
-        StageRun(stage, args, run, accelerator, state).run(checkpoint if action == "resume" else None)
+        _prepare_folder(run, stage, resolution.action, resolution.checkpoint, accelerator)
+        StageRun(stage, args, run, accelerator, state).run(
+            resolution.checkpoint if resolution.action == "resume" else None)
     return run.path
+
+
+def _record_changes(run: RunFolder, stage: Stage, changes: dict) -> None:
+    """A run going on with a moved corpus, or extended: refused for a sampler whose draws depend on the run's
+    length, else recorded in its run_config.yaml, and said."""
+    if EXTENDED_FROM in changes and stage.data.segments(stage.recipe["max_steps"]):
+        raise RecipeError(f"extend_to: the sequential sampler of '{run.path}' spreads its visits over max_steps, so "
+                          f"a longer run draws other biographies from the first step: start the longer run in "
+                          f"another output_dir with --max_steps {stage.recipe['max_steps']}")
+    run.record(stage.recipe, changes)
+    if "corpus" in changes:
+        print(f"{run.path}: its corpus moved from {changes['corpus']} to {stage.corpus.path} (same fingerprint "
+              f"{stage.corpus.fingerprint()}): resuming, the new path recorded")
+    if EXTENDED_FROM in changes:
+        print(f"{run.path}: extended from {changes[EXTENDED_FROM]:,} to {stage.recipe['max_steps']:,} steps. "
+              f"{describe_extension(run.recipe())}")
 
 
 def _prepare_folder(run: RunFolder, stage: Stage, action: str, checkpoint: Path | None,

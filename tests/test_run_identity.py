@@ -1,0 +1,88 @@
+"""A run is its recipe and the corpus it learned from, not paths: a run whose corpus moved resumes, a finished
+run trains on with --extend_to (an extended constant-rate run is the longer run), and every refusal of a folder
+holding another run names what differs and the ways that keep it before the one that deletes it."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from safetensors.torch import load_file
+
+from data_gen.builder import build
+from pipeline.config import describe_extension
+from pipeline.pretrain import main as pretrain_main
+from pipeline.run_folder import RUN_CONFIG, RunFolder
+from tests.conftest import cli, interrupted_run, one_error_line, small_config, tiny30
+
+CONSTANT = {"lr_scheduler_type": "constant", "save_steps": 10, "eval_points": 0, "eval_steps": 10}
+
+
+def test_a_run_whose_corpus_moved_resumes_and_records_the_new_path(corpus_dir, tmp_path, capsys):
+    straight, moved = tmp_path / "straight", tmp_path / "moved"
+    pretrain_main(tiny30(corpus_dir, straight, save_steps=10))
+    shutil.copytree(corpus_dir, tmp_path / "m")
+    interrupted_run(tmp_path / "m", moved, 15, pytest.MonkeyPatch(), save_steps=10)
+    (tmp_path / "m").rename(tmp_path / "m2")
+    code, err = cli(pretrain_main, tiny30(tmp_path / "m2", moved, save_steps=10), capsys)
+    assert code == 0
+    assert RunFolder(moved).recipe()["corpus"] == str(tmp_path / "m2")
+    trajectory = [{k: v for k, v in row.items() if k != "seconds"} for row in RunFolder(moved).trajectory()]
+    assert trajectory == [{k: v for k, v in row.items() if k != "seconds"} for row in RunFolder(straight).trajectory()]
+
+
+def test_a_corpus_with_other_people_at_the_path_is_refused_with_the_ways_that_keep_the_run(
+        corpus_dir, tmp_path, capsys):
+    run, other = tmp_path / "run", tmp_path / "m"
+    build(small_config(other, seed=5))
+    pretrain_main(tiny30(other, run, max_steps=10, save_steps=10, eval_points=1))
+    shutil.rmtree(other)
+    build(small_config(other, seed=4))  # rebuilt in place with other people
+    before = (run / RUN_CONFIG).read_text()
+    code, err = cli(pretrain_main, tiny30(other, run, max_steps=10, save_steps=10, eval_points=1, seed=3), capsys)
+    assert code == 2 and one_error_line(err)
+    line = err[-1]
+    assert "differs in data_seed (0 there, 3 here), seed (0 there, 3 here)" in line
+    ways = ["another --output_dir", "--init_from", "--overwrite_output_dir true deletes it"]
+    assert all(w in line for w in ways) and sorted(ways, key=line.index) == ways  # the destructive way last
+    code, err = cli(pretrain_main, tiny30(corpus_dir, run, max_steps=10, save_steps=10, eval_points=1), capsys)
+    assert code == 2 and f"corpus ('{other}' there, '{corpus_dir}' here)" in err[-1]
+    assert "point --corpus at the corpus it was trained on (the corpus given holds other individuals)" in err[-1]
+    assert (run / RUN_CONFIG).read_text() == before
+
+
+def test_extending_a_constant_rate_run_equals_running_it_that_long(corpus_dir, tmp_path, capsys):
+    short, extended, straight = tmp_path / "short", tmp_path / "extended", tmp_path / "straight"
+    pretrain_main(tiny30(corpus_dir, straight, max_steps=60, **CONSTANT))
+    pretrain_main(tiny30(corpus_dir, extended, **CONSTANT))
+    capsys.readouterr()
+    pretrain_main([*tiny30(corpus_dir, extended, **CONSTANT), "--extend_to", "60"])
+    said = capsys.readouterr().out
+    assert "extended from 30 to 60 steps" in said and "constant after the warm-up" in said
+    runs = RunFolder(extended), RunFolder(straight)
+    assert [r["attribute_loss"] for r in runs[0].trajectory()] == [r["attribute_loss"] for r in runs[1].trajectory()]
+    weights = [load_file(run.checkpoint(60) / "model.safetensors") for run in runs]
+    assert weights[0].keys() == weights[1].keys() and all((weights[0][k] == weights[1][k]).all() for k in weights[0])
+    recipe = runs[0].recipe()
+    assert (recipe["max_steps"], recipe["extended_from"], recipe["extend_to"]) == (60, [30], 0)
+    assert "Trained to 30 then 60 steps (extend_to)" in (extended / "report.md").read_text()
+    # the same command again: done; a shorter extension, or a longer max_steps without extend_to, refused
+    pretrain_main([*tiny30(corpus_dir, extended, **CONSTANT), "--extend_to", "60"])
+    assert "already holds this run, complete" in capsys.readouterr().out
+    code, err = cli(pretrain_main, [*tiny30(corpus_dir, extended, **CONSTANT), "--extend_to", "40"], capsys)
+    assert code == 2 and "extend_to 40 is not past the 60 steps" in err[-1]
+    code, err = cli(pretrain_main, tiny30(corpus_dir, extended, **{**CONSTANT, "max_steps": 90}), capsys)
+    assert code == 2 and "max_steps (60 there, 90 here)" in err[-1] and "--extend_to 90" in err[-1]
+    assert err[-1].index("--extend_to 90") < err[-1].index("--overwrite_output_dir")
+    code, err = cli(pretrain_main, [*tiny30(corpus_dir, short, **CONSTANT), "--extend_to", "60"], capsys)
+    assert code == 2 and "holds no run to extend" in err[-1] and not short.exists()
+
+
+def test_what_an_extension_does_to_the_learning_rate_is_said():
+    base = {"max_steps": 60, "extended_from": [30], "lr_schedule_steps": None}
+    assert describe_extension({**base, "extended_from": []}) is None
+    cosine = describe_extension({**base, "lr_scheduler_type": "cosine"})
+    assert cosine.startswith("Trained to 30 then 60 steps") and "rebuilt over 60 steps" in cosine
+    assert "after step 30 is that of a 60-step run" in cosine
+    kept = describe_extension({**base, "lr_scheduler_type": "cosine", "lr_schedule_steps": 100})
+    assert "lr_schedule_steps=100, not max_steps" in kept
