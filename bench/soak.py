@@ -23,6 +23,9 @@ import sys
 import time
 from pathlib import Path
 
+if not __package__:  # run as `python bench/soak.py`: the repo root, whatever the cwd
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -30,6 +33,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import psutil
 import yaml
+
+from pipeline.run_folder import SUMMARY, RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"model_preset": "tiny", "batch_size": 16, "report_to": "none"}
@@ -77,9 +82,10 @@ def long_run(out: Path, corpus: Path, steps: int) -> dict:
                                                          "save_steps": 500, "checkpoint_points": 20,
                                                          "logging_steps": 100})]
     samples = np.array(watch(command, out / "long_run.log"))
-    rows = [json.loads(line) for line in (run / "trajectory.jsonl").read_text().splitlines()]
-    return {"steps": steps, "seconds": float(samples[-1, 0]), "evaluations": len({r["step"] for r in rows}),
-            "permanent_checkpoints": len(list((run / "checkpoints").glob("step-*"))),
+    folder = RunFolder(run)
+    return {"steps": steps, "seconds": float(samples[-1, 0]),
+            "evaluations": len({r["step"] for r in folder.trajectory()}),
+            "permanent_checkpoints": len(folder.complete_checkpoints()),
             "memory_bytes": flatness(samples[:, 1]), "open_files": flatness(samples[:, 2]),
             "samples": samples.tolist()}
 
@@ -98,7 +104,7 @@ def many_points(out: Path, corpus: Path, points: int, jobs: int) -> dict:
         code = subprocess.run([sys.executable, "-m", "pipeline.sweep", "--config", str(study), "--jobs", str(jobs)],
                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
     seconds = time.perf_counter() - start
-    with (folder / "runs" / "summary.csv").open() as f:
+    with (folder / "runs" / SUMMARY).open() as f:
         rows = list(csv.DictReader(f))
     return {"points": points, "jobs": jobs, "exit": code, "seconds": seconds, "summary_rows": len(rows),
             "done": sum(r["status"] == "done" for r in rows), "complete": code == 0 and len(rows) == points}
@@ -142,7 +148,7 @@ def main() -> None:
         print(f"| {name.replace('_', ' ')} | {f['first_quarter'] / scale:.1f}{unit} | {f['last_quarter'] / scale:.1f}"
               f"{unit} | {f['drift']:+.2%} | {f['min'] / scale:.1f}-{f['max'] / scale:.1f}{unit} | {f['flat']} |")
     print(f"study: {study['points']} points with --jobs {study['jobs']} in {study['seconds']:.0f} s: exit "
-          f"{study['exit']}, {study['summary_rows']} rows in summary.csv ({study['done']} done); complete: "
+          f"{study['exit']}, {study['summary_rows']} rows in {SUMMARY} ({study['done']} done); complete: "
           f"{study['complete']}")
     print(f"figure: {out / 'soak.png'}")
     if not (run["memory_bytes"]["flat"] and run["open_files"]["flat"] and study["complete"]):

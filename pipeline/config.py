@@ -102,8 +102,8 @@ class RunArguments:
                 "max_steps, and the learning-rate schedule is that of a run of this many steps (see "
                 "describe_extension). 0: no extension."})
     extended_from: list[int] = field(default_factory=list, metadata={
-        "help": "Recorded by extend_to in run_config.yaml: the run's max_steps before each extension (not set by "
-                "hand)."})
+        "help": "Recorded by extend_to in the run's saved recipe: its max_steps before each extension (not set "
+                "by hand)."})
 
     def check_run(self) -> None:
         check_values(self, at_least_one=("max_steps", "batch_size", "micro_batch_size"), at_least_zero=("extend_to",))
