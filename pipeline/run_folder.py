@@ -255,18 +255,19 @@ class RunFolder:
         return yaml.safe_load((self.path / RUN_CONFIG).read_text())
 
     def trajectory(self) -> list[dict]:
+        """The run's evaluations; a missing or empty trajectory is one clear error."""
         path = self.path / TRAJECTORY
         if not path.is_file():
             raise RecipeError(f"'{path}' does not exist: point at the output_dir of a run that has evaluated")
-        return read_jsonl(path)
+        rows = read_jsonl(path)
+        if not rows:
+            raise RecipeError(f"'{path}' holds no evaluation yet: wait for the run's first evaluation (step 0), or "
+                              f"rerun the run's command to resume it")
+        return rows
 
     def stage(self) -> str:
         """pretrain or finetune, as the run's trajectory says."""
-        rows = self.trajectory()
-        if not rows:
-            raise RecipeError(f"'{self.path / TRAJECTORY}' holds no evaluation yet: wait for the run's first "
-                              f"evaluation (step 0), or rerun the run's command to resume it")
-        return rows[0]["stage"]
+        return self.trajectory()[0]["stage"]
 
     def append_trajectory(self, rows: list[dict]) -> None:
         """Append evaluation rows, flushed to disk before any checkpoint written after them."""

@@ -18,7 +18,7 @@ from common.errors import RunError
 from data_gen import RecipeError
 from pipeline.pretrain import main as pretrain_main
 from pipeline.run_folder import RunFolder
-from pipeline.studies.aggregate import write_study_fits
+from pipeline.studies.aggregate import aggregate, write_study_fits
 from pipeline.studies.claims import StudyFiles
 from pipeline.studies.figures import draw_study_figures
 from pipeline.studies.fit import fit_power_law
@@ -165,6 +165,17 @@ def test_a_study_whose_plateaus_are_all_zero_writes_its_files_and_skips_one_figu
                                 "the 2 (100, 200) have one"}
     with pytest.raises(FileNotFoundError, match="holds no fit: a power law needs"):
         StudyFiles(tmp_path).fit("plateau_end")
+
+
+def test_a_run_with_an_empty_trajectory_is_a_failed_row_not_the_end_of_the_study(tmp_path):
+    study = Study("b.yaml", str(tmp_path), {"seed": [0]})
+    run = RunFolder(study.run_folder(study.points()[0]))
+    run.start({"seed": 0})
+    (run / "trajectory.jsonl").write_text("")  # killed before its first evaluation
+    assert aggregate(study) == []
+    with (tmp_path / "summary.csv").open() as f:
+        (row,) = csv.DictReader(f)
+    assert row["status"] == "failed" and "holds no evaluation yet" in row["error"]
 
 
 def test_attention_patching_is_a_study_like_the_others(tmp_path, capsys):

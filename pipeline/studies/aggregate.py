@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import RecipeError
+
 from ..analysis.forgetting import forgetting_summary
 from ..analysis.phases import run_phases
 from ..analysis.sequence import SEQUENCE_KEYS, run_segments, sequence_summary
@@ -93,7 +95,10 @@ def aggregate(study: Study, failed: dict[str, str] | None = None) -> list[dict]:
         if run.path.name in (failed or {}):
             failures.append({**values, "status": "failed", "error": failed[run.path.name]})
         elif (run / TRAJECTORY).is_file():
-            rows.append({**values, **_run_row(study, point, run), "status": "done"})
+            try:
+                rows.append({**values, **_run_row(study, point, run), "status": "done"})
+            except RecipeError as err:  # a trajectory empty or damaged: the study's files are written all the same
+                failures.append({**values, "status": "failed", "error": str(err)})
     metrics = (FINETUNE_METRICS if study.fine_tunes
                else PRETRAIN_METRICS + CAPACITY_KEYS[:3] + TOLERANCE_KEYS + SEQUENCE_KEYS)
     add_intervals(rows, [k for k in study.axes if k != "seed"] + ["baseline"], metrics)
