@@ -98,9 +98,10 @@ class RunArguments:
     seed: int = field(default=0, metadata={"help": "Seed of the model's initialisation."})
     data_seed: int | None = field(default=None, metadata={"help": "Seed of the biography stream (default: seed)."})
     extend_to: int = field(default=0, metadata={
-        "help": "Train the run already in output_dir on to this step, from its last resume checkpoint; it replaces "
-                "max_steps, and the learning-rate schedule is that of a run of this many steps (see "
-                "describe_extension). 0: no extension."})
+        "help": "Train the run already in output_dir on to this step, from its last resume checkpoint (the rest of "
+                "its command unchanged); it replaces max_steps, and the learning-rate schedule is that of a run of "
+                "this many steps: a constant one gives the longer run exactly, a decaying one is rebuilt (the report "
+                "says which). 0: no extension."})
     extended_from: list[int] = field(default_factory=list, metadata={
         "help": "Recorded by extend_to in the run's saved recipe: its max_steps before each extension (not set "
                 "by hand)."})

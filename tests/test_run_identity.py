@@ -86,3 +86,17 @@ def test_what_an_extension_does_to_the_learning_rate_is_said():
     assert "after step 30 is that of a 60-step run" in cosine
     kept = describe_extension({**base, "lr_scheduler_type": "cosine", "lr_schedule_steps": 100})
     assert "lr_schedule_steps=100, not max_steps" in kept
+
+
+def test_a_run_is_extended_only_from_a_resume_checkpoint_and_not_under_a_sequential_sampler(
+        corpus_dir, tmp_path, capsys):
+    runs = {"no_resume": {"save_steps": 0}, "sequential": {"sampler": "sequential", "n_groups": 2, "n_repeats": 1}}
+    fixes = {"no_resume": "holds no resume checkpoint to extend from (it ran with save_steps 0)",
+             "sequential": "spreads its visits over max_steps, so a longer run draws other biographies"}
+    for name, values in runs.items():
+        flags = tiny30(corpus_dir, tmp_path / name, **{**CONSTANT, "max_steps": 8, **values})
+        pretrain_main(flags)
+        before = (tmp_path / name / RUN_CONFIG).read_text()
+        code, err = cli(pretrain_main, [*flags, "--extend_to", "16"], capsys)
+        assert code == 2 and one_error_line(err) and fixes[name] in err[-1]
+        assert (tmp_path / name / RUN_CONFIG).read_text() == before

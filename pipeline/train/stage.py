@@ -122,8 +122,8 @@ def run_stage(stage: Stage, args: TrainArguments) -> Path:
         resolution = broadcast_object_list(decision)[0]
         state = read_state(resolution.checkpoint) if resolution.checkpoint else {}
         check_same_corpus(run, state, stage.corpus)
-        if resolution.changes and accelerator.is_main_process:
-            _record_changes(run, stage, resolution.changes)
+        if resolution.changes:
+            _record_changes(run, stage, resolution.changes, accelerator.is_main_process)
         if resolution.action == "done":
             if accelerator.is_main_process:
                 print(f"{run.path} already holds this run, complete; report: {stage.write_report(run, stage.corpus)}")
@@ -134,13 +134,15 @@ def run_stage(stage: Stage, args: TrainArguments) -> Path:
     return run.path
 
 
-def _record_changes(run: RunFolder, stage: Stage, changes: dict) -> None:
-    """A run going on with a moved corpus, or extended: refused for a sampler whose draws depend on the run's
-    length, else recorded in its run_config.yaml, and said."""
+def _record_changes(run: RunFolder, stage: Stage, changes: dict, main: bool) -> None:
+    """A run going on with a moved corpus, or extended: refused (by every process) for a sampler whose draws
+    depend on the run's length, else recorded in its run_config.yaml and said (by the `main` one)."""
     if EXTENDED_FROM in changes and stage.data.segments(stage.recipe["max_steps"]):
         raise RecipeError(f"extend_to: the sequential sampler of '{run.path}' spreads its visits over max_steps, so "
                           f"a longer run draws other biographies from the first step: start the longer run in "
                           f"another output_dir with --max_steps {stage.recipe['max_steps']}")
+    if not main:
+        return
     run.record(stage.recipe, changes)
     if "corpus" in changes:
         print(f"{run.path}: its corpus moved from {changes['corpus']} to {stage.corpus.path} (same fingerprint "
