@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
 from safetensors.torch import load_file
 
 from data_gen.builder import build
@@ -18,11 +17,11 @@ from tests.conftest import cli, interrupted_run, one_error_line, small_config, t
 CONSTANT = {"lr_scheduler_type": "constant", "save_steps": 10, "eval_points": 0, "eval_steps": 10}
 
 
-def test_a_run_whose_corpus_moved_resumes_and_records_the_new_path(corpus_dir, tmp_path, capsys):
+def test_a_run_whose_corpus_moved_resumes_and_records_the_new_path(corpus_dir, tmp_path, capsys, monkeypatch):
     straight, moved = tmp_path / "straight", tmp_path / "moved"
     pretrain_main(tiny30(corpus_dir, straight, save_steps=10))
     shutil.copytree(corpus_dir, tmp_path / "m")
-    interrupted_run(tmp_path / "m", moved, 15, pytest.MonkeyPatch(), save_steps=10)
+    interrupted_run(tmp_path / "m", moved, 15, monkeypatch, save_steps=10)
     (tmp_path / "m").rename(tmp_path / "m2")
     code, err = cli(pretrain_main, tiny30(tmp_path / "m2", moved, save_steps=10), capsys)
     assert code == 0
