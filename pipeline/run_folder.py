@@ -282,8 +282,8 @@ class RunFolder:
     def trained_corpus(self) -> dict | None:
         """The corpus the run's latest complete checkpoint (resume, else permanent) was trained on: its path,
         fingerprints and seed; None before any checkpoint."""
-        checkpoints = [*self.complete_checkpoints()[-1:], *complete_checkpoints(self.resume)[-1:]]
-        return read_state(checkpoints[-1]).get("corpus") if checkpoints else None
+        latest = self.latest_resume_checkpoint() or next(reversed(self.complete_checkpoints()), None)
+        return read_state(latest).get("corpus") if latest else None
 
     def resolve(self, recipe: dict, overwrite: bool, renamed: dict[str, str] | None = None,
                 defaults: dict | None = None, fingerprint: str | None = None) -> Resolution:
@@ -348,8 +348,8 @@ class RunFolder:
             ways.append(f"point --corpus at the corpus it was trained on{other}")
         if "max_steps" in differing and recipe["max_steps"] > saved["max_steps"]:
             ways.append(f"train it on with --extend_to {recipe['max_steps']} (its other keys unchanged)")
-        if self.complete_checkpoints():
-            ways.append(f"start from its weights with --init_from {self.complete_checkpoints()[-1]} (fine-tuning)")
+        if permanent := self.complete_checkpoints():
+            ways.append(f"start from its weights with --init_from {permanent[-1]} (fine-tuning)")
         return (f"output_dir '{self.path}' holds another run (its recipe differs in {what}"
                 f"{f' and {len(differing) - 4} more' if len(differing) > 4 else ''}): " + "; or ".join(ways)
                 + "; --overwrite_output_dir true deletes it and starts over")
