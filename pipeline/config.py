@@ -20,7 +20,9 @@ from common.errors import RecipeError
 from data_gen.recipe import check_choice, check_values
 from data_gen.samplers import SamplerConfig
 
-ATTENTION_PACKAGES = {"sdpa": None, "eager": None, "flash_attention_2": "flash_attn"}  # kernel -> package it needs
+# attention kernel -> the package it needs (module, pip requirement), None for those torch has
+ATTENTION_PACKAGES = {"sdpa": None, "eager": None,
+                      "flash_attention_2": ("flash_attn", "flash-attn --no-build-isolation")}
 SCHEDULERS = ("cosine", "constant", "linear", "cosine_with_min_lr", "constant_with_warmup")
 PRESETS = {
     "tiny": {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 256, "num_attention_heads": 2},
@@ -250,11 +252,11 @@ class PerformanceArguments:
         check_choice("torch_compile_mode", self.torch_compile_mode, COMPILE_MODES)
         check_choice("torch_compile_backend", self.torch_compile_backend, COMPILE_BACKENDS)
         check_choice("attn_implementation", self.attn_implementation, tuple(ATTENTION_PACKAGES))
-        package = ATTENTION_PACKAGES[self.attn_implementation]
-        if package and importlib.util.find_spec(package) is None:
-            raise RecipeError(f"attn_implementation {self.attn_implementation} needs the {package} package, which is "
-                              f"not installed: pip install flash-attn --no-build-isolation (CUDA GPUs), or pass "
-                              f"--attn_implementation sdpa")
+        module, requirement = ATTENTION_PACKAGES[self.attn_implementation] or (None, None)
+        if module and importlib.util.find_spec(module) is None:
+            raise RecipeError(f"attn_implementation {self.attn_implementation} needs the {module} package, which is "
+                              f"not installed: pip install {requirement} (CUDA GPUs), or pass --attn_implementation "
+                              f"sdpa")
         if self.packing and self.attn_implementation != "sdpa":
             raise RecipeError(f"packing needs attention that stays within each biography, which only "
                               f"attn_implementation sdpa provides (got {self.attn_implementation}): set "

@@ -31,7 +31,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -131,11 +131,12 @@ def sync(path: Path) -> None:
 
 
 def sync_tree(folder: Path) -> None:
-    """Flush every file under `folder`, then every folder, deepest first, then `folder` itself."""
+    """Flush every file under `folder` and every folder below it, deepest first (not `folder` itself)."""
     for root, _, files in os.walk(folder, topdown=False):
         for name in files:
             sync(Path(root) / name)
-        sync(Path(root))
+        if root != str(folder):
+            sync(Path(root))
 
 
 def write_durably(path: Path, text: str) -> None:
@@ -210,12 +211,17 @@ def series(rows: list[dict], group: str, key: str, stage: str = PRETRAIN) -> tup
 @dataclass(frozen=True)
 class Resolution:
     """What a run does with its output_dir: `action` new, restart (in place, from step 0), resume (from
-    `checkpoint`) or done (complete at `checkpoint`); `changes` of a run that goes on: `corpus`, the path
+    `checkpoint`) or done (complete at `checkpoint`); for a run that goes on changed, `moved_from`, the path
     its corpus had before it moved, and `extended_from`, the max_steps it had before --extend_to."""
 
     action: str
     checkpoint: Path | None = None
-    changes: dict = field(default_factory=dict)
+    moved_from: str | None = None
+    extended_from: int | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.moved_from is not None or self.extended_from is not None
 
 
 class RunFolder:
@@ -294,7 +300,7 @@ class RunFolder:
         place when it has none (it is never deleted for that). A run is its recipe and the corpus it learned
         from, not the corpus's path: one whose corpus moved (the `fingerprint` of `recipe`'s corpus is the one
         its checkpoints record) resumes, and so does one whose recipe's `extend_to` trains it past its
-        max_steps from its last resume checkpoint; `changes` says which. A folder holding another recipe, or
+        max_steps from its last resume checkpoint; the Resolution says which. A folder holding another recipe, or
         files that are not a run, is refused unless `overwrite` (runs only), with the ways that keep it first."""
         if self.path.is_file():
             raise RecipeError(f"output_dir '{self.path}' is a file: choose a folder")
@@ -312,27 +318,27 @@ class RunFolder:
         saved = {**(defaults or {}), **{(renamed or {}).get(key, key): value for key, value in self.recipe().items()}}
         differing = sorted(k for k in set(saved) | set(recipe)
                            if k not in UNCHECKED_KEYS and saved.get(k) != recipe.get(k))
-        changes = {}
+        moved_from = extended_from = None
         trained_on = self.trained_corpus() if "corpus" in differing else None
         if trained_on and fingerprint == trained_on["fingerprint"]:
             differing.remove("corpus")
-            changes["corpus"] = saved["corpus"]
+            moved_from = saved["corpus"]
         if recipe.get("extend_to") and "max_steps" in differing:
             if recipe["max_steps"] < saved["max_steps"]:
                 raise RecipeError(f"extend_to {recipe['max_steps']} is not past the {saved['max_steps']} steps of the "
                                   f"run in '{self.path}': extend it to more steps, or drop --extend_to")
             differing.remove("max_steps")
-            changes[EXTENDED_FROM] = saved["max_steps"]
+            extended_from = saved["max_steps"]
         if differing:
             raise RecipeError(self._another_run(saved, recipe, differing, trained_on))
         checkpoint = self.latest_resume_checkpoint()
         if checkpoint is None:
-            if EXTENDED_FROM in changes:
-                raise RecipeError(f"'{self.path}' holds no resume checkpoint to extend from (it ran with save_steps 0): "
-                                  f"rerun it with --save_steps set, or start the longer run in another output_dir")
-            return Resolution("restart", changes=changes)
+            if extended_from is not None:
+                raise RecipeError(f"'{self.path}' holds no resume checkpoint to extend from (it ran with save_steps "
+                                  f"0): rerun it with --save_steps set, or start the longer run in another output_dir")
+            return Resolution("restart", moved_from=moved_from)
         done = read_state(checkpoint)["step"] >= recipe["max_steps"]
-        return Resolution("done" if done else "resume", checkpoint, changes)
+        return Resolution("done" if done else "resume", checkpoint, moved_from, extended_from)
 
     def _another_run(self, saved: dict, recipe: dict, differing: list[str], trained_on: dict | None) -> str:
         """The refusal of a folder holding another run: what differs, the ways that keep the run, then the
@@ -354,14 +360,15 @@ class RunFolder:
                 f"{f' and {len(differing) - 4} more' if len(differing) > 4 else ''}): " + "; or ".join(ways)
                 + "; --overwrite_output_dir true deletes it and starts over")
 
-    def record(self, recipe: dict, changes: dict) -> None:
-        """Save the recipe of a run resumed with `changes` (a moved corpus, an extension): its max_steps as
-        extended, the steps it was extended from, and extend_to cleared, so that the saved recipe run into
-        another folder trains that long from the start."""
-        extended = [*self.recipe().get(EXTENDED_FROM, []), *([changes[EXTENDED_FROM]] if EXTENDED_FROM in changes
-                                                              else [])]
-        write_durably(self.path / RUN_CONFIG,
-                      yaml.safe_dump({**recipe, "extend_to": 0, EXTENDED_FROM: extended}, sort_keys=False))
+    def record(self, recipe: dict, extended_from: int | None) -> dict:
+        """Save (and return) the recipe of a run going on changed (its corpus moved, or extended from the
+        max_steps `extended_from`): the steps it was extended from, and extend_to cleared, so that the saved
+        recipe run into another folder trains that long from the start."""
+        earlier = self.recipe().get(EXTENDED_FROM, [])
+        saved = {**recipe, "extend_to": 0,
+                 EXTENDED_FROM: earlier if extended_from is None else [*earlier, extended_from]}
+        write_durably(self.path / RUN_CONFIG, yaml.safe_dump(saved, sort_keys=False))
+        return saved
 
     def start(self, recipe: dict) -> None:
         """Empty a previous run's folder (already checked by `resolve`, and replaced only when asked to) and

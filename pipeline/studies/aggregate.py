@@ -127,10 +127,15 @@ def fits_plateau(keys: set[str]) -> bool:
     return "n_individuals" in keys and "alpha" not in keys
 
 
+def positive(rows: list[dict], key: str) -> list[dict]:
+    """The rows whose `key` (a phase step or length) was reached and is above 0: what a log axis can show."""
+    return [r for r in rows if (r.get(key) or 0) > 0]
+
+
 def plateau_fit(rows: list[dict], key: str = "plateau_length") -> dict | None:
     """The power law of plateau length (or another phase step, `key`) against N, its exponent's interval
     over seeds (needs two N)."""
-    groups = group_values([r for r in rows if (r.get(key) or 0) > 0], "n_individuals", key)  # a log-log fit
+    groups = group_values(positive(rows, key), "n_individuals", key)  # a log-log fit
     return fit_with_interval(groups) if len(groups) >= 2 else None
 
 
@@ -161,6 +166,6 @@ def write_study_fits(rows: list[dict], study: Study) -> StudyFits:
 def no_fit_reason(rows: list[dict]) -> str:
     """Why the plateau's power law could not be fitted: which populations reached a plateau."""
     populations = sorted({r["n_individuals"] for r in rows})
-    reached = sorted({r["n_individuals"] for r in rows if (r.get("plateau_length") or 0) > 0})
+    reached = {r["n_individuals"] for r in positive(rows, "plateau_length")}
     return (f"a power law needs a plateau longer than 0 steps at two populations or more; {len(reached)} of the "
             f"{len(populations)} ({', '.join(map(str, populations))}) have one")

@@ -32,6 +32,7 @@ from .aggregate import (
     fits_plateau,
     group_rows,
     group_values,
+    positive,
     write_study_fits,
 )
 from .fit import PAPER_PLATEAU_FIT
@@ -54,7 +55,7 @@ def _errorbar(ax, x, mean, low, high, **kwargs):
 def _power_law_panel(ax, rows: list[dict], key: str, fit: dict | None, ylabel: str, paper: bool) -> None:
     """One step (`key`) against N on log-log axes: every run, each N's mean with its interval over seeds, the
     fit, and with `paper` the paper's fit of the same quantity."""
-    reached = [r for r in rows if (r.get(key) or 0) > 0]
+    reached = positive(rows, key)
     if not reached:
         raise ValueError(f"no run has a {key.replace('_', ' ')} above 0 to draw on log axes")
     x, mean, low, high = _intervals(reached, "n_individuals", key)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,14 +164,14 @@ def parse_study(values: dict, path: str) -> Study:
 def _check_distinct_points(study: Study, path: str) -> None:
     """Every grid point its own run: no value given twice, no two points sharing a run folder."""
     for key, values in study.grid.items():
-        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        repeated = sorted(str(v) for v, n in Counter(map(repr, values)).items() if n > 1)
         if repeated:
             raise RecipeError(f"study '{path}': grid key '{key}' gives {', '.join(repeated)} more than once: give each "
                               f"value once (seeds are a grid key: add seed: [0, 1, 2] for repeats)")
-    names = [study.name(point) for point in study.points()]
-    shared = sorted({name for name in names if names.count(name) > 1})
+    names = Counter(study.name(point) for point in study.points())
+    shared = sorted(name for name, n in names.items() if n > 1)
     if shared:
-        raise RecipeError(f"study '{path}' has {len(names) - len(set(names))} grid points that repeat another's run "
+        raise RecipeError(f"study '{path}' has {names.total() - len(names)} grid points that repeat another's run "
                           f"folder ({', '.join(shared[:3])}): give each combination once"
                           + (", and name every key the grid varies in run_name" if study.run_name else ""))
 

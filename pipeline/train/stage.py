@@ -36,7 +36,7 @@ from ..evaluation import Evaluator
 from ..hub.client import HubPusher, check_can_push
 from ..hub.revisions import push_run_files
 from ..model import count_parameters, whole_model_init
-from ..run_folder import EXTENDED_FROM, HUB_LOG, RunFolder, read_state
+from ..run_folder import HUB_LOG, Resolution, RunFolder, read_state
 from .callbacks import Callback, EvaluationCallback, HubPushCallback, log_spaced_steps
 from .checkpoints import PermanentCheckpoints, ResumeCheckpointer
 from .trainer import Trainer, make_accelerator
@@ -122,8 +122,8 @@ def run_stage(stage: Stage, args: TrainArguments) -> Path:
         resolution = broadcast_object_list(decision)[0]
         state = read_state(resolution.checkpoint) if resolution.checkpoint else {}
         check_same_corpus(run, state, stage.corpus)
-        if resolution.changes:
-            _record_changes(run, stage, resolution.changes, accelerator.is_main_process)
+        if resolution.changed:
+            _record_changes(run, stage, resolution, accelerator.is_main_process)
         if resolution.action == "done":
             if accelerator.is_main_process:
                 print(f"{run.path} already holds this run, complete; report: {stage.write_report(run, stage.corpus)}")
@@ -134,22 +134,22 @@ def run_stage(stage: Stage, args: TrainArguments) -> Path:
     return run.path
 
 
-def _record_changes(run: RunFolder, stage: Stage, changes: dict, main: bool) -> None:
+def _record_changes(run: RunFolder, stage: Stage, resolution: Resolution, main: bool) -> None:
     """A run going on with a moved corpus, or extended: refused (by every process) for a sampler whose draws
     depend on the run's length, else recorded in its run_config.yaml and said (by the `main` one)."""
-    if EXTENDED_FROM in changes and stage.data.segments(stage.recipe["max_steps"]):
+    if resolution.extended_from is not None and stage.data.segments(stage.recipe["max_steps"]):
         raise RecipeError(f"extend_to: the sequential sampler of '{run.path}' spreads its visits over max_steps, so "
                           f"a longer run draws other biographies from the first step: start the longer run in "
                           f"another output_dir with --max_steps {stage.recipe['max_steps']}")
     if not main:
         return
-    run.record(stage.recipe, changes)
-    if "corpus" in changes:
-        print(f"{run.path}: its corpus moved from {changes['corpus']} to {stage.corpus.path} (same fingerprint "
+    saved = run.record(stage.recipe, resolution.extended_from)
+    if resolution.moved_from is not None:
+        print(f"{run.path}: its corpus moved from {resolution.moved_from} to {stage.corpus.path} (same fingerprint "
               f"{stage.corpus.fingerprint()}): resuming, the new path recorded")
-    if EXTENDED_FROM in changes:
-        print(f"{run.path}: extended from {changes[EXTENDED_FROM]:,} to {stage.recipe['max_steps']:,} steps. "
-              f"{describe_extension(run.recipe())}")
+    if resolution.extended_from is not None:
+        print(f"{run.path}: extended from {resolution.extended_from:,} to {stage.recipe['max_steps']:,} steps. "
+              f"{describe_extension(saved)}")
 
 
 def _prepare_folder(run: RunFolder, stage: Stage, action: str, checkpoint: Path | None,
