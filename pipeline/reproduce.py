@@ -6,6 +6,7 @@ verdict per claim from the rule recipes/claims.yaml fixed for it.
     python -m pipeline.reproduce --scale cpu --jobs 2            # a 2-core machine, under 2 hours
     python -m pipeline.reproduce --scale paper --devices 0,1,2,3 --runs_per_device 2
     python -m pipeline.reproduce --scale cpu --claims C2,C5      # only these claims (and their studies)
+    python -m pipeline.reproduce --scale smoke --output_dir /tmp/s  # the ledger and the studies in /tmp/s
     python -m pipeline.reproduce --scale cpu --ledger_only       # the ledger from finished studies
     python -m pipeline.reproduce --scale cpu --ledger_only --publish docs/claims --readme README.md
     python -m pipeline.reproduce --scale paper --plan            # runs, steps and estimated GPU-hours; runs nothing
@@ -34,7 +35,7 @@ from data_gen.recipe import parse_recipe
 
 from .studies.claims import SCALES, load_claims
 from .studies.figures import summarize_study
-from .studies.ledger import LEDGER_JSON, RUN_RECORD, machine, publish_ledger, write_ledger, write_readme_table
+from .studies.ledger import EVIDENCE, LEDGER_JSON, RUN_RECORD, machine, publish_ledger, write_ledger, write_readme_table
 from .studies.parallel import Pool, add_pool_arguments, pool_from
 from .studies.plan import plan_table
 from .studies.runner import build_corpora, run_study, study_jobs
@@ -78,7 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", required=True, choices=SCALES, help="smoke, cpu or paper.")
     parser.add_argument("--claims", help="Claims to reproduce, e.g. C2,C5 (default: all).")
     parser.add_argument("--claims_file", default=CLAIMS_FILE, help=f"The claims (default {CLAIMS_FILE}).")
-    parser.add_argument("--output_dir", type=Path, help="Where the ledger goes (default runs/reproduce/<scale>).")
+    parser.add_argument("--output_dir", type=Path,
+                        help="Where the ledger goes (default runs/reproduce/<scale>). Given, the studies go there too, "
+                             "each to <output_dir>/studies/<study> (its first run to <output_dir>/studies/<its "
+                             "folder's name> unless inside the study's folder); else where each study file's "
+                             "output_dir says.")
     parser.add_argument("--ledger_only", action="store_true", help="Only write the ledger from finished studies.")
     add_pool_arguments(parser)
     parser.add_argument("--plan", action="store_true", help="Print each study's runs, steps and estimated GPU-hours.")
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     check_rules(claims)
     selected = claims.select([c.strip() for c in args.claims.split(",") if c.strip()] if args.claims else None)
     names = list(dict.fromkeys(n for c in selected for n in c.studies if claims.study_file(n, args.scale)))
-    studies = {name: claims.load(name, args.scale) for name in names}
+    studies = {name: claims.load(name, args.scale, args.output_dir) for name in names}
     out = args.output_dir or Path("runs/reproduce") / args.scale
     if args.plan:
         table = plan_table(studies, {n: claims.study_file(n, args.scale) for n in names}, args.scale)
@@ -117,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
             "command": shlex.join(["python", "-m", "pipeline.reproduce", *(sys.argv[1:] if argv is None else argv)]),
             "wall_s": round(time.monotonic() - start, 1), "machine": machine(), "studies": names,
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
-    entries = write_ledger(claims, selected, args.scale, out)
+    entries = write_ledger(claims, selected, args.scale, out, args.claims_file,
+                           fallback=(args.publish or out) / EVIDENCE, root=args.output_dir)
     print(f"{len(entries)} claims in {out / 'claims.md'}: " + ", ".join(f"{e.id} {e.verdict}" for e in entries))
     if args.publish:
         publish_ledger(out, args.publish)

@@ -4,6 +4,7 @@ reports, the Hub and studies read through it.
 
     runs/demo/
       run_config.yaml            the resolved recipe
+      run_start.json             the code commit the run first started from, and when (kept across resumes)
       trajectory.jsonl           one line per evaluation and group of individuals
       checkpoints/step-*/        permanent checkpoints: Hugging Face weights, tokenizer, exposures.npy,
                                  manifest.json (each file's hashes, for the Hub),
@@ -29,9 +30,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +44,7 @@ from common.errors import RecipeError, RunError
 from data_gen.folders import contents
 
 RUN_CONFIG = "run_config.yaml"
+RUN_START = "run_start.json"  # RunStart: not in run_config.yaml, so that it is no part of the run's identity
 TRAJECTORY = "trajectory.jsonl"
 CHECKPOINTS = "checkpoints"
 RESUME = "resume"
@@ -91,6 +95,38 @@ PATCHING_GRID_FIGURE = "patching_grid.png"  # final loss and plateau length over
 
 EXTENDED_FROM = "extended_from"  # run_config.yaml: the max_steps a run had before each --extend_to
 UNCHECKED_KEYS = {"overwrite_output_dir", "extend_to", EXTENDED_FROM}  # recipe keys a resumed run may change
+
+
+def git(folder: Path, *args: str) -> str | None:
+    """git's output for `args` run in `folder`, stripped; None where git is missing or fails (outside a checkout)."""
+    try:
+        done = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def code_commit(folder: Path = Path(__file__).parent) -> str | None:
+    """The git HEAD of the source tree holding `folder` (this code's), with `+dirty` where its tracked files
+    differ from HEAD (or git cannot tell); None outside a git checkout."""
+    head = git(folder, "rev-parse", "HEAD")
+    if head is None:
+        return None
+    changes = git(folder, "--no-optional-locks", "status", "--porcelain", "--untracked-files=no")  # takes no lock
+    return head + ("" if changes == "" else "+dirty")
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """When a run first started (UTC, ISO) and from which code commit (`code_commit`); None where not recorded
+    (a run from before they were, or outside a git checkout)."""
+
+    code_commit: str | None = None
+    started_at: str | None = None
+
+    @classmethod
+    def now(cls) -> RunStart:
+        return cls(code_commit(), datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
 def checkpoint_name(step: int) -> str:
@@ -260,6 +296,11 @@ class RunFolder:
             raise RecipeError(f"'{self.path}' is not a run folder (no {RUN_CONFIG}): point at a training output_dir")
         return yaml.safe_load((self.path / RUN_CONFIG).read_text())
 
+    def run_start(self) -> RunStart:
+        """When and from which code commit the run first started (`RunStart`)."""
+        path = self.path / RUN_START
+        return RunStart(**json.loads(path.read_text())) if path.is_file() else RunStart()
+
     def trajectory(self) -> list[dict]:
         """The run's evaluations; a missing or empty trajectory is one clear error."""
         path = self.path / TRAJECTORY
@@ -371,13 +412,14 @@ class RunFolder:
         return saved
 
     def start(self, recipe: dict) -> None:
-        """Empty a previous run's folder (already checked by `resolve`, and replaced only when asked to) and
-        save the recipe."""
+        """Empty a previous run's folder (already checked by `resolve`, and replaced only when asked to), save
+        the recipe and record the start (`RunStart`: a resume or an extension keeps it)."""
         if self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True)
         fresh = {**recipe, EXTENDED_FROM: []} if EXTENDED_FROM in recipe else recipe  # a saved recipe, run anew
         write_durably(self.path / RUN_CONFIG, yaml.safe_dump(fresh, sort_keys=False))
+        write_durably(self.path / RUN_START, json.dumps(asdict(RunStart.now()), indent=1))
 
     def rewind(self, step: int) -> None:
         """Drop what an interrupted run wrote after the checkpoint it resumes from (everything it computed, for

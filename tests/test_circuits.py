@@ -12,7 +12,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from data_gen import RecipeError
-from pipeline.analysis.circuits import attention_statistics
+from pipeline.analysis.circuits import analysis_batch, attention_statistics, chance_statistics
 from pipeline.analysis.phases import run_phases
 from pipeline.analyze import main as analyze_main
 from pipeline.pretrain import main as pretrain_main
@@ -45,6 +45,99 @@ def test_attention_statistics_on_a_hand_built_pattern():
 
     expected = np.mean([normalised_entropy(pattern[t, : t + 1], t) for t in range(1, 8)])
     assert stats["entropy"][0, 0] == pytest.approx(expected, rel=1e-5)
+
+
+# Two biographies of two sentences, the second right-padded by two positions (as corpus batches are):
+#   0: <bos> F M L lives in V0 | F M L is V1 .  <eos>
+#   1: <bos> F M L at V2       | F M L in V3 <eos> <pad> <pad>
+TWO_BIOGRAPHIES = {
+    "name_part": torch.tensor([[-1, 0, 1, 2, -1, -1, -1, 0, 1, 2, -1, -1, -1, -1],
+                               [-1, 0, 1, 2, -1, -1, 0, 1, 2, -1, -1, -1, -1, -1]]),
+    "sentence": torch.tensor([[-1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, -1],
+                              [-1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, -1, -1, -1]]),
+    "value_attribute": torch.tensor([[-1, -1, -1, -1, -1, -1, 0, -1, -1, -1, -1, 1, -1, -1],
+                                     [-1, -1, -1, -1, -1, 2, -1, -1, -1, -1, 3, -1, -1, -1]]),
+    "attention_mask": torch.tensor([[1] * 14, [1] * 12 + [0] * 2])}
+LENGTHS = (14, 12)
+
+
+def _uniform_by_hand(lengths, width: int) -> torch.Tensor:
+    """Uniform causal attention [b, 1, T, T] over each row's real positions; padded queries attend to all
+    positions (garbage that no statistic may read)."""
+    pattern = torch.full((len(lengths), 1, width, width), 1.0 / width)
+    for row, length in enumerate(lengths):
+        for t in range(length):
+            pattern[row, 0, t] = torch.tensor([1.0 / (t + 1) if k <= t else 0.0 for k in range(width)])
+    return pattern
+
+
+def _hand_built_pattern() -> torch.Tensor:
+    pattern = _uniform_by_hand(LENGTHS, 14)
+
+    def put(row, t, masses):
+        pattern[row, 0, t] = torch.tensor(masses + [0.0] * (14 - len(masses)))
+
+    put(0, 3, [0.0, 0.3, 0.2, 0.5])  # last names: 0.5, 0.8, 0.2 and (uniform) 2/9 on their first and middle name
+    put(0, 9, [0.0] * 7 + [0.4, 0.4, 0.2])
+    put(1, 3, [0.1, 0.1, 0.1, 0.7])
+    put(0, 5, [0.25, 0.1, 0.1, 0.2, 0.2, 0.15])  # before a value: names 0.4, text 0.35 ("lives in")
+    put(0, 10, [0.0] * 9 + [0.9, 0.1])  # names 0.9, text 0.1
+    put(1, 9, [1.0])  # all on <bos>: names 0, text 0; (1, 4) stays uniform: names 3/5, text 1/5
+    return pattern
+
+
+def _entropy_by_hand(pattern: torch.Tensor, lengths) -> float:
+    """Mean over real queries seeing more than one position of entropy / log(positions seen)."""
+    values = []
+    for row, length in enumerate(lengths):
+        for t in range(1, length):
+            p = pattern[row, 0, t, : t + 1]
+            p = p[p > 0]
+            values.append(float(-(p * p.log()).sum()) / math.log(t + 1))
+    return float(np.mean(values))
+
+
+def _hand_built_statistics() -> dict[str, float]:
+    name, text = (0.4 + 0.9 + 3 / 5 + 0) / 4, (0.35 + 0.1 + 1 / 5 + 0) / 4
+    return {"name_grouping": (0.5 + 0.8 + 0.2 + 2 / 9) / 4, "extraction_name": name, "extraction_text": text,
+            "extraction_ratio": name / (name + text), "entropy": _entropy_by_hand(_hand_built_pattern(), LENGTHS)}
+
+
+def _chance_by_hand() -> dict[str, float]:
+    """Uniform attention: the last names at positions 3 and 9 (row 0), 3 and 8 (row 1) see 4, 10, 4, 9 positions,
+    two of them their own first and middle names; the positions before a value see 6, 11, 5, 10 positions, three
+    of them names and 2, 1, 1, 1 other tokens of their sentence; every row's entropy is log t."""
+    name, text = (3 / 6 + 3 / 11 + 3 / 5 + 3 / 10) / 4, (2 / 6 + 1 / 11 + 1 / 5 + 1 / 10) / 4
+    return {"name_grouping": (2 / 4 + 2 / 10 + 2 / 4 + 2 / 9) / 4, "extraction_name": name, "extraction_text": text,
+            "extraction_ratio": name / (name + text), "entropy": 1.0}
+
+
+def _check(stats: dict, expected: dict[str, float]) -> None:
+    assert set(stats) == set(expected)
+    for key, value in expected.items():
+        assert float(np.asarray(stats[key]).flat[0]) == pytest.approx(value, rel=1e-5), key
+
+
+def test_attention_statistics_and_their_chance_on_two_padded_biographies():
+    _check(attention_statistics([_hand_built_pattern()], TWO_BIOGRAPHIES), _hand_built_statistics())
+    _check(attention_statistics([_uniform_by_hand(LENGTHS, 14)], TWO_BIOGRAPHIES), _chance_by_hand())
+    _check(chance_statistics(TWO_BIOGRAPHIES), _chance_by_hand())
+
+
+def _left_padded(tensor: torch.Tensor, fill: int) -> torch.Tensor:
+    """Row 1 of a [2, T] batch tensor moved right by its two padding positions."""
+    out = tensor.clone()
+    out[1] = torch.cat([torch.full((2,), fill), tensor[1, :12]])
+    return out
+
+
+def test_left_padding_gives_the_same_statistics_and_chance():
+    batch = {key: _left_padded(value, 0 if key == "attention_mask" else -1) for key, value in TWO_BIOGRAPHIES.items()}
+    pattern = torch.full((2, 1, 14, 14), 1.0 / 14)  # padded queries: garbage
+    pattern[0] = _hand_built_pattern()[0]
+    pattern[1, 0, 2:] = torch.cat([torch.zeros(12, 2), _hand_built_pattern()[1, 0, :12, :12]], dim=1)
+    _check(attention_statistics([pattern], batch), _hand_built_statistics())
+    _check(chance_statistics(batch), _chance_by_hand())
 
 
 def test_patching_replaces_the_pattern_and_blocks_its_gradient():
@@ -80,6 +173,15 @@ def reference(corpus_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("patching") / "reference"
     pretrain_main(_flags(corpus_dir, run, 1000))
     return run
+
+
+def test_every_attention_row_carries_the_chance_levels_of_its_biographies(reference, corpus):
+    rows = [json.loads(line) for line in (reference / "attention.jsonl").read_text().splitlines()]
+    chance = chance_statistics(analysis_batch(corpus, 64))  # the report's table: 64 biographies
+    assert list(rows[0])[3:5] == ["name_grouping", "name_grouping_chance"]
+    assert all(row[f"{name}_chance"] == pytest.approx(value) for row in rows for name, value in chance.items())
+    assert chance["entropy"] == pytest.approx(1.0) and 0 < chance["name_grouping"] < 0.3
+    assert f"(chance {chance['name_grouping']:.3f})" in (reference / "report.md").read_text()
 
 
 @pytest.mark.slow

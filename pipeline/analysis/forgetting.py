@@ -3,14 +3,17 @@ ones, and where the model changed (attention patterns against weights, block by 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from data_gen import Corpus
 
 from ..model import BLOCKS, load_eager
-from ..run_folder import FINETUNE, HELDOUT, NEW, OLD, RunFolder, series, step_of
+from ..run_folder import CHECKPOINTS, FINETUNE, HELDOUT, NEW, OLD, PRETRAIN, STATE, RunFolder, series, step_of
 from .circuits import analysis_batch, attention_patterns
+from .phases import run_phases
 
 
 def _first_step(steps: np.ndarray, reached: np.ndarray) -> float | None:
@@ -57,20 +60,54 @@ def attention_distance(reference: list[torch.Tensor], patterns: list[torch.Tenso
                      for a, b in zip(reference, patterns)])
 
 
+def reference_checkpoints(run: RunFolder) -> tuple[Path, int] | str:
+    """The pretraining checkpoint a fine-tuning run's reference movement starts from, and the step of the
+    checkpoint it was fine-tuned from (`init_from`), where the movement ends; or why there is none. The start is
+    the checkpoint of the pretraining run nearest its plateau end (its first after step 0 without one), among
+    those before init_from: attention moves that much while knowledge is acquired."""
+    init_from = Path(run.recipe()["init_from"])
+    pretraining = RunFolder(init_from.parent.parent)
+    if init_from.parent.name != CHECKPOINTS or not (init_from / STATE).is_file() or not pretraining.is_run():
+        return (f"init_from '{init_from}' is not a checkpoint of a run folder found from the working directory (a Hub "
+                f"model, or a relative path from another one)")
+    if pretraining.stage() != PRETRAIN:
+        return f"init_from '{init_from}' is a checkpoint of a fine-tuning run"
+    end = step_of(init_from)
+    earlier = [c for c in pretraining.complete_checkpoints() if 0 < step_of(c) < end]
+    if not earlier:
+        return f"the pretraining run '{pretraining.path}' saved no checkpoint between step 0 and step {end:,}"
+    plateau_end = run_phases(pretraining.trajectory()).plateau_end
+    start = earlier[0] if plateau_end is None else min(earlier, key=lambda c: abs(step_of(c) - plateau_end))
+    return start, end
+
+
+def _reference_movement(run: RunFolder, batch: dict[str, torch.Tensor], pretrained: list[torch.Tensor]) -> dict:
+    """The drift rows' reference: the attention distance of the pretrained model's patterns (`pretrained`) from
+    those of the `reference_checkpoints` start, and their steps; None for both where there is no reference."""
+    found = reference_checkpoints(run)
+    if isinstance(found, str):
+        return {"reference_attention_distance": None, "reference_steps": None}
+    start, end = found
+    distance = attention_distance(attention_patterns(load_eager(start), batch), pretrained, batch["attention_mask"])
+    return {"reference_attention_distance": float(distance.mean()), "reference_steps": [step_of(start), end]}
+
+
 def drift_table(run: RunFolder, corpus: Corpus, n_biographies: int = 64) -> list[dict]:
     """For each checkpoint of a fine-tuning run, how far it moved from the run's step-0 (pretrained)
-    checkpoint: attention distance per layer on old individuals' biographies, and weight change per block."""
+    checkpoint: attention distance per layer on old individuals' biographies, and weight change per block;
+    beside it, the reference movement of attention during pretraining (`_reference_movement`)."""
     checkpoints = run.complete_checkpoints()
     if not checkpoints or step_of(checkpoints[0]) != 0:
         return []
     batch = analysis_batch(corpus, n_biographies)
-    reference = load_eager(checkpoints[0])
-    reference_patterns = attention_patterns(reference, batch)
+    pretrained = load_eager(checkpoints[0])
+    pretrained_patterns = attention_patterns(pretrained, batch)
+    movement = _reference_movement(run, batch, pretrained_patterns)
     rows = []
     for checkpoint in checkpoints:
         model = load_eager(checkpoint)
-        distance = attention_distance(reference_patterns, attention_patterns(model, batch), batch["attention_mask"])
+        distance = attention_distance(pretrained_patterns, attention_patterns(model, batch), batch["attention_mask"])
         rows.append({"step": step_of(checkpoint), "attention_distance": float(distance.mean()),
-                     "attention_distance_by_layer": distance.tolist(),
-                     **{f"weight_change_{k}": v for k, v in weight_change(reference, model).items()}})
+                     "attention_distance_by_layer": distance.tolist(), **movement,
+                     **{f"weight_change_{k}": v for k, v in weight_change(pretrained, model).items()}})
     return rows

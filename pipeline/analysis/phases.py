@@ -1,11 +1,15 @@
 """The three learning phases of a run's trajectory, and the onset of hallucinations.
 
-Phases, on the attribute loss of seen individuals against the no-knowledge baseline B:
-1. the loss falls to the baseline: phase 1 ends, and the plateau starts, when it first enters
-   [B(1-tol), B(1+tol)];
-2. the plateau lasts until the loss leaves that band downwards;
+Phases, on the attribute loss of seen individuals against the no-knowledge baseline B and its band
+[B(1-tol), B(1+tol)]:
+1. the loss falls to the baseline: phase 1 ends, and the plateau starts, when it first enters the band;
+2. the plateau lasts until the loss leaves the band downwards;
 3. knowledge emerges: the step at which accuracy first reaches `emergence_accuracy`.
-Crossing steps are interpolated linearly between evaluations.
+Every crossing (entering the band, leaving it, emergence, the hallucination onset) is interpolated linearly
+between the two evaluations around it (`crossings.crossing`). A plateau needs an evaluation inside the band:
+when the loss jumps across the band between two evaluations, the plateau is not resolved and has length 0,
+starting and ending where the loss crosses B itself (interpolated), instead of a length that only measures
+the spacing of the evaluations.
 """
 
 from __future__ import annotations
@@ -15,18 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..run_folder import HELDOUT, SEEN, series
-
-
-def _crossing(steps: np.ndarray, values: np.ndarray, level: float, start: int = 0) -> tuple[float | None, int]:
-    """First step at or after index `start` where `values` falls to `level`, and its index."""
-    below = np.flatnonzero(values[start:] <= level)
-    if not len(below):
-        return None, len(values)
-    i = start + below[0]
-    if i == 0 or values[i - 1] == values[i]:
-        return float(steps[i]), i
-    fraction = (values[i - 1] - level) / (values[i - 1] - values[i])
-    return float(steps[i - 1] + fraction * (steps[i] - steps[i - 1])), i
+from .crossings import crossing
 
 
 @dataclass
@@ -48,11 +41,22 @@ class Phases:
         return {**asdict(self), "plateau_length": self.plateau_length}
 
 
+def _plateau(steps: np.ndarray, loss: np.ndarray, baseline: float,
+             tolerance: float) -> tuple[float | None, float | None]:
+    """The plateau's start and end (None where the loss never enters, or never leaves, the band)."""
+    start, i = crossing(steps, loss, baseline * (1 + tolerance))
+    if start is None:
+        return None, None
+    if loss[i] < baseline * (1 - tolerance):  # across the band between two evaluations: not resolved
+        at_baseline = crossing(steps, loss, baseline)[0]
+        return at_baseline, at_baseline
+    return start, crossing(steps, loss, baseline * (1 - tolerance), i)[0]
+
+
 def detect_phases(steps: np.ndarray, loss: np.ndarray, accuracy: np.ndarray, baseline: float,
                   tolerance: float = 0.05, emergence_accuracy: float = 0.5) -> Phases:
-    plateau_start, i = _crossing(steps, loss, baseline * (1 + tolerance))
-    plateau_end = _crossing(steps, loss, baseline * (1 - tolerance), i)[0] if plateau_start is not None else None
-    emergence = _crossing(steps, -accuracy, -emergence_accuracy)[0]
+    plateau_start, plateau_end = _plateau(steps, loss, baseline, tolerance)
+    emergence = crossing(steps, accuracy, emergence_accuracy, rising=True)[0]
     return Phases(baseline, plateau_start, plateau_end, emergence, float(steps.max()) if len(steps) else 0.0)
 
 
@@ -60,7 +64,7 @@ def hallucination_onset(steps: np.ndarray, heldout_loss: np.ndarray, baseline: f
                         tolerance: float = 0.05) -> float | None:
     """The step at which the held-out loss starts to rise: `tolerance` x baseline above its minimum."""
     lowest = int(np.argmin(heldout_loss))
-    return _crossing(steps, -heldout_loss, -(heldout_loss[lowest] + tolerance * baseline), lowest)[0]
+    return crossing(steps, heldout_loss, heldout_loss[lowest] + tolerance * baseline, lowest, rising=True)[0]
 
 
 def run_phases(rows: list[dict], tolerance: float = 0.05, **kwargs) -> Phases:

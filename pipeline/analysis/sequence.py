@@ -1,16 +1,27 @@
 """Learning and forgetting of the groups of a sequential sampler (claim C23): each group's attribute loss
 while it is trained (a visit: the loss falls) and from when it is left until it is trained again or the run
-ends (the loss rises), as rates in nats per 1,000 steps, interpolated between evaluations."""
+ends (the loss rises), as rates in nats per 1,000 steps and half-lives.
+
+An evaluation at step s describes the model after s steps: a visit (start, end) is described by the group's
+evaluations at steps in [start, end], the forgetting after it by those in [end, until]. Nothing is
+interpolated across a switch of group: a span's losses are those of its first and last evaluation, its rate
+their difference over the steps between them, and its half-life the steps from its first evaluation until
+the loss covers half of that difference (that crossing interpolated between the evaluations inside the span).
+A span with fewer than two evaluations has no rate; a visit without one is left out, as is a visit that ends
+after the last evaluation.
+"""
 
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import NamedTuple
 
 import numpy as np
 
 from data_gen.samplers import SamplerConfig
 
 from ..run_folder import sequence_group, series
+from .crossings import crossing
 
 
 def run_segments(recipe: dict) -> list[tuple[int, int, int]]:
@@ -20,37 +31,46 @@ def run_segments(recipe: dict) -> list[tuple[int, int, int]]:
     return config.segments(recipe["max_steps"])
 
 
-def _half_steps(steps: np.ndarray, loss: np.ndarray, start: float, until: float, first: float,
-                last: float) -> float | None:
-    """Steps from `start` until the loss first covers half of its change from `first` (at `start`) to `last`
-    (at `until`)."""
-    inside = (steps >= start) & (steps <= until)
+class Span(NamedTuple):
+    """The loss over the evaluations of a span: at its first and last, the change per 1,000 steps between them,
+    and the steps from the first until it covers half of that change (None without a change)."""
+
+    loss_first: float
+    loss_last: float
+    change_per_1k: float
+    half_steps: float | None
+
+
+def _span(steps: np.ndarray, loss: np.ndarray, first: float, last: float) -> Span | None:
+    """The Span of the evaluations at steps `first` to `last` (both included); None with fewer than two."""
+    inside = (steps >= first) & (steps <= last)
     xs, ys = steps[inside], loss[inside]
-    if not len(xs) or first == last:
+    if len(xs) < 2:
         return None
-    crossed = np.nonzero((ys - (first + last) / 2) * np.sign(last - first) >= 0)[0]
-    return float(xs[crossed[0]] - start) if len(crossed) else None
+    change = float(ys[-1] - ys[0])
+    half = crossing(xs, ys, ys[0] + change / 2, rising=change > 0)[0] if change else None
+    return Span(float(ys[0]), float(ys[-1]), 1000 * change / float(xs[-1] - xs[0]),
+                None if half is None else half - float(xs[0]))
 
 
 def visit_rates(rows: list[dict], segments: list[tuple[int, int, int]]) -> list[dict]:
-    """Per visit of a group: its loss when the visit starts and ends, the learning rate over the visit and
-    the forgetting rate from its end to the group's next visit (or the last evaluation), and the steps each
+    """Per visit of a group: its loss at the visit's first and last evaluation, the learning rate over the visit
+    and the forgetting rate from its end to the group's next visit (or the last evaluation), and the steps each
     takes to cover half of its change (a half-life: the mean rates dilute a fast change that saturates)."""
     visits = []
     for k, (start, end, group) in enumerate(segments):
         steps, loss = series(rows, sequence_group(group), "attribute_loss")
-        if not len(steps) or end > steps[-1]:
+        if not len(steps) or end > steps[-1] or (learning := _span(steps, loss, start, end)) is None:
             continue
         later = [a for a, _, g in segments[k + 1:] if g == group]
         until = min(later[0] if later else steps[-1], steps[-1])
-        at = np.interp([start, end, until], steps, loss)
-        visits.append({"group": group, "start": start, "end": end, "loss_start": float(at[0]),
-                       "loss_end": float(at[1]), "learning_per_1k": 1000 * float(at[0] - at[1]) / (end - start),
+        forgetting = _span(steps, loss, end, until)
+        visits.append({"group": group, "start": start, "end": end, "loss_start": learning.loss_first,
+                       "loss_end": learning.loss_last, "learning_per_1k": -learning.change_per_1k,
                        "left_until": int(until),
-                       "forgetting_per_1k": 1000 * float(at[2] - at[1]) / (until - end) if until > end else None,
-                       "learning_half_steps": _half_steps(steps, loss, start, end, at[0], at[1]),
-                       "forgetting_half_steps": _half_steps(steps, loss, end, until, at[1], at[2])
-                       if until > end else None})
+                       "forgetting_per_1k": forgetting.change_per_1k if forgetting else None,
+                       "learning_half_steps": learning.half_steps,
+                       "forgetting_half_steps": forgetting.half_steps if forgetting else None})
     return visits
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from data_gen import Corpus
 
-from ..analysis.forgetting import forgetting_summary
+from ..analysis.forgetting import forgetting_summary, reference_checkpoints
 from ..analysis.tables import weight_drift_table
 from ..config import describe_extension
 from ..run_folder import FINETUNE_SUMMARY, FORGETTING_FIGURE, REPORT, RUN_CONFIG, RunFolder, read_state
@@ -29,6 +29,35 @@ def _other_corpus_note(run: RunFolder) -> str:
             f"numbers do not measure forgetting.\n")
 
 
+def _share_of_reference(row: dict) -> str:
+    """A drift row's attention distance as a share of the reference movement, where there is one."""
+    reference = row.get("reference_attention_distance")
+    return f"{row['attention_distance'] / reference:.2f}" if reference else "-"
+
+
+def _reference_text(run: RunFolder, drift: list[dict]) -> str:
+    """The reference movement the attention distance is read against, or why there is none."""
+    reference, steps = drift[0].get("reference_attention_distance"), drift[0].get("reference_steps")
+    if reference is None:
+        why = reference_checkpoints(run)
+        return f"Reference movement: none ({why if isinstance(why, str) else 'drift.jsonl is older than it'})."
+    return (f"Reference movement: attention moved {reference:.4f} (total variation, on the same biographies) in "
+            f"pretraining, from step {steps[0]:,} (its checkpoint nearest the plateau end, or its first without one) "
+            f"to step {steps[1]:,} (the model fine-tuned here), while the knowledge was acquired.")
+
+
+def _drift_section(run: RunFolder, drift: list[dict]) -> str:
+    """The drift table, each attention distance also as a share of the reference movement, then that reference."""
+    if not drift:
+        return "No step-0 checkpoint was saved."
+    lines = ["| step | attention distance (total variation) | / reference movement | attention weights "
+             "| MLP weights | embeddings |", "|---|---|---|---|---|---|"] + [
+        f"| {r['step']:,} | {r['attention_distance']:.4f} | {_share_of_reference(r)} | "
+        f"{r['weight_change_attention']:.4f} | {r['weight_change_mlp']:.4f} | {r['weight_change_embeddings']:.4f} |"
+        for r in drift]
+    return "\n".join(lines) + f"\n\n{_reference_text(run, drift)}"
+
+
 def write_finetune_report(run: RunFolder, corpus: Corpus) -> Path:
     """A fine-tuning run's summary (finetune.json), drift table, figure and report.md. `corpus` is the
     run's, whose biographies the attention drift is measured on."""
@@ -39,10 +68,6 @@ def write_finetune_report(run: RunFolder, corpus: Corpus) -> Path:
     drift = weight_drift_table(run, corpus)
     plot_forgetting({f"{recipe['n_individuals_finetune']} new, replay {recipe['replay_weight']}": rows},
                     run / FORGETTING_FIGURE, drift)
-    drift_lines = ["| step | attention distance (total variation) | attention weights | MLP weights | embeddings |",
-                   "|---|---|---|---|---|"] + [
-        f"| {r['step']:,} | {r['attention_distance']:.4f} | {r['weight_change_attention']:.4f} | "
-        f"{r['weight_change_mlp']:.4f} | {r['weight_change_embeddings']:.4f} |" for r in drift]
     text = f"""# Fine-tuning report: `{run.path}`
 
 From `{recipe['init_from']}`{f" (revision {recipe['init_revision']})" if recipe['init_revision'] else ""}:
@@ -69,7 +94,7 @@ From `{recipe['init_from']}`{f" (revision {recipe['init_revision']})" if recipe[
 
 ## Where the model changed (against its step-0, pretrained, weights)
 
-{chr(10).join(drift_lines) if drift else "No step-0 checkpoint was saved."}
+{_drift_section(run, drift)}
 
 ## Final evaluation (step {summary['last_step']:,.0f})
 

@@ -29,6 +29,20 @@ from ..run_folder import (
 from .markdown import final_table, step_text
 from .plots import plot_attention, plot_hallucinations, plot_phases, plot_sequence
 
+CHANCE_NOTE = ("\n\nChance: the statistic under uniform causal attention on the same biographies (each query's mass "
+               "spread evenly over itself and the earlier tokens); a value at chance measures no circuit.")
+
+
+def _beside_chance(value: float, chance: float | None) -> str:
+    """A statistic and its chance level (absent from tables written before chance levels were measured)."""
+    return f"{value:.3f}" if chance is None else f"{value:.3f} (chance {chance:.3f})"
+
+
+def _best(rows: list[dict], layer: int, key: str) -> str:
+    """The statistic `key` of the best head of `layer`, beside its chance level."""
+    best = max((r for r in rows if r["layer"] == layer), key=lambda r: r[key])
+    return _beside_chance(best[key], best.get(f"{key}_chance"))
+
 
 def _circuit_summary(rows: list[dict]) -> str:
     last_layer = max(r["layer"] for r in rows)
@@ -36,11 +50,10 @@ def _circuit_summary(rows: list[dict]) -> str:
              "| entropy / log t (mean) |", "|---|---|---|---|"]
     for step in sorted({r["step"] for r in rows}):
         at = [r for r in rows if r["step"] == step]
-        grouping = max(r["name_grouping"] for r in at if r["layer"] == 0)
-        extraction = max(r["extraction_ratio"] for r in at if r["layer"] == last_layer)
         entropy = sum(r["entropy"] for r in at) / len(at)
-        lines.append(f"| {step:,} | {grouping:.3f} | {extraction:.3f} | {entropy:.3f} |")
-    return "\n".join(lines)
+        lines.append(f"| {step:,} | {_best(at, 0, 'name_grouping')} | {_best(at, last_layer, 'extraction_ratio')} "
+                     f"| {_beside_chance(entropy, at[0].get('entropy_chance'))} |")
+    return "\n".join(lines) + CHANCE_NOTE
 
 
 def _sequence_section(run: RunFolder, rows: list[dict], segments: list[tuple[int, int, int]]) -> str:

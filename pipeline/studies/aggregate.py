@@ -1,14 +1,14 @@
 """A study's runs in its files. summary.csv: one row per run with its grid values, phases and final
-metrics (for a fine-tuning study, its forgetting summary), the mean and a 95% bootstrap interval of
-each headline metric over the runs of its grid point that differ only in seed, and the plateau length
-under three thresholds of the phase detector; runs that failed are rows with their log's last line.
+metrics (for a fine-tuning study, its forgetting summary), the mean and the 95% t-interval of each
+headline metric over the runs of its grid point that differ only in seed (blank below three runs:
+pipeline/studies/intervals), and the plateau's start, end and length under three bands of the phase detector; runs that failed are rows with their log's last line.
 fit.json and capacity.json: the fits across those rows that the grid calls for."""
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,23 +20,19 @@ from ..analysis.phases import run_phases
 from ..analysis.sequence import SEQUENCE_KEYS, run_segments, sequence_summary
 from ..config import ModelArguments, field_names
 from ..run_folder import CAPACITY_FIT, HELDOUT, SEEN, STUDY_FIT, SUMMARY, TRAJECTORY, RunFolder
-from .fit import fit_bits_per_parameter, fit_with_interval, resampled_means
+from .fit import fit_bits_per_parameter, fit_with_interval
+from .intervals import over_seeds
 from .schema import GridPoint, Study
 
 PRETRAIN_METRICS = ("plateau_length", "emergence", "final_accuracy", "final_loss")
 FINETUNE_METRICS = ("old_accuracy_lowest", "old_accuracy_final", "new_accuracy_final", "half_drop_step")
 TOLERANCES = (0.025, 0.05, 0.10)  # of the baseline: the band the phase detector calls the plateau
 TOLERANCE_KEYS = tuple(f"plateau_length_tol{t:g}" for t in TOLERANCES)
+DETECTOR_KEYS = ("plateau_start", "plateau_end", "plateau_length")  # band-dependent: also written per band
 CAPACITY_KEYS = ("knowledge_bits", "knowledge_bits_per_parameter", "knowledge_bits_per_non_embedding_parameter",
                  "parameters", "non_embedding_parameters")
-PLATEAU_STEPS = ("plateau_start", "plateau_end", *TOLERANCE_KEYS)  # fitted in N beside the plateau length
+PLATEAU_STEPS = ("plateau_start", "plateau_end", *(f"{k}_tol{t:g}" for k in DETECTOR_KEYS for t in TOLERANCES))  # fitted in N beside the plateau length
 MODEL_KEYS = field_names(ModelArguments)  # a grid over any of them compares models: bits per parameter
-
-
-def bootstrap_interval(values: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of `values` and the 2.5 and 97.5 percentiles of the means of resamples (with replacement)."""
-    _, (mean,), resampled = resampled_means({0.0: values}, draws, seed)
-    return float(mean), float(np.percentile(resampled, 2.5)), float(np.percentile(resampled, 97.5))
 
 
 def group_rows(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
@@ -68,20 +64,21 @@ def _run_row(study: Study, point: GridPoint, run: RunFolder) -> dict:
             "final_accuracy": final[SEEN]["attribute_accuracy"], "final_loss": final[SEEN]["attribute_loss"],
             "heldout_loss": final[HELDOUT]["attribute_loss"], "baseline_loss": phases.baseline,
             **{key: final[SEEN].get(key) for key in CAPACITY_KEYS},
-            **{key: run_phases(trajectory, tolerance=t).plateau_length for key, t in zip(TOLERANCE_KEYS, TOLERANCES)},
+            **{f"{key}_tol{t:g}": value for t in TOLERANCES
+               for key, value in run_phases(trajectory, tolerance=t).to_dict().items() if key in DETECTOR_KEYS},
             **(sequence_summary(trajectory, segments) if segments else {})}
 
 
 def add_intervals(rows: list[dict], group_keys: list[str], metrics: tuple[str, ...]) -> None:
-    """Give every row the mean, low and high (95% bootstrap over seeds) of each metric over the rows
-    sharing its `group_keys` values, with `<metric>_n` the runs where it was reached."""
+    """Give every row the mean, low and high (95% t-interval over seeds, blank below three runs) of each
+    metric over the rows sharing its `group_keys` values, with `<metric>_n` the runs where it was reached."""
     for members in group_rows(rows, tuple(group_keys)).values():
         for metric in metrics:
             values = [r[metric] for r in members if r.get(metric) is not None]
-            mean, low, high = bootstrap_interval(values) if values else (None, None, None)
+            interval = over_seeds(values) if values else None
             for r in members:
-                r.update({f"{metric}_mean": mean, f"{metric}_low": low, f"{metric}_high": high,
-                          f"{metric}_n": len(values)})
+                r.update({f"{metric}_mean": interval and interval.mean, f"{metric}_low": interval and interval.low,
+                          f"{metric}_high": interval and interval.high, f"{metric}_n": len(values)})
 
 
 def aggregate(study: Study, failed: dict[str, str] | None = None) -> list[dict]:
@@ -91,7 +88,7 @@ def aggregate(study: Study, failed: dict[str, str] | None = None) -> list[dict]:
     for point in study.points():
         run = RunFolder(study.run_folder(point))
         values = {**{k: point.values.get(k) for k in study.axes}, "run": run.path.name,
-                  "baseline": point.baseline is not None}
+                  "baseline": point.baseline is not None, **asdict(run.run_start())}
         if run.path.name in (failed or {}):
             failures.append({**values, "status": "failed", "error": failed[run.path.name]})
         elif (run / TRAJECTORY).is_file():
@@ -132,17 +129,25 @@ def positive(rows: list[dict], key: str) -> list[dict]:
     return [r for r in rows if (r.get(key) or 0) > 0]
 
 
+def by_seed(rows: list[dict], x: str, y: str) -> dict:
+    """seed -> {x: the mean y of that seed's runs at x}, over the rows where y was reached."""
+    out: dict = {}
+    for (seed, at), members in group_rows([r for r in rows if r.get(y) is not None], ("seed", x)).items():
+        out.setdefault(seed, {})[at] = float(np.mean([r[y] for r in members]))
+    return out
+
+
 def plateau_fit(rows: list[dict], key: str = "plateau_length") -> dict | None:
     """The power law of plateau length (or another phase step, `key`) against N, its exponent's interval
     over seeds (needs two N)."""
-    groups = group_values(positive(rows, key), "n_individuals", key)  # a log-log fit
-    return fit_with_interval(groups) if len(groups) >= 2 else None
+    seeds = by_seed(positive(rows, key), "n_individuals", key)  # a log-log fit
+    return fit_with_interval(seeds) if len({n for v in seeds.values() for n in v}) >= 2 else None
 
 
 def capacity_fits(rows: list[dict]) -> dict:
     """Bits per parameter fitted over model sizes, counting all parameters or the non-embedding ones."""
-    return {key: fit_bits_per_parameter(groups) for key in ("non_embedding_parameters", "parameters")
-            if (groups := group_values(rows, key, "knowledge_bits"))}
+    return {key: fit_bits_per_parameter(seeds) for key in ("non_embedding_parameters", "parameters")
+            if (seeds := by_seed(rows, key, "knowledge_bits"))}
 
 
 def write_study_fits(rows: list[dict], study: Study) -> StudyFits:

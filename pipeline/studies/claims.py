@@ -5,17 +5,23 @@ The claims file holds `corpora` (per scale, folder -> corpus recipe: built befor
 missing), `studies` (name -> scale -> study file: each study runs once, however many claims read it)
 and `claims`, a list of: `id`, `statement`, `paper` (the paper's number, with units), `read` (where
 and how it was read), `study` (one name or a list: the studies it reads), `figure` (a file of its first
-study's folder) and `rule` (pipeline/studies/verdicts.py), fixed before any run.
+study's folder), `rule` (pipeline/studies/verdicts.py), and optionally `paper_range` (the paper's value
+of the rule's first number, drawn on the claim's figure) and `changed_after_results` (why the rule was
+written or changed after results were seen: pipeline/studies/prereg.py).
 
 A quantity names one number per run: a column of a study's summary.csv (`column`), or a reduction of
 one of each run's files (`file`: trajectory.jsonl, attention.jsonl, drift.jsonl). A file's rows are
 filtered by `match` (`last` for a key: its largest value) and `steps` (a window, as fractions of the
 run's last step); `column` is divided row by row by `divide_by`, then reduced by `at`: the mean of the
 rows at the last or first step, or their max, min or mean. `where` keeps the runs whose summary values
-match. A value of `where` may be `min`, `max` or `{rank: k}`, for the study's smallest, largest or k-th
-smallest value of that key (k from 0; negative from the largest), so that one rule reads every scale's
-grid; or `{equals: other key}`, for the runs where the two keys hold one value (the patching grid's
-diagonal). `study` picks one of the claim's studies (default: the first).
+match; a study's baseline points are left out unless `where` names `baseline`. A value of `where` may be
+`min`, `max` or `{rank: k}`, for the study's smallest, largest or k-th smallest value of that key (k from
+0; negative from the largest), so that one rule reads every scale's grid; `{equals: other key}`, for the
+runs where the two keys hold one value (the patching grid's diagonal); or `any`, every value. `study`
+picks one of the claim's studies (default: the first). `label` names the quantity in the ledger's words.
+
+A run that finished but leaves a summary value empty (no plateau detected, knowledge never emerged) has
+an undefined value: a result the rules judge, not a missing run.
 """
 
 from __future__ import annotations
@@ -36,7 +42,10 @@ from .schema import Study, load_study
 
 SCALES = ("smoke", "cpu", "paper")
 REDUCTIONS = ("last", "first", "max", "min", "mean")
-QUANTITY_KEYS = ("column", "where", "study", "file", "match", "steps", "divide_by", "at")
+QUANTITY_KEYS = ("column", "where", "study", "file", "match", "steps", "divide_by", "at", "label")
+UNDEFINED = {"plateau_start": "no plateau detected", "plateau_end": "the plateau never ended",
+             "plateau_length": "no plateau detected", "emergence": "knowledge never emerged",
+             "half_drop_step": "no drop"}  # what an empty summary cell of a finished run means
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,12 @@ class Quantity:
     steps: tuple[float, float] | None = None
     divide_by: str | None = None
     at: str = "last"
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The quantity in the ledger's words: its label, else its column."""
+        return self.label or self.column.replace("_", " ")
 
     def describe(self) -> str:
         what = self.column + (f" / {self.divide_by}" if self.divide_by else "")
@@ -72,6 +87,8 @@ class Claim:
     studies: list[str]
     rule: dict[str, Any]
     figure: str | None = None
+    changed_after_results: str | None = None  # why the rule was written or changed after results were seen
+    paper_range: tuple[float, float] | None = None  # the paper's value of the rule's first number, [lo, hi]
 
 
 @dataclass
@@ -91,8 +108,18 @@ class Claims:
     def study_file(self, name: str, scale: str) -> str | None:
         return self.studies[name].get(scale)
 
-    def load(self, name: str, scale: str) -> Study:
-        return load_study(self.studies[name][scale])
+    def load(self, name: str, scale: str, root: Path | None = None) -> Study:
+        """The study `name` at `scale`. With `root`, its folder is root/studies/<name>: a first run inside the
+        study file's folder stays inside it, one elsewhere (shared by studies) goes to root/studies/<its name>."""
+        study = load_study(self.studies[name][scale])
+        if root is not None:
+            folder, first = Path(root) / "studies" / name, study.pretrain
+            if first is not None:
+                inside = Path(first.output_dir).is_relative_to(study.output_dir)
+                first.output_dir = str(folder / Path(first.output_dir).relative_to(study.output_dir) if inside
+                                       else folder.parent / Path(first.output_dir).name)
+            study.output_dir = str(folder)
+        return study
 
 
 def quantity(spec: Any, where: str) -> Quantity:
@@ -105,7 +132,7 @@ def quantity(spec: Any, where: str) -> Quantity:
     steps = spec.get("steps")
     return Quantity(spec["column"], dict(spec.get("where", {})), spec.get("study"), spec.get("file"),
                     dict(spec.get("match", {})), tuple(steps) if steps else None, spec.get("divide_by"),
-                    spec.get("at", "last"))
+                    spec.get("at", "last"), spec.get("label"))
 
 
 def load_claims(path: str) -> Claims:
@@ -126,7 +153,8 @@ def load_claims(path: str) -> Claims:
             raise RecipeError(f"claims file '{path}': claim {entry['id']} reads studies {unknown} that "
                               f"'studies' does not list")
         claim = Claim(str(entry["id"]), entry["statement"], str(entry["paper"]), entry["read"], names,
-                      entry["rule"], entry.get("figure"))
+                      entry["rule"], entry.get("figure"), entry.get("changed_after_results"),
+                      tuple(entry["paper_range"]) if entry.get("paper_range") else None)
         claims.append(claim)
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
@@ -150,6 +178,8 @@ def matches(row: dict, where: dict[str, Any]) -> bool:
     """Whether a row holds every value of `where` (numbers compared as numbers)."""
     for key, value in where.items():
         got = row.get(key)
+        if value == "any":
+            continue
         if isinstance(value, dict) and "equals" in value:
             if got is None or got != row.get(value["equals"]):
                 return False
@@ -216,6 +246,10 @@ class StudyFiles:
             raise FileNotFoundError(f"{path} is missing")
         self.read.add(path)
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        absent = [c for c in (q.column, q.divide_by) if c and not any(c in r for r in rows)]
+        if absent:
+            raise LookupError(f"{path} has no {', '.join(absent)} (written before the code that records it): "
+                              f"rerun the study")
         last = {k: max(r[k] for r in rows if k in r) for k, v in q.match.items() if v == "last"}
         rows = [r for r in rows if matches(r, {**q.match, **last}) and q.column in r]
         if q.steps:
@@ -232,14 +266,25 @@ class StudyFiles:
 
 @dataclass
 class Values:
-    """A quantity's values, one per run, with the summary rows they came from."""
+    """A quantity's values, one per run (None where the finished run leaves it undefined), with the summary
+    rows they came from."""
 
+    quantity: Quantity
     rows: list[dict]
-    values: list[float]
+    values: list[float | None]
 
     @property
     def seeds(self) -> int:
         return len({r.get("seed") for r in self.rows})
+
+    @property
+    def undefined(self) -> str:
+        """What an undefined value of this quantity means."""
+        return UNDEFINED.get(self.quantity.column, f"no {self.quantity.name}")
+
+    def by_seed(self, row_filter=None) -> dict[Any, float | None]:
+        """seed -> value over the runs `row_filter` keeps (all by default): one run per seed."""
+        return {r.get("seed"): v for r, v in zip(self.rows, self.values) if row_filter is None or row_filter(r)}
 
 
 def resolve(where: dict[str, Any], rows: list[dict]) -> dict[str, Any]:
@@ -262,20 +307,21 @@ def resolve(where: dict[str, Any], rows: list[dict]) -> dict[str, Any]:
 
 
 def read_values(q: Quantity, files: dict[str, StudyFiles], default: str) -> Values:
-    """The quantity's value for every finished run its `where` keeps (runs where it is missing left out)."""
+    """The quantity's value for every finished run its `where` keeps (baselines only where it names
+    `baseline`); LookupError where the study does not record the quantity or no run matches."""
     study = files[q.study or default]
-    rows = study.rows()
+    rows = study.rows() if "baseline" in q.where else [r for r in study.rows() if not r.get("baseline")]
+    if not q.file and rows and q.column not in rows[0]:
+        raise LookupError(f"{study.folder / SUMMARY} has no column {q.column} (written before the code that "
+                          f"records it): rerun the study")
     where = resolve(q.where, rows)
     rows = [r for r in rows if matches(r, where)]
     if not rows:
         raise LookupError(f"no finished run of {study.folder} matches {where or 'the study'}")
-    pairs = []
+    values = []
     for row in rows:
         value = study.run_value(str(row["run"]), q) if q.file else row.get(q.column)
         if q.divide_by and not q.file and value is not None:
             value = value / row[q.divide_by]
-        if value is not None:
-            pairs.append((row, float(value)))
-    if not pairs:
-        raise LookupError(f"no run of {study.folder} has {q.describe()}")
-    return Values([p[0] for p in pairs], [p[1] for p in pairs])
+        values.append(None if value is None else float(value))
+    return Values(q, rows, values)

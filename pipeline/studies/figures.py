@@ -26,9 +26,9 @@ from ..run_folder import (
     RunFolder,
 )
 from .aggregate import (
+    MODEL_KEYS,
     StudyFits,
     aggregate,
-    bootstrap_interval,
     fits_plateau,
     group_rows,
     group_values,
@@ -36,38 +36,71 @@ from .aggregate import (
     write_study_fits,
 )
 from .fit import PAPER_PLATEAU_FIT
+from .intervals import over_seeds
 from .schema import Study
 
 
+def curve_keys(study: Study, drawn: set[str]) -> tuple[str, ...]:
+    """The keys a figure drawn along `drawn` must tell apart: every key the study varies but seed, `drawn` and,
+    where one of `drawn` is paired, the keys paired with it (they vary with it)."""
+    along = drawn | (set(study.paired) if drawn & set(study.paired) else set())
+    return tuple(k for k in study.axes if k != "seed" and k not in along)
+
+
+def _curves(rows: list[dict], by: tuple[str, ...]) -> list[tuple[str, list[dict]]]:
+    """The rows split by their values of `by` (from `curve_keys`), in order of those values, each with its label:
+    one curve, panel or heatmap per combination, so that a figure pools only seeds."""
+    groups = group_rows(rows, by)
+    order = sorted(groups, key=lambda values: [(v is None, v) for v in values])
+    return [(", ".join(f"{k} = {v}" for k, v in zip(by, values)) or "runs", groups[values]) for values in order]
+
+
 def _intervals(rows: list[dict], x_key: str, y_key: str) -> tuple[np.ndarray, ...]:
-    """Per x: the mean of y over the runs (seeds) sharing it where y was reached, and its 95% bootstrap
-    interval."""
+    """Per x: the mean of y over the runs (seeds) sharing it where y was reached, and its 95% t-interval
+    (the mean itself below three runs: no bar)."""
     groups = group_values(rows, x_key, y_key)
     xs = sorted(groups)
-    stats = np.array([bootstrap_interval(groups[x]) for x in xs]).reshape(-1, 3)
+    stats = np.array([_mean_low_high(groups[x]) for x in xs]).reshape(-1, 3)
     return np.array(xs, dtype=float), stats[:, 0], stats[:, 1], stats[:, 2]
+
+
+def _mean_low_high(values: list[float]) -> tuple[float, float, float]:
+    """The mean and its interval's ends, the mean itself at both ends below three runs."""
+    interval = over_seeds(values)
+    return interval.mean, interval.low if interval.low is not None else interval.mean, \
+        interval.high if interval.high is not None else interval.mean
 
 
 def _errorbar(ax, x, mean, low, high, **kwargs):
     ax.errorbar(x, mean, yerr=[mean - low, high - mean], capsize=3, **kwargs)
 
 
-def _power_law_panel(ax, rows: list[dict], key: str, fit: dict | None, ylabel: str, paper: bool) -> None:
-    """One step (`key`) against N on log-log axes: every run, each N's mean with its interval over seeds, the
-    fit, and with `paper` the paper's fit of the same quantity."""
+def _exponent_interval(fit: dict) -> str:
+    """' [low, high] over n seeds', or the seeds' exponents where there are too few for an interval."""
+    if fit.get("b_low") is not None:
+        return f" [{fit['b_low']:.2f}, {fit['b_high']:.2f}] over {len(fit['seed_exponents'])} seeds"
+    exponents = fit.get("seed_exponents", {})
+    return f" (seeds: {', '.join(f'{b:.2f}' for b in exponents.values())})" if exponents else ""
+
+
+def _power_law_panel(ax, rows: list[dict], key: str, fit: dict | None, ylabel: str, paper: bool,
+                     by: tuple[str, ...]) -> None:
+    """One step (`key`) against N on log-log axes: every run, each N's mean with its interval over seeds (a
+    curve per combination of `by`), the fit, and with `paper` the paper's fit of the same quantity."""
     reached = positive(rows, key)
     if not reached:
         raise ValueError(f"no run has a {key.replace('_', ' ')} above 0 to draw on log axes")
-    x, mean, low, high = _intervals(reached, "n_individuals", key)
-    ax.scatter([r["n_individuals"] for r in reached], [r[key] for r in reached], color="tab:blue", alpha=0.3, s=12,
-               label="runs")
-    _errorbar(ax, x, mean, low, high, fmt="o", color="tab:blue", label="mean, 95% interval over seeds")
-    if fit and len(x):
+    for color, (label, members) in enumerate(_curves(reached, by)):
+        ax.scatter([r["n_individuals"] for r in members], [r[key] for r in members], color=f"C{color}", alpha=0.3,
+                   s=12, label=None if color else "runs")
+        _errorbar(ax, *_intervals(members, "n_individuals", key), fmt="o", color=f"C{color}",
+                  label=f"{label}: mean, 95% interval over seeds")
+    x = np.array(sorted({float(r["n_individuals"]) for r in reached}))
+    if fit:
         grid = np.geomspace(x.min(), x.max(), 50)
-        ax.plot(grid, fit["a"] * grid ** fit["b"], color="tab:blue",
-                label=f"fit: {fit['a']:.3g} N^{fit['b']:.2f} [{fit['b_low']:.2f}, {fit['b_high']:.2f}] "
-                      f"(R² {fit['r2']:.3f})")
-    if paper and len(x):
+        ax.plot(grid, fit["a"] * grid ** fit["b"], color="black",
+                label=f"fit: {fit['a']:.3g} N^{fit['b']:.2f}{_exponent_interval(fit)} (R² {fit['r2']:.3f})")
+    if paper:
         grid = np.geomspace(max(x.min(), 1), x.max(), 50)
         ax.plot(grid, PAPER_PLATEAU_FIT[0] * grid ** PAPER_PLATEAU_FIT[1], "--", color="gray",
                 label="paper (plateau end): 0.43 N^0.81")
@@ -77,23 +110,22 @@ def _power_law_panel(ax, rows: list[dict], key: str, fit: dict | None, ylabel: s
     ax.legend(fontsize=7)
 
 
-def plateau_vs_population(rows: list[dict], fit: dict | None, path: Path) -> Path:
+def plateau_vs_population(rows: list[dict], fit: dict | None, path: Path, by: tuple[str, ...]) -> Path:
     """The plateau's end step against N beside the paper's fit of the same (its Fig. 2), and the plateau's
-    length (end minus start, our additional number)."""
+    length (end minus start, our additional number), a curve per combination of `by`."""
     fig, (ax_end, ax_length) = plt.subplots(1, 2, figsize=(12, 4.5))
-    _power_law_panel(ax_end, rows, "plateau_end", (fit or {}).get("plateau_end"), "plateau end (step)", True)
-    _power_law_panel(ax_length, rows, "plateau_length", fit, "plateau length (steps)", False)
+    _power_law_panel(ax_end, rows, "plateau_end", (fit or {}).get("plateau_end"), "plateau end (step)", True, by)
+    _power_law_panel(ax_length, rows, "plateau_length", fit, "plateau length (steps)", False, by)
     return save_figure(fig, path)
 
 
-def alpha_curves(rows: list[dict], path: Path) -> Path:
-    """Plateau length and final loss against alpha, one line per N, with intervals over seeds."""
+def alpha_curves(rows: list[dict], path: Path, by: tuple[str, ...]) -> Path:
+    """Plateau length and final loss against alpha, one line per combination of `by`, with intervals over
+    seeds."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    populations = group_rows(rows, ("n_individuals",))
-    for n in sorted((n for (n,) in populations), key=lambda v: (v is None, v)):
-        label = f"N = {n}" if n is not None else "runs"
+    for label, members in _curves(rows, by):
         for ax, key in zip(axes, ("plateau_length", "final_loss")):
-            _errorbar(ax, *_intervals(populations[(n,)], "alpha", key), fmt="-o", label=label)
+            _errorbar(ax, *_intervals(members, "alpha", key), fmt="-o", label=label)
     for ax, name in zip(axes, ("plateau length (steps)", "final attribute loss")):
         ax.set(xlabel="alpha (power-law exponent)", ylabel=name)
         ax.legend(fontsize=8)
@@ -107,14 +139,15 @@ def _grid_means(rows: list[dict], keys: tuple[str, str], y: str) -> tuple[list, 
     means = np.full((len(rows_of), len(columns)), np.nan)
     spread = np.zeros_like(means)
     for (a, b), values in group_values(rows, keys, y).items():
-        mean, low, high = bootstrap_interval(values)
+        mean, low, high = _mean_low_high(values)
         cell = rows_of.index(a), columns.index(b)
         means[cell], spread[cell] = mean, (high - low) / 2
     return rows_of, columns, means, spread
 
 
-def _heatmap(ax, fig, rows: list[dict], keys: tuple[str, str], y: str, text) -> None:
-    """A heatmap of y over two keys (the first on the vertical axis), each cell written with `text`."""
+def _heatmap(ax, fig, rows: list[dict], keys: tuple[str, str], y: str, text) -> tuple[list, list]:
+    """A heatmap of y over two keys (the first on the vertical axis), each cell written with `text`; returns
+    the values of the two keys along its axes."""
     rows_of, columns, means, spread = _grid_means(rows, keys, y)
     image = ax.imshow(means, cmap="viridis", origin="lower", aspect="auto")
     for (i, j), value in np.ndenumerate(means):
@@ -124,35 +157,41 @@ def _heatmap(ax, fig, rows: list[dict], keys: tuple[str, str], y: str, text) -> 
     ax.set_yticks(range(len(rows_of)), [str(r) for r in rows_of])
     ax.set(xlabel=keys[1], ylabel=keys[0])
     fig.colorbar(image, ax=ax)
+    return rows_of, columns
 
 
-def warmup_heatmap(rows: list[dict], path: Path) -> Path:
-    """Final accuracy over the warm-up grid (individuals x epochs), with the baseline run's in the title."""
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    _heatmap(ax, fig, [r for r in rows if not r["baseline"]], ("indiv_warmup", "epochs_warmup"), "final_accuracy",
-             lambda value, spread: f"{value:.0%}" + (f"\n±{spread:.0%}" if spread else ""))
-    title = "final accuracy after warm-up (mean ± half its 95% interval over seeds)"
-    uniform = [r["final_accuracy"] for r in rows if r["baseline"]]
-    if uniform:
-        title += f"\n(baseline run: {np.mean(uniform):.0%})"
-    ax.set_title(title, fontsize=9)
+def warmup_heatmap(rows: list[dict], path: Path, by: tuple[str, ...]) -> Path:
+    """Final accuracy over the warm-up grid (individuals x epochs), a panel per combination of `by`, with its
+    baseline run's in the title."""
+    panels = _curves(rows, by)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for ax, (label, members) in zip(axes[0], panels):
+        _heatmap(ax, fig, [r for r in members if not r["baseline"]], ("indiv_warmup", "epochs_warmup"),
+                 "final_accuracy", lambda value, spread: f"{value:.0%}" + (f"\n±{spread:.0%}" if spread else ""))
+        uniform = [r["final_accuracy"] for r in members if r["baseline"]]
+        detail = (label if by else "") + (f" (baseline run: {np.mean(uniform):.0%})" if uniform else "")
+        ax.set_title("final accuracy after warm-up (mean ± half its 95% interval over seeds)"
+                     + (f"\n{detail.strip()}" if detail else ""), fontsize=9)
     return save_figure(fig, path)
 
 
-def patching_grid(rows: list[dict], path: Path) -> Path:
-    """Attention patching over start step x reference step (claim C6): final loss and plateau length, the
-    diagonal (patched from the reference's own step: frozen attention) outlined."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+def patching_grid(rows: list[dict], path: Path, by: tuple[str, ...]) -> Path:
+    """Attention patching over start step x reference step (claim C6): final loss and plateau length, a row
+    of panels per combination of `by`, the diagonal (patched from the reference's own step: frozen attention)
+    outlined."""
+    panels = _curves(rows, by)
+    fig, axes = plt.subplots(len(panels), 2, figsize=(12, 4.5 * len(panels)), squeeze=False)
     keys = ("start_patching", "reference_checkpoint")
-    for ax, y, text in ((axes[0], "final_loss", lambda v, s: f"{v:.2f}"),
-                        (axes[1], "plateau_length", lambda v, s: f"{v:,.0f}")):
-        _heatmap(ax, fig, rows, keys, y, text)
-        starts, references = sorted({r[keys[0]] for r in rows}), sorted({r[keys[1]] for r in rows})
-        for i, start in enumerate(starts):
-            if start in references:
-                ax.add_patch(plt.Rectangle((references.index(start) - 0.5, i - 0.5), 1, 1, fill=False, lw=2,
-                                           edgecolor="white"))
-        ax.set_title(f"{y.replace('_', ' ')} (outlined: frozen attention, start = reference)", fontsize=9)
+    for row_axes, (label, members) in zip(axes, panels):
+        for ax, y, text in ((row_axes[0], "final_loss", lambda v, s: f"{v:.2f}"),
+                            (row_axes[1], "plateau_length", lambda v, s: f"{v:,.0f}")):
+            starts, references = _heatmap(ax, fig, members, keys, y, text)
+            for i, start in enumerate(starts):
+                if start in references:
+                    ax.add_patch(plt.Rectangle((references.index(start) - 0.5, i - 0.5), 1, 1, fill=False, lw=2,
+                                               edgecolor="white"))
+            ax.set_title((f"{label}: " if by else "")
+                         + f"{y.replace('_', ' ')} (outlined: frozen attention, start = reference)", fontsize=9)
     return save_figure(fig, path)
 
 
@@ -160,22 +199,26 @@ ANCHORS = ((1.0, "1 bit/parameter (Allen-Zhu & Li, 100 exposures)"),
            (2.0, "2 bits/parameter (Allen-Zhu & Li, 1,000 exposures)"))
 
 
-def capacity_figure(rows: list[dict], fits: dict, path: Path) -> Path:
+def capacity_figure(rows: list[dict], fits: dict, path: Path, by: tuple[str, ...]) -> Path:
     """Bits stored against parameters (non-embedding, and all), every run and each size's mean with its
-    interval over seeds, the fitted bits per parameter and the anchors' lines."""
+    interval over seeds (a curve per combination of `by`), the fitted bits per parameter and the anchors'
+    lines."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, key, name in zip(axes, ("non_embedding_parameters", "parameters"), ("non-embedding parameters",
                                                                                   "parameters (all)")):
-        ax.scatter([r[key] for r in rows], [r["knowledge_bits"] for r in rows], color="tab:blue", alpha=0.3, s=14,
-                   label="runs")
-        _errorbar(ax, *_intervals(rows, key, "knowledge_bits"), fmt="o", color="tab:blue",
-                  label="mean, 95% interval over seeds")
+        for color, (label, members) in enumerate(_curves(rows, by)):
+            ax.scatter([r[key] for r in members], [r["knowledge_bits"] for r in members], color=f"C{color}",
+                       alpha=0.3, s=14, label=None if color else "runs")
+            _errorbar(ax, *_intervals(members, key, "knowledge_bits"), fmt="o", color=f"C{color}",
+                      label=f"{label}: mean, 95% interval over seeds")
         grid = np.geomspace(min(r[key] for r in rows) / 1.5, max(r[key] for r in rows) * 1.5, 20)
         for bits, label in ANCHORS:
             ax.plot(grid, bits * grid, "--", color="gray", alpha=0.5 * bits, label=label)
         fit = fits[key]
-        ax.plot(grid, fit["bits_per_parameter"] * grid, color="tab:blue",
-                label=f"fit: {fit['bits_per_parameter']:.2f} [{fit['low']:.2f}, {fit['high']:.2f}] bits/parameter")
+        ax.plot(grid, fit["bits_per_parameter"] * grid, color="black",
+                label=f"fit: {fit['bits_per_parameter']:.2f}"
+                      + (f" [{fit['low']:.2f}, {fit['high']:.2f}]" if fit["low"] is not None else "")
+                      + f" bits/parameter ({fit['interval']})")
         ax.set(xscale="log", yscale="log", xlabel=name, ylabel="knowledge stored (bits)")
         ax.legend(fontsize=7)
     return save_figure(fig, path)
@@ -202,13 +245,17 @@ def draw_study_figures(rows: list[dict], fits: StudyFits, study: Study) -> list[
     if study.patches:
         return _patching_figures(rows, study)
     if fits.capacity is not None:
-        figures.append((out / CAPACITY_FIGURE, lambda: capacity_figure(rows, fits.capacity, out / CAPACITY_FIGURE)))
+        figures.append((out / CAPACITY_FIGURE, lambda: capacity_figure(rows, fits.capacity, out / CAPACITY_FIGURE,
+                                                                       curve_keys(study, MODEL_KEYS))))
     if fits_plateau(keys):
-        figures.append((out / PLATEAU_FIGURE, lambda: plateau_vs_population(rows, fits.plateau, out / PLATEAU_FIGURE)))
+        figures.append((out / PLATEAU_FIGURE, lambda: plateau_vs_population(
+            rows, fits.plateau, out / PLATEAU_FIGURE, curve_keys(study, {"n_individuals"}))))
     if "alpha" in keys:
-        figures.append((out / ALPHA_FIGURE, lambda: alpha_curves(rows, out / ALPHA_FIGURE)))
+        figures.append((out / ALPHA_FIGURE, lambda: alpha_curves(rows, out / ALPHA_FIGURE,
+                                                                 curve_keys(study, {"alpha"}))))
     if {"indiv_warmup", "epochs_warmup"} <= keys:
-        figures.append((out / WARMUP_FIGURE, lambda: warmup_heatmap(rows, out / WARMUP_FIGURE)))
+        figures.append((out / WARMUP_FIGURE, lambda: warmup_heatmap(
+            rows, out / WARMUP_FIGURE, curve_keys(study, {"indiv_warmup", "epochs_warmup"}))))
     if all("run" in r for r in rows):  # rows of finished runs (not hand-made ones)
         runs = {r["run"]: RunFolder(out / r["run"]).trajectory() for r in rows}
         baseline = float(np.mean([r["baseline_loss"] for r in rows]))
@@ -240,7 +287,8 @@ def _patching_figures(rows: list[dict], study: Study) -> list[Path]:
                for p in study.points()}
     heatmap = None
     if grid:
-        drawn = _drawn([(out / PATCHING_GRID_FIGURE, lambda: patching_grid(rows, out / PATCHING_GRID_FIGURE))])
+        by = curve_keys(study, {"start_patching", "reference_checkpoint"})
+        drawn = _drawn([(out / PATCHING_GRID_FIGURE, lambda: patching_grid(rows, out / PATCHING_GRID_FIGURE, by))])
         heatmap = drawn[0] if drawn else None
     report = write_patching_report(RunFolder(study.pretrain.output_dir), patched, out, heatmap)
     return [report, heatmap] if heatmap else [report]

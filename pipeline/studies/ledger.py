@@ -1,6 +1,8 @@
 """The ledger: every claim's verdict at one scale, written as claims.md and claims.json beside copies of
-the files each number came from (evidence/<study>/...), so the folder stands without its run folders and
-every number links to its file. `readme_table` is the table the README's first screen shows."""
+the files each number came from (evidence/<study>/...) and a figure per claim (figures/<id>.png), so the
+folder stands without its run folders and every number links to its file. A study whose run folders are
+gone is read from a previous ledger's evidence. `readme_table` is the table the README's first screen shows.
+"""
 
 from __future__ import annotations
 
@@ -11,25 +13,33 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..run_folder import STUDY_FIT, SUMMARY
+from .claim_figure import claim_figure
 from .claims import Claim, Claims, StudyFiles
-from .verdicts import NOT_REPRODUCED, NOT_RUN, PARTLY, REPRODUCED, Outcome, describe, verdict
+from .intervals import MIN_RUNS
+from .prereg import preregistration, rule_history
+from .verdicts import NOT_RUN, VERDICTS, Outcome, describe, verdict
 
-LEDGER, LEDGER_JSON, EVIDENCE = "claims.md", "claims.json", "evidence"
+LEDGER, LEDGER_JSON, EVIDENCE, FIGURES = "claims.md", "claims.json", "evidence", "figures"
 RUN_RECORD = "run.json"  # the last reproduce run of the scale: its command, jobs and wall time
-PUBLISHED = (LEDGER, LEDGER_JSON, RUN_RECORD, EVIDENCE)  # a ledger folder's own files (its studies may share it)
+PUBLISHED = (LEDGER, LEDGER_JSON, RUN_RECORD, EVIDENCE, FIGURES)  # a ledger folder's own files
 
 
 def publish_ledger(out: Path, target: Path) -> None:
-    """Replace `target` with the ledger of `out`: its pages, run record and evidence, never the run folders."""
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
+    """Replace `target` with the ledger of `out`: its pages, run record, evidence and figures, never the run
+    folders (written beside, then renamed over the old one)."""
+    staging = target.with_name(target.name + ".tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
     for name in PUBLISHED:
         if (out / name).is_dir():
-            shutil.copytree(out / name, target / name)
+            shutil.copytree(out / name, staging / name)
         elif (out / name).is_file():
-            shutil.copy(out / name, target / name)
-VERDICTS = (REPRODUCED, PARTLY, NOT_REPRODUCED, NOT_RUN)
+            shutil.copy(out / name, staging / name)
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
 
 
 @dataclass
@@ -41,30 +51,56 @@ class Entry:
     paper: str
     read: str
     verdict: str
-    ours: str
+    says: str
     why: str
     rule: str
+    preregistration: str
     seeds: int | None
+    seeds_needed: int | None
+    bands: dict[str, str]
+    sensitive: bool
     scale: str
     studies: dict[str, str | None]  # name -> study file at this scale
+    read_from: dict[str, str]  # name -> the folder its files were read from
     sources: list[str]
-    figure: str | None
+    figure: str | None  # the claim's figure (figures/<id>.png)
+    study_figure: str | None
     command: str
     numbers: dict
 
 
-def _copy(path: Path, study: str, folder: Path, out: Path) -> str:
+def _copy(path: Path, study: str, folder: Path, evidence: Path) -> str:
     """Copy a file of a study's folder into the ledger's evidence; its path relative to the ledger."""
-    target = out / EVIDENCE / study / path.relative_to(folder)
+    target = evidence / study / path.relative_to(folder)
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, target)
-    return str(target.relative_to(out))
+    return str(Path(EVIDENCE) / study / path.relative_to(folder))
 
 
-def claim_entry(claims: Claims, claim: Claim, scale: str, out: Path) -> Entry:
-    """A claim's verdict at `scale` from its studies' folders, with its evidence copied under `out`."""
-    folders = {name: Path(claims.load(name, scale).output_dir) for name in claim.studies
-               if claims.study_file(name, scale)}
+def study_folder(output_dir: Path, name: str, fallback: Path | None) -> Path:
+    """Where a study's files are read: its output folder, else (its runs gone) a previous ledger's evidence."""
+    if any((output_dir / f).is_file() for f in (SUMMARY, STUDY_FIT)) or fallback is None:
+        return output_dir
+    return fallback / name if (fallback / name).is_dir() else output_dir
+
+
+def _started(files: dict[str, StudyFiles]) -> list[str | None]:
+    """The recorded start time of every finished run the claim's studies hold."""
+    started = []
+    for f in files.values():
+        try:
+            started += [r.get("started_at") for r in f.rows()]
+        except FileNotFoundError:
+            continue
+    return started
+
+
+def claim_entry(claims: Claims, claim: Claim, scale: str, staging: Path, fallback: Path | None,
+                claims_file: str, root: Path | None = None) -> Entry:
+    """A claim's verdict at `scale` from its studies' folders, with its evidence and figure written under
+    `staging` (the ledger folder being written)."""
+    folders = {name: study_folder(Path(claims.load(name, scale, root).output_dir), name, fallback)
+               for name in claim.studies if claims.study_file(name, scale)}
     study_files = {name: StudyFiles(folder) for name, folder in folders.items()}
     missing = [name for name in claim.studies if name not in folders]
     if missing:
@@ -74,40 +110,52 @@ def claim_entry(claims: Claims, claim: Claim, scale: str, out: Path) -> Entry:
     failed = {name: runs for name, f in study_files.items() if (runs := f.failed())}
     why = outcome.why + "".join(f"; {len(runs)} runs of {name} failed ({', '.join(runs)})"
                                 for name, runs in failed.items())
-    sources = [_copy(path, name, folders[name], out) for name, f in study_files.items() for path in sorted(f.read)]
+    evidence = staging / EVIDENCE
+    sources = [_copy(path, name, folders[name], evidence) for name, f in study_files.items() for path in sorted(f.read)]
+    first = claim.studies[0]
+    study_figure = None
+    if claim.figure and first in folders and (folders[first] / claim.figure).is_file():
+        study_figure = _copy(folders[first] / claim.figure, first, folders[first], evidence)
     figure = None
-    if claim.figure and claim.studies[0] in folders and (folders[claim.studies[0]] / claim.figure).is_file():
-        first = claim.studies[0]
-        figure = _copy(folders[first] / claim.figure, first, folders[first], out)
+    if outcome.panels:
+        (staging / FIGURES).mkdir(exist_ok=True)
+        claim_figure(claim.id, outcome.verdict, outcome.panels, claim.paper_range, staging / FIGURES / f"{claim.id}.png")
+        figure = f"{FIGURES}/{claim.id}.png"
     sweeps = " && ".join(f"python -m pipeline.sweep --config {claims.study_file(n, scale)} --jobs 2"
                          for n in claim.studies if claims.study_file(n, scale))
     command = (f"python -m pipeline.reproduce --scale {scale} --claims {claim.id}"
                + (f"  (or: {sweeps}, then --ledger_only)" if sweeps else ""))
-    return Entry(claim.id, claim.statement, claim.paper, claim.read, outcome.verdict, outcome.ours, why,
-                 describe(claim.rule), outcome.seeds, scale,
-                 {n: claims.study_file(n, scale) for n in claim.studies}, sources, figure, command, outcome.numbers)
+    prereg = preregistration(rule_history(claims_file, claim.id), _started(study_files), claim.changed_after_results)
+    return Entry(claim.id, claim.statement, claim.paper, claim.read, outcome.verdict, outcome.says, why,
+                 describe(claim.rule), prereg.text, outcome.seeds, outcome.seeds_needed, outcome.bands,
+                 outcome.sensitive, scale, {n: claims.study_file(n, scale) for n in claim.studies},
+                 {n: str(f) for n, f in folders.items()}, sources, figure, study_figure, command, outcome.numbers)
 
 
 def _anchor(claim_id: str) -> str:
     return claim_id.lower()
 
 
-def _ours_cell(entry: Entry, prefix: str = "") -> str:
-    if entry.verdict == NOT_RUN or not entry.sources:
-        return entry.ours
-    seeds = f", {entry.seeds} seed{'s' if entry.seeds != 1 else ''}" if entry.seeds else ""
-    return f"[{entry.ours}]({prefix}{entry.sources[0]}){seeds}"
-
-
 def _escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def verdict_text(entry: Entry) -> str:
+    """The verdict as the table shows it: bold, with the detector's sensitivity."""
+    return f"**{entry.verdict}**" + (" (sensitive to the detector)" if entry.sensitive else "")
+
+
+def _ours(entry: Entry, prefix: str) -> str:
+    if entry.verdict == NOT_RUN or not entry.sources:
+        return entry.says if entry.verdict != NOT_RUN else f"not run: {entry.why}"
+    return f"[{entry.says}]({prefix}{entry.sources[0]})"
+
+
 def table(entries: list[Entry], prefix: str = "") -> str:
-    """The ledger's table: claim, paper, ours, verdict (links relative to `prefix`)."""
-    lines = ["| claim | paper | ours | verdict |", "|---|---|---|---|"]
+    """The ledger's table: claim, paper, ours in words, seeds, verdict (links relative to `prefix`)."""
+    lines = ["| claim | paper | ours | seeds | verdict |", "|---|---|---|---|---|"]
     lines += [f"| [{e.id}]({prefix}{LEDGER}#{_anchor(e.id)}) {_escape(e.statement)} | {_escape(e.paper)} | "
-              f"{_escape(_ours_cell(e, prefix))} | **{e.verdict}** |" for e in entries]
+              f"{_escape(_ours(e, prefix))} | {e.seeds or '-'} | {verdict_text(e)} |" for e in entries]
     return "\n".join(lines)
 
 
@@ -119,36 +167,57 @@ def machine() -> str:
     return f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} cores"
 
 
-def write_ledger(claims: Claims, selected: list[Claim], scale: str, out: Path) -> list[Entry]:
-    """claims.md and claims.json for the selected claims at `scale`, in `out` (its evidence rewritten)."""
-    if (out / EVIDENCE).is_dir():
-        shutil.rmtree(out / EVIDENCE)
+def _section(e: Entry) -> str:
+    studies = ", ".join(f"`{f}`" if f else f"{n} (none at this scale)" for n, f in e.studies.items())
+    sources = ", ".join(f"[{Path(s).name}]({s})" for s in e.sources) or "none"
+    bands = ", ".join(f"band {t}: {v}" for t, v in e.bands.items())
+    seeds = f"{e.seeds} seed{'s' if e.seeds != 1 else ''}" if e.seeds else "no runs"
+    return "\n".join([
+        f'<a id="{_anchor(e.id)}"></a>', f"## {e.id}: {e.statement}", "",
+        f"- **Ours** ({e.scale} scale, {seeds}): {e.says}",
+        f"- **Paper**: {e.paper} ({e.read})",
+        f"- **Verdict**: {verdict_text(e)}: {e.why}",
+        *([f"- **Detector bands**: {bands}" + (" — the verdict changes with the band" if e.sensitive else "")]
+          if e.bands else []),
+        f"- **Rule** ({e.preregistration}): {e.rule}",
+        f"- **Files**: {sources}; studies {studies}",
+        *([f"- **Figure**: ![{e.id}]({e.figure})"] if e.figure else []),
+        *([f"- **Study figure**: ![{e.id} study]({e.study_figure})"] if e.study_figure else []),
+        f"- **Regenerate**: `{e.command}`", ""])
+
+
+def write_ledger(claims: Claims, selected: list[Claim], scale: str, out: Path, claims_file: str,
+                 fallback: Path | None = None, root: Path | None = None) -> list[Entry]:
+    """claims.md, claims.json, evidence/ and figures/ for the selected claims at `scale`, in `out` (written
+    beside, then swapped in, so `fallback` may be `out`'s own evidence)."""
     out.mkdir(parents=True, exist_ok=True)
-    entries = [claim_entry(claims, claim, scale, out) for claim in selected]
+    staging = out / ".ledger.tmp"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    entries = [claim_entry(claims, claim, scale, staging, fallback, claims_file, root) for claim in selected]
     record = json.loads((out / RUN_RECORD).read_text()) if (out / RUN_RECORD).is_file() else {}
     timing = (f"The studies last ran with `{record['command']}` ({record['wall_s'] / 60:.0f} min wall, "
               f"{record['machine']})." if record else "No run of the studies is recorded here.")
-    sections = []
-    for e in entries:
-        studies = ", ".join(f"`{f}`" if f else f"{n} (none at this scale)" for n, f in e.studies.items())
-        sources = ", ".join(f"[{Path(s).name}]({s})" for s in e.sources) or "none"
-        sections.append("\n".join([
-            f'<a id="{_anchor(e.id)}"></a>', f"## {e.id}: {e.statement}", "",
-            f"- **Paper**: {e.paper} ({e.read})",
-            f"- **Ours** ({scale} scale{f', {e.seeds} seeds' if e.seeds else ''}): {e.ours}; from {sources}",
-            f"- **Verdict**: **{e.verdict}** ({e.why})",
-            f"- **Rule** (fixed before the run): {e.rule}",
-            f"- **Studies**: {studies}",
-            *([f"- **Figure**: ![{e.id}]({e.figure})"] if e.figure else []),
-            f"- **Regenerate**: `{e.command}`", ""]))
-    (out / LEDGER).write_text("\n".join([
+    (staging / LEDGER).write_text("\n".join([
         f"# The paper's claims at {scale} scale", "",
         f"Zucchet et al. (2025), claim by claim: {len(entries)} claims, {counts(entries)}. {timing} "
         f"Ledger written on {machine()}; rebuild it with `python -m pipeline.reproduce --scale {scale} "
         f"--ledger_only`. Every number links to the file it came from, copied under `{EVIDENCE}/`.", "",
-        table(entries), "", *sections]))
-    (out / LEDGER_JSON).write_text(json.dumps({"scale": scale, "run": record,
-                                               "claims": [asdict(e) for e in entries]}, indent=1) + "\n")
+        f"A verdict is decided by the 95% t-interval over seeds of the number its rule reads: reproduced or not "
+        f"reproduced when the whole interval lies on one side of the rule's cut, inconclusive when it straddles "
+        f"it (with the runs that would settle it at the observed spread), and below {MIN_RUNS} seeds, where there "
+        f"is no interval, the runs' values are shown and the verdict is inconclusive. Each rule says whether git "
+        f"shows it was fixed before the runs it reads.", "",
+        table(entries), "", *map(_section, entries)]))
+    (staging / LEDGER_JSON).write_text(json.dumps({"scale": scale, "run": record,
+                                                   "claims": [asdict(e) for e in entries]}, indent=1) + "\n")
+    for name in (LEDGER, LEDGER_JSON, EVIDENCE, FIGURES):
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+        if (staging / name).exists():
+            (staging / name).rename(out / name)
+    shutil.rmtree(staging)
     return entries
 
 
