@@ -105,3 +105,15 @@ def test_bits_per_parameter_seed_by_seed():
     assert fit["bits_per_parameter"] == pytest.approx((2000 * 1000 + 8000 * 4000) / (1000**2 + 4000**2))
     assert fit["seed_slopes"] == pytest.approx([(1900 * 1000 + 8000 * 4000) / (1000**2 + 4000**2), 2.1])
     assert fit["low"] is None  # two seeds
+
+
+def test_summary_intervals_group_the_seeds_of_one_point_and_keep_each_baseline_apart():
+    from pipeline.studies.aggregate import add_intervals
+
+    rows = [{"run": f"lr=1_seed={s}", "lr": 1, "seed": s, "baseline": False, "loss": v} for s, v in enumerate((1, 2, 3))]
+    rows += [{"run": "baseline_weight_decay=1.0", "lr": 1, "seed": 0, "baseline": True, "loss": 10.0},
+             {"run": "baseline_batch_size=128", "lr": 1, "seed": 0, "baseline": True, "loss": 20.0}]
+    add_intervals(rows, ["lr"], ("loss",))
+    half = T2 / math.sqrt(3)
+    assert (rows[0]["loss_mean"], rows[0]["loss_low"], rows[0]["loss_n"]) == pytest.approx((2.0, 2.0 - half, 3))
+    assert [(r["loss_mean"], r["loss_low"], r["loss_n"]) for r in rows[3:]] == [(10.0, None, 1), (20.0, None, 1)]

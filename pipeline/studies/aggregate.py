@@ -71,8 +71,13 @@ def _run_row(study: Study, point: GridPoint, run: RunFolder) -> dict:
 
 def add_intervals(rows: list[dict], group_keys: list[str], metrics: tuple[str, ...]) -> None:
     """Give every row the mean, low and high (95% t-interval over seeds, blank below three runs) of each
-    metric over the rows sharing its `group_keys` values, with `<metric>_n` the runs where it was reached."""
-    for members in group_rows(rows, tuple(group_keys)).values():
+    metric over the rows sharing its `group_keys` values (a baseline: its own run, as it may change keys the
+    grid does not vary), with `<metric>_n` the runs where it was reached."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        key = (row["run"],) if row.get("baseline") else tuple(row.get(k) for k in group_keys)
+        groups.setdefault(key, []).append(row)
+    for members in groups.values():
         for metric in metrics:
             values = [r[metric] for r in members if r.get(metric) is not None]
             interval = over_seeds(values) if values else None
@@ -98,7 +103,7 @@ def aggregate(study: Study, failed: dict[str, str] | None = None) -> list[dict]:
                 failures.append({**values, "status": "failed", "error": str(err)})
     metrics = (FINETUNE_METRICS if study.fine_tunes
                else PRETRAIN_METRICS + CAPACITY_KEYS[:3] + TOLERANCE_KEYS + SEQUENCE_KEYS)
-    add_intervals(rows, [k for k in study.axes if k != "seed"] + ["baseline"], metrics)
+    add_intervals(rows, [k for k in study.axes if k != "seed"], metrics)
     out = Path(study.output_dir) / SUMMARY
     out.parent.mkdir(parents=True, exist_ok=True)
     table = rows + failures
