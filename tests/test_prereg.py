@@ -55,7 +55,7 @@ def _commit(repo: Path, when: str) -> str:
 @pytest.fixture()
 def claims_repo(tmp_path) -> tuple[Path, dict[str, str]]:
     """A git repository whose claims file was committed (first), had C1's rule edited (edit), then was
-    reformatted without a change of any rule (reformat)."""
+    reformatted and C1's quantity labelled, no verdict changed (reformat)."""
     repo = tmp_path / "repo"
     (repo / "recipes").mkdir(parents=True)
     _git(repo, "init", "-q")
@@ -66,7 +66,8 @@ def claims_repo(tmp_path) -> tuple[Path, dict[str, str]]:
     edited = {"every_run": {"reproduced": [{"value": {"column": "plateau_length"}, "above": 10}]}}
     _claims(path, edited)
     commits["edit"] = _commit(repo, "2026-12-02T12:00:00+01:00")
-    _claims(path, edited, flow=True)
+    labelled = {"every_run": {"reproduced": [{"value": {"column": "plateau_length", "label": "plateau"}, "above": 10}]}}
+    _claims(path, labelled, flow=True)
     commits["reformat"] = _commit(repo, "2026-12-03T10:00:00+00:00")
     return path, commits
 
@@ -81,6 +82,8 @@ def test_the_commit_that_last_changed_a_rule_is_found_reformatting_aside(claims_
 
 def test_a_rule_changed_in_the_working_tree_is_uncommitted(claims_repo):
     path, commits = claims_repo
+    _claims(path, {"every_run": {"reproduced": [{"value": {"column": "plateau_length"}, "above": 10}]}})
+    assert not rule_history(str(path), "C1").uncommitted  # its label dropped, reformatted: the same rule
     _claims(path, C1_RULE)
     assert rule_history(str(path), "C1") == RuleCommit(commits["edit"], "2026-12-02T12:00:00+01:00", uncommitted=True)
     assert not rule_history(str(path), "C2").uncommitted

@@ -1,7 +1,7 @@
 """Whether a claim's rule was fixed before the runs it judges, as git shows it: the commit that last changed
-the rule (its parsed mapping, so reformatting is no change), set against the runs' start times
-(run_start.json, summary.csv's `started_at`) and the reason the claims file gives for a rule written after
-results were seen (`changed_after_results`)."""
+the rule (its parsed mapping less its quantities' labels, so reformatting or relabelling is no change), set
+against the runs' start times (run_start.json, summary.csv's `started_at`) and the reason the claims file gives
+for a rule written after results were seen (`changed_after_results`)."""
 
 from __future__ import annotations
 
@@ -38,8 +38,15 @@ class Preregistration:
     text: str
 
 
+def _judged(rule: Any) -> Any:
+    """A rule less every `label` (the ledger's words for a quantity, which no verdict reads)."""
+    if isinstance(rule, dict):
+        return {k: _judged(v) for k, v in rule.items() if k != "label"}
+    return [_judged(v) for v in rule] if isinstance(rule, list) else rule
+
+
 def _rules(text: str | None) -> dict[str, Any] | None:
-    """Claim id -> rule of a claims file's text ({} for no file); None where it does not parse."""
+    """Claim id -> rule (`_judged`) of a claims file's text ({} for no file); None where it does not parse."""
     if text is None:
         return {}
     try:
@@ -49,7 +56,7 @@ def _rules(text: str | None) -> dict[str, Any] | None:
     claims = values.get("claims") if isinstance(values, dict) else None
     if not isinstance(claims, list):
         return None
-    return {str(c["id"]): c.get("rule") for c in claims if isinstance(c, dict) and "id" in c}
+    return {str(c["id"]): _judged(c.get("rule")) for c in claims if isinstance(c, dict) and "id" in c}
 
 
 @lru_cache(maxsize=None)
