@@ -175,6 +175,7 @@ def reference(corpus_dir, tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_every_attention_row_carries_the_chance_levels_of_its_biographies(reference, corpus):
     rows = [json.loads(line) for line in (reference / "attention.jsonl").read_text().splitlines()]
     chance = chance_statistics(analysis_batch(corpus, 64))  # the report's table: 64 biographies

@@ -466,7 +466,7 @@ def test_the_smoke_tier_runs_every_claim_and_writes_its_ledger(tmp_path, monkeyp
     unjudged = [(c["id"], c["why"]) for c in ledger["claims"] if c["verdict"] == NOT_RUN]
     assert not unjudged  # every rule reads real files and gives a verdict (a tiny run's missing plateau is one)
     assert all(c["says"] != "-" and c["preregistration"] for c in ledger["claims"])
-    assert all(Path("runs/reproduce/smoke", c["figure"]).is_file() for c in ledger["claims"])
+    assert all(Path("runs/reproduce/smoke", c["figure"]).is_file() for c in ledger["claims"] if c["figure"])
     assert ledger["run"]["wall_s"] > 0 and Path("runs/reproduce/smoke/claims.md").is_file()
 
 
@@ -510,3 +510,13 @@ def test_the_c16_rule_compares_with_uniform_training_on_a_smaller_population(tmp
     assert outcome.numbers["ratio"]["values"] == pytest.approx([0.93 / 0.97, 0.94 / 0.98, 0.95 / 0.99])
     assert outcome.verdict == REPRODUCED  # ~0.96, as the paper's 94.92 / 97.72; the uniform run on the same
     # population (accuracy 0.1, the old rule's reference) is not read
+
+
+def test_no_plateau_anywhere_is_a_verdict_not_a_missing_run(tmp_path):
+    rows = [{"run": f"alpha={a}_seed=0", "seed": 0, "alpha": a, "plateau_length": None} for a in (0.0, 0.7)]
+    files = write_study(tmp_path / "s", rows, {"fitted": False, "why": "no population reached a plateau"})
+    best = {"best": {"value": {"column": "plateau_length"}, "along": "alpha", "lowest": True, "target": [0.6, 0.8]}}
+    fit = {"fit": {"name": "plateau_end", "target": [0.7, 0.9], "direction": [0, None]}}
+    for rule in (best, fit):
+        outcome = verdict(rule, files, "s")
+        assert outcome.verdict == NOT_REPRODUCED and "undefined" in outcome.why

@@ -212,5 +212,6 @@ def test_a_finetuning_study_pretrains_first(corpus_dir, tmp_path):
     sweep = tmp_path / "sweep"
     assert (sweep / "pretrained" / "checkpoints" / checkpoint_name(4)).is_dir()
     lines = (sweep / "summary.csv").read_text().splitlines()
-    assert lines[0].startswith("replay_weight,run,baseline,last_step,old_accuracy_before") and len(lines) == 3
+    assert lines[0].startswith("replay_weight,run,baseline,code_commit,started_at,last_step,old_accuracy_before")
+    assert len(lines) == 3
     assert (sweep / "forgetting.png").is_file()

@@ -257,7 +257,7 @@ def test_parallel_runs_give_the_same_trajectories(tmp_path, corpus_dir, capsys):
     assert same_rate[0]["final_loss_mean"] == same_rate[1]["final_loss_mean"]
     losses = [float(r["final_loss"]) for r in same_rate]
     assert float(same_rate[0]["final_loss_mean"]) == pytest.approx(sum(losses) / 2)
-    assert min(losses) <= float(same_rate[0]["final_loss_low"]) <= float(same_rate[0]["final_loss_high"]) <= max(losses)
+    assert same_rate[0]["final_loss_low"] == "" and same_rate[0]["final_loss_n"] == "2"  # two seeds: no interval
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from data_gen import Corpus
 from ..analysis.forgetting import forgetting_summary, reference_checkpoints
 from ..analysis.tables import weight_drift_table
 from ..config import describe_extension
-from ..run_folder import FINETUNE_SUMMARY, FORGETTING_FIGURE, REPORT, RUN_CONFIG, RunFolder, read_state
+from ..run_folder import DRIFT_TABLE, FINETUNE_SUMMARY, FORGETTING_FIGURE, REPORT, RUN_CONFIG, RunFolder, read_state
 from .markdown import final_table, percent_text, step_text
 from .plots import plot_forgetting
 
@@ -40,7 +40,7 @@ def _reference_text(run: RunFolder, drift: list[dict]) -> str:
     reference, steps = drift[0].get("reference_attention_distance"), drift[0].get("reference_steps")
     if reference is None:
         why = reference_checkpoints(run)
-        return f"Reference movement: none ({why if isinstance(why, str) else 'drift.jsonl is older than it'})."
+        return f"Reference movement: none ({why if isinstance(why, str) else f'{DRIFT_TABLE} is older than it'})."
     return (f"Reference movement: attention moved {reference:.4f} (total variation, on the same biographies) in "
             f"pretraining, from step {steps[0]:,} (its checkpoint nearest the plateau end, or its first without one) "
             f"to step {steps[1]:,} (the model fine-tuned here), while the knowledge was acquired.")

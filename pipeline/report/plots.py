@@ -102,6 +102,9 @@ def plot_attention(rows: list[dict], phases: Phases, path: Path) -> Path:
         for head in heads:
             points = sorted((r["step"], r[key]) for r in rows if r["layer"] == layer and r["head"] == head)
             ax.plot(*zip(*points), "-o", ms=2, lw=1, label=f"head {head}")
+        chance = rows[0].get(f"{key}_chance")  # absent from tables written before chance levels were measured
+        if chance is not None:
+            ax.axhline(chance, ls="--", color="black", lw=1, label="chance (uniform attention)")
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7)
     for layer in layers:
@@ -136,6 +139,9 @@ def plot_forgetting(runs: dict[str, list[dict]], path: Path, drift: list[dict] |
         ax = axes[3]
         ax.plot(steps, [r["attention_distance"] for r in drift], "-o", ms=3, color="black",
                 label="attention patterns (total variation)")
+        if drift[0].get("reference_attention_distance") is not None:
+            ax.axhline(drift[0]["reference_attention_distance"], ls=":", color="black",
+                       label="attention's movement while knowledge emerged (pretraining)")
         for block, color in (("attention", "tab:blue"), ("mlp", "tab:orange"), ("embeddings", "tab:gray")):
             ax.plot(steps, [r[f"weight_change_{block}"] for r in drift], "--", color=color,
                     label=f"{block} weights (relative change)")

@@ -194,6 +194,10 @@ def matches(row: dict, where: dict[str, Any]) -> bool:
     return True
 
 
+class Undefined(LookupError):
+    """The finished runs leave a quantity undefined in every run (no plateau detected, so no fit): a result."""
+
+
 class StudyFiles:
     """What a claim reads from one study's folder, and the files it read."""
 
@@ -233,7 +237,7 @@ class StudyFiles:
         self.read.add(path)
         fits = json.loads(path.read_text())
         if fits.get("fitted") is False:
-            raise FileNotFoundError(f"{path} holds no fit: {fits['why']}")
+            raise Undefined(f"{path} holds no fit: {fits['why']}")
         fit = fits if name == "plateau_length" else fits.get(name)
         if not fit:
             raise FileNotFoundError(f"{path} has no fit of {name}")

@@ -34,8 +34,9 @@ import numpy as np
 
 from common.errors import RecipeError
 
+from ..run_folder import STUDY_FIT
 from .aggregate import DETECTOR_KEYS, TOLERANCES
-from .claims import Claims, StudyFiles, Values, quantity, read_values
+from .claims import Claims, StudyFiles, Undefined, Values, quantity, read_values
 from .intervals import (
     INCONCLUSIVE,
     NOT_REPRODUCED,
@@ -134,7 +135,7 @@ class Fit:
     def evaluate(spec: dict, files: Files, default: str) -> Outcome:
         fit = files[spec.get("study", default)].fit(spec["name"])
         if "seed_exponents" not in fit:
-            raise LookupError(f"fit.json's {spec['name']} fit holds no exponents per seed (written before fits were "
+            raise LookupError(f"{STUDY_FIT}'s {spec['name']} fit holds no exponents per seed (written before fits were "
                               "made seed by seed): rerun the study")
         interval = over_seeds(list(fit["seed_exponents"].values()))
         scale = window(tuple(spec["target"]), tuple(spec["direction"]))
@@ -281,7 +282,7 @@ class Ratio:
                       float(np.mean([v for v in to.values if v is not None])))]
             unpaired = f"; unpaired, so no interval: {err}"
         if not pairs:
-            raise LookupError(f"no seed defines both {of.quantity.name} and {to.quantity.name}")
+            raise Undefined(f"no seed defines both {of.quantity.name} and {to.quantity.name}")
         interval = over_seeds([a / b for a, b in pairs])
         mean_of, mean_to = (float(np.mean([p[i] for p in pairs])) for i in (0, 1))
         says = (f"{of.quantity.name} {fmt(mean_of)} against {to.quantity.name} {fmt(mean_to)}: "
@@ -301,7 +302,7 @@ def _by_along(spec: dict, files: Files, default: str) -> tuple[Values, dict[Any,
         if value is not None:
             groups.setdefault(row[spec["along"]], {})[_seed_key(row)] = value
     if not groups:
-        raise LookupError(f"no run defines {values.quantity.name}: {values.undefined}")
+        raise Undefined(f"no run defines {values.quantity.name}: {values.undefined}")
     return values, {k: groups[k] for k in sorted(groups)}
 
 
@@ -439,6 +440,8 @@ class BestShift:
         for row, value in zip(values.rows, values.values):
             if value is not None:
                 per_by.setdefault(row[spec["by"]], {}).setdefault(row[spec["along"]], {})[_seed_key(row)] = value
+        if not per_by:
+            raise Undefined(f"no run defines {values.quantity.name}: {values.undefined}")
         if len(per_by) < 2:
             raise LookupError(f"one value of {spec['by']}: no shift")
         lowest, best, decisions, panels = spec.get("lowest", True), {}, [], []
@@ -542,6 +545,9 @@ def verdict(rule: dict, files: Files, default: str, bands: bool = True) -> Outco
     kind, spec = _kind(rule, "rule")
     try:
         outcome = KINDS[kind].evaluate(spec, files, default)
+    except Undefined as err:
+        why = str(err).strip("'\"")
+        return Outcome(NOT_REPRODUCED, why, f"{why}: the finished runs leave it undefined")
     except (FileNotFoundError, LookupError) as err:
         return Outcome(NOT_RUN, "-", str(err).strip("'\""))
     if bands and reads_detector(rule):
