@@ -19,7 +19,7 @@ from data_gen import RecipeError
 from pipeline.pretrain import main as pretrain_main
 from pipeline.run_folder import RunFolder
 from pipeline.studies.aggregate import aggregate, write_study_fits
-from pipeline.studies.claims import StudyFiles
+from pipeline.studies.claims import StudyFiles, Undefined
 from pipeline.studies.figures import draw_study_figures
 from pipeline.studies.fit import fit_power_law
 from pipeline.studies.parallel import slots
@@ -163,7 +163,7 @@ def test_a_study_whose_plateaus_are_all_zero_writes_its_files_and_skips_one_figu
     assert json.loads((tmp_path / "fit.json").read_text()) == {
         "fitted": False, "why": "a power law needs a plateau longer than 0 steps at two populations or more; 0 of "
                                 "the 2 (100, 200) have one"}
-    with pytest.raises(FileNotFoundError, match="holds no fit: a power law needs"):
+    with pytest.raises(Undefined, match="holds no fit: a power law needs"):
         StudyFiles(tmp_path).fit("plateau_end")
 
 

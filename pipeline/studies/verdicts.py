@@ -369,6 +369,11 @@ def _separated(groups: dict, best: Any, others: list, lowest: bool) -> tuple[lis
     return decisions, panels
 
 
+def _best_words(spec: dict) -> str:
+    best = "lowest" if spec.get("lowest", True) else "highest"
+    return f"the {spec['along']} with the {best} mean {quantity(spec['value'], 'rule').describe()}"
+
+
 def _argbest(groups: dict, lowest: bool) -> Any:
     means = {k: float(np.mean(list(v.values()))) for k, v in groups.items()}
     return (min if lowest else max)(means, key=means.get)
@@ -383,9 +388,7 @@ class Best:
 
     @staticmethod
     def describe(spec: dict) -> str:
-        best = "lowest" if spec.get("lowest", True) else "highest"
-        return (f"the {spec['along']} with the {best} mean {quantity(spec['value'], 'rule').describe()}, told apart "
-                f"seed by seed: reproduced if it lies in [{spec['target'][0]}, {spec['target'][1]}] and beats every "
+        return (f"{_best_words(spec)}, told apart seed by seed: reproduced if it lies in [{spec['target'][0]}, {spec['target'][1]}] and beats every "
                 f"value outside it; partly if a value strictly inside the grid but outside the target beats every "
                 f"value in it; not reproduced if a value at the grid's edge does; else inconclusive")
 
@@ -427,9 +430,7 @@ class BestShift:
 
     @staticmethod
     def describe(spec: dict) -> str:
-        best = "lowest" if spec.get("lowest", True) else "highest"
-        return (f"the {spec['along']} with the {best} mean {quantity(spec['value'], 'rule').describe()} at each "
-                f"{spec['by']}, each told apart from the runner-up seed by seed (else inconclusive): reproduced if it "
+        return (f"{_best_words(spec)} at each {spec['by']}, each told apart from the runner-up seed by seed (else inconclusive): reproduced if it "
                 f"is strictly {spec['direction']} in {spec['by']}; partly if weakly so with a change over three or "
                 f"more {spec['by']}")
 
