@@ -146,9 +146,10 @@ def verdict_text(entry: Entry) -> str:
 
 
 def _ours(entry: Entry, prefix: str) -> str:
-    if entry.verdict == NOT_RUN or not entry.sources:
-        return entry.says if entry.verdict != NOT_RUN else f"not run: {entry.why}"
-    return f"[{entry.says}]({prefix}{entry.sources[0]})"
+    """Our result in words, linked to the file it came from."""
+    if entry.verdict == NOT_RUN:
+        return f"not run: {entry.why}"
+    return f"[{entry.says}]({prefix}{entry.sources[0]})" if entry.sources else entry.says
 
 
 def table(entries: list[Entry], prefix: str = "") -> str:
