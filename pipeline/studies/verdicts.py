@@ -109,7 +109,7 @@ def _point(row: dict) -> str:
     return "_".join(parts) or "the study"
 
 
-def _defined(values: Values, rows_values: list[tuple[dict, float | None]]) -> tuple[list, int]:
+def _defined(rows_values: list[tuple[dict, float | None]]) -> tuple[list, int]:
     """The (row, value) pairs with a value, and how many runs leave it undefined."""
     kept = [(r, v) for r, v in rows_values if v is not None]
     return kept, len(rows_values) - len(kept)
@@ -164,6 +164,17 @@ def _bound_text(bound: Any, times: float) -> str:
     return f"{scaled}{bound:g}" if isinstance(bound, (int, float)) else f"{scaled}{bound.name}"
 
 
+@dataclass
+class Judged:
+    """Conditions judged at every grid point: the decision, its numbers, panels, words and seeds."""
+
+    decision: Decision
+    numbers: dict
+    panels: list[Panel]
+    says: str
+    seeds: int
+
+
 class EveryRun:
     keys = ("reproduced",)
 
@@ -183,8 +194,8 @@ class EveryRun:
                 + "; inconclusive while an interval straddles its bound")
 
     @staticmethod
-    def _condition(q, op: str, bound: Any, times: float, files: Files, default: str) -> tuple[Decision, dict, list]:
-        """One condition at every grid point: its decision, numbers and panels."""
+    def _condition(q, op: str, bound: Any, times: float, files: Files, default: str) -> Judged:
+        """One condition at every grid point: its decision, numbers, panels, words and seeds."""
         values = read_values(q, files, default)
         if isinstance(bound, (int, float)):
             limits = {str(r["run"]): float(bound) for r in values.rows}
@@ -203,7 +214,7 @@ class EveryRun:
                 (row, None if value is None or limit is None else value - times * limit))
         decisions, numbers, panels = [], {}, []
         for point, members in points.items():
-            kept, undefined = _defined(values, members)
+            kept, undefined = _defined(members)
             label = f"{q.name} - {_bound_text(bound, times)}" + (f" ({point})" if len(points) > 1 else "")
             if undefined == len(members):
                 decisions.append(Decision(NOT_REPRODUCED, f"{point}: {values.undefined} in {undefined} run(s)"))
@@ -216,11 +227,10 @@ class EveryRun:
             decisions.append(decision)
             numbers[label] = interval.to_dict()
             panels.append(Panel(label, interval, scale))
-        return combine(decisions), numbers, panels
+        return Judged(combine(decisions), numbers, panels, EveryRun._says(q, op, bound, times, values), values.seeds)
 
     @staticmethod
-    def _says(q, op: str, bound: Any, times: float, files: Files, default: str) -> str:
-        values = read_values(q, files, default)
+    def _says(q, op: str, bound: Any, times: float, values: Values) -> str:
         defined = [v for v in values.values if v is not None]
         points = {_point(r) for r in values.rows}
         if not defined:
@@ -232,27 +242,25 @@ class EveryRun:
         return f"{q.name} {text} (needs {OPERATORS[op]} {_bound_text(bound, times)})"
 
     @classmethod
-    def _all(cls, items: list, files: Files, default: str) -> tuple[Decision, dict, list]:
+    def _all(cls, items: list, files: Files, default: str) -> Judged:
         parts = [cls._condition(*item, files, default) for item in items]
-        numbers = {k: v for _, n, _ in parts for k, v in n.items()}
-        return combine([d for d, _, _ in parts]), numbers, [p for _, _, ps in parts for p in ps]
+        return Judged(combine([p.decision for p in parts]), {k: v for p in parts for k, v in p.numbers.items()},
+                      [panel for p in parts for panel in p.panels], "; ".join(p.says for p in parts),
+                      max(p.seeds for p in parts))
 
     @classmethod
     def evaluate(cls, spec: dict, files: Files, default: str) -> Outcome:
-        items = _conditions(spec["reproduced"], "rule")
-        decision, numbers, panels = cls._all(items, files, default)
-        says = "; ".join(cls._says(*item, files, default) for item in items)
-        seeds = max(read_values(q, files, default).seeds for q, *_ in items)
-        partly = _conditions(spec.get("partly"), "rule")
+        judged = cls._all(_conditions(spec["reproduced"], "rule"), files, default)
+        decision, partly = judged.decision, _conditions(spec.get("partly"), "rule")
         if decision.verdict in (NOT_REPRODUCED, INCONCLUSIVE) and partly:
-            weaker, _, _ = cls._all(partly, files, default)
+            weaker = cls._all(partly, files, default).decision
             if weaker.verdict == NOT_REPRODUCED:
                 decision = Decision(NOT_REPRODUCED, decision.why + "; the partly conditions fail too")
             elif decision.verdict == NOT_REPRODUCED and weaker.verdict == REPRODUCED:
                 decision = Decision(PARTLY, decision.why + "; the partly conditions hold")
             elif decision.verdict == NOT_REPRODUCED:
                 decision = Decision(INCONCLUSIVE, decision.why + "; partly or not: " + weaker.why, weaker.seeds_needed)
-        return _outcome(decision, says, numbers, seeds, panels)
+        return _outcome(decision, judged.says, judged.numbers, judged.seeds, judged.panels)
 
 
 class Ratio:
