@@ -83,12 +83,14 @@ def test_a_fit_rule_judges_the_interval_of_the_seeds_exponents(tmp_path, exponen
 
 
 def test_a_fit_rule_no_longer_rewards_fewer_seeds(tmp_path):
-    """Exponents 0.6 +- 0.1 per seed (two seeds: [0.5, 0.7]): overlapping the target [0.7, 0.9] passed the old rule with few seeds; now
-    few seeds are inconclusive, and more seeds decide against it (partly: growing, but below the target)."""
+    """Exponents 0.6 +- 0.1 per seed (two seeds: [0.5, 0.7]): overlapping the target [0.7, 0.9] passed the old
+    rule with few seeds; now few seeds are inconclusive, and more seeds decide against it (partly: growing, but
+    below the target)."""
     rule = {"fit": {"name": "plateau_end", "target": [0.7, 0.9], "direction": [0, None]}}
     verdicts = []
     for n in range(1, 11):
-        files = write_study(tmp_path / f"s{n}", [{"run": "a"}], exponents_fit([0.6 + 0.1 * (-1) ** s for s in range(n)]))
+        exponents = [0.6 + 0.1 * (-1) ** s for s in range(n)]
+        files = write_study(tmp_path / f"s{n}", [{"run": "a"}], exponents_fit(exponents))
         verdicts.append(verdict(rule, files, "s").verdict)
     assert REPRODUCED not in verdicts and verdicts[0] == INCONCLUSIVE and verdicts[-1] == PARTLY
     first = verdicts.index(PARTLY)

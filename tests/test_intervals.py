@@ -52,7 +52,8 @@ def test_four_seeds():
 ])
 def test_a_verdict_is_the_region_holding_the_whole_interval(values, sd, expected):
     interval, mean = over_seeds(values), sum(values) / 3
-    assert (interval.low, interval.high) == pytest.approx((mean - T2 * sd / math.sqrt(3), mean + T2 * sd / math.sqrt(3)))
+    half = T2 * sd / math.sqrt(3)
+    assert (interval.low, interval.high) == pytest.approx((mean - half, mean + half))
     assert decide(interval, at_least(1.5, 1.0)).verdict == expected
 
 
@@ -110,7 +111,8 @@ def test_bits_per_parameter_seed_by_seed():
 def test_summary_intervals_group_the_seeds_of_one_point_and_keep_each_baseline_apart():
     from pipeline.studies.aggregate import add_intervals
 
-    rows = [{"run": f"lr=1_seed={s}", "lr": 1, "seed": s, "baseline": False, "loss": v} for s, v in enumerate((1, 2, 3))]
+    rows = [{"run": f"lr=1_seed={s}", "lr": 1, "seed": s, "baseline": False, "loss": v}
+            for s, v in enumerate((1, 2, 3))]
     rows += [{"run": "baseline_weight_decay=1.0", "lr": 1, "seed": 0, "baseline": True, "loss": 10.0},
              {"run": "baseline_batch_size=128", "lr": 1, "seed": 0, "baseline": True, "loss": 20.0}]
     add_intervals(rows, ["lr"], ("loss",))

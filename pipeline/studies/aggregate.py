@@ -1,7 +1,8 @@
 """A study's runs in its files. summary.csv: one row per run with its grid values, phases and final
 metrics (for a fine-tuning study, its forgetting summary), the mean and the 95% t-interval of each
 headline metric over the runs of its grid point that differ only in seed (blank below three runs:
-pipeline/studies/intervals), and the plateau's start, end and length under three bands of the phase detector; runs that failed are rows with their log's last line.
+pipeline/studies/intervals), and the plateau's start, end and length under three bands of the phase
+detector; runs that failed are rows with their log's last line.
 fit.json and capacity.json: the fits across those rows that the grid calls for."""
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ TOLERANCE_KEYS = tuple(f"plateau_length_tol{t:g}" for t in TOLERANCES)
 DETECTOR_KEYS = ("plateau_start", "plateau_end", "plateau_length")  # band-dependent: also written per band
 CAPACITY_KEYS = ("knowledge_bits", "knowledge_bits_per_parameter", "knowledge_bits_per_non_embedding_parameter",
                  "parameters", "non_embedding_parameters")
-PLATEAU_STEPS = ("plateau_start", "plateau_end", *(f"{k}_tol{t:g}" for k in DETECTOR_KEYS for t in TOLERANCES))  # fitted in N beside the plateau length
+# fitted in N beside the plateau length
+PLATEAU_STEPS = ("plateau_start", "plateau_end", *(f"{k}_tol{t:g}" for k in DETECTOR_KEYS for t in TOLERANCES))
 MODEL_KEYS = field_names(ModelArguments)  # a grid over any of them compares models: bits per parameter
 
 

@@ -119,8 +119,8 @@ def claim_entry(claims: Claims, claim: Claim, scale: str, staging: Path, fallbac
     figure = None
     if outcome.panels:
         (staging / FIGURES).mkdir(exist_ok=True)
-        claim_figure(claim.id, outcome.verdict, outcome.panels, claim.paper_range, staging / FIGURES / f"{claim.id}.png")
         figure = f"{FIGURES}/{claim.id}.png"
+        claim_figure(claim.id, outcome.verdict, outcome.panels, claim.paper_range, staging / figure)
     sweeps = " && ".join(f"python -m pipeline.sweep --config {claims.study_file(n, scale)} --jobs 2"
                          for n in claim.studies if claims.study_file(n, scale))
     command = (f"python -m pipeline.reproduce --scale {scale} --claims {claim.id}"

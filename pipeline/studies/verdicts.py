@@ -188,9 +188,9 @@ class EveryRun:
         def words(items: list) -> str:
             return " and ".join(f"{q.describe()} {OPERATORS[op]} {_bound_text(b, t)}" for q, op, b, t in items)
 
-        partly = _conditions(spec.get("partly"), "rule")
-        return (f"at every grid point, the 95% t-interval over its seeds of {words(_conditions(spec['reproduced'], 'rule'))}"
-                f" must hold whole: reproduced" + (f"; partly if {words(partly)} holds so" if partly else "")
+        reproduced, partly = _conditions(spec["reproduced"], "rule"), _conditions(spec.get("partly"), "rule")
+        return (f"at every grid point, the 95% t-interval over its seeds of {words(reproduced)} must hold whole: "
+                f"reproduced" + (f"; partly if {words(partly)} holds so" if partly else "")
                 + "; inconclusive while an interval straddles its bound")
 
     @staticmethod
@@ -302,16 +302,29 @@ class Ratio:
         return _outcome(decision, says, numbers, interval.n, [Panel(label, interval, scale)])
 
 
-def _by_along(spec: dict, files: Files, default: str) -> tuple[Values, dict[Any, dict[Any, float]]]:
-    """The quantity's defined values: value of `along` -> seed -> value."""
+def _by_keys(spec: dict, files: Files, default: str, keys: tuple[str, ...]) -> tuple[Values, dict]:
+    """The quantity's defined values nested by the values of `keys` (sorted), then seed -> value; Undefined
+    where no run defines it."""
     values = read_values(quantity(spec["value"], "rule"), files, default)
-    groups: dict[Any, dict[Any, float]] = {}
+    groups: dict = {}
     for row, value in zip(values.rows, values.values):
         if value is not None:
-            groups.setdefault(row[spec["along"]], {})[_seed_key(row)] = value
+            inner = groups
+            for key in keys:
+                inner = inner.setdefault(row[key], {})
+            inner[_seed_key(row)] = value
     if not groups:
         raise Undefined(f"no run defines {values.quantity.name}: {values.undefined}")
-    return values, {k: groups[k] for k in sorted(groups)}
+
+    def ordered(level: dict, depth: int) -> dict:
+        return level if depth == 0 else {k: ordered(level[k], depth - 1) for k in sorted(level)}
+
+    return values, ordered(groups, len(keys))
+
+
+def _by_along(spec: dict, files: Files, default: str) -> tuple[Values, dict[Any, dict[Any, float]]]:
+    """The quantity's defined values: value of `along` -> seed -> value."""
+    return _by_keys(spec, files, default, (spec["along"],))
 
 
 def _difference(later: dict, earlier: dict) -> Interval:
@@ -396,9 +409,10 @@ class Best:
 
     @staticmethod
     def describe(spec: dict) -> str:
-        return (f"{_best_words(spec)}, told apart seed by seed: reproduced if it lies in [{spec['target'][0]}, {spec['target'][1]}] and beats every "
-                f"value outside it; partly if a value strictly inside the grid but outside the target beats every "
-                f"value in it; not reproduced if a value at the grid's edge does; else inconclusive")
+        return (f"{_best_words(spec)}, told apart seed by seed: reproduced if it lies in [{spec['target'][0]}, "
+                f"{spec['target'][1]}] and beats every value outside it; partly if a value strictly inside the grid "
+                f"but outside the target beats every value in it; not reproduced if a value at the grid's edge does; "
+                f"else inconclusive")
 
     @staticmethod
     def evaluate(spec: dict, files: Files, default: str) -> Outcome:
@@ -438,24 +452,17 @@ class BestShift:
 
     @staticmethod
     def describe(spec: dict) -> str:
-        return (f"{_best_words(spec)} at each {spec['by']}, each told apart from the runner-up seed by seed (else inconclusive): reproduced if it "
-                f"is strictly {spec['direction']} in {spec['by']}; partly if weakly so with a change over three or "
-                f"more {spec['by']}")
+        return (f"{_best_words(spec)} at each {spec['by']}, each told apart from the runner-up seed by seed (else "
+                f"inconclusive): reproduced if it is strictly {spec['direction']} in {spec['by']}; partly if weakly "
+                f"so with a change over three or more {spec['by']}")
 
     @staticmethod
     def evaluate(spec: dict, files: Files, default: str) -> Outcome:
-        values = read_values(quantity(spec["value"], "rule"), files, default)
-        per_by: dict[Any, dict[Any, dict[Any, float]]] = {}
-        for row, value in zip(values.rows, values.values):
-            if value is not None:
-                per_by.setdefault(row[spec["by"]], {}).setdefault(row[spec["along"]], {})[_seed_key(row)] = value
-        if not per_by:
-            raise Undefined(f"no run defines {values.quantity.name}: {values.undefined}")
+        values, per_by = _by_keys(spec, files, default, (spec["by"], spec["along"]))
         if len(per_by) < 2:
             raise LookupError(f"one value of {spec['by']}: no shift")
         lowest, best, decisions, panels = spec.get("lowest", True), {}, [], []
-        for by in sorted(per_by):
-            groups = per_by[by]
+        for by, groups in per_by.items():
             best[by] = _argbest(groups, lowest)
             told, drawn = _separated(groups, best[by], [k for k in groups if k != best[by]], lowest)
             decisions += told
