@@ -1,7 +1,7 @@
 """Analyses of a run, written into its folder:
 
     python -m pipeline.analyze phases --run runs/demo
-    python -m pipeline.analyze attention --run runs/demo [--n_biographies 64]
+    python -m pipeline.analyze attention --run runs/demo [--n_biographies 512]
 
 `phases` prints the three learning phases of the trajectory (see pipeline/analysis/phases.py);
 `attention` recomputes the attention circuits over the checkpoints and redraws the report.
@@ -17,6 +17,7 @@ from common.errors import run_cli
 from data_gen import Corpus
 
 from .analysis.phases import run_phases
+from .analysis.circuits import ATTENTION_BIOGRAPHIES
 from .analysis.tables import attention_table
 from .report import write_pretrain_report
 from .run_folder import RunFolder
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> None:
                                                                                    "into its folder.")
     parser.add_argument("analysis", choices=["phases", "attention"])
     parser.add_argument("--run", required=True, help="A run's output_dir.")
-    parser.add_argument("--n_biographies", type=int, default=64, help="Biographies the attention is measured on.")
+    parser.add_argument("--n_biographies", type=int, default=ATTENTION_BIOGRAPHIES,
+                        help=f"Biographies the attention is measured on (default {ATTENTION_BIOGRAPHIES}, as the paper).")
     args = parser.parse_args(argv)
     run = RunFolder(args.run)
     if args.analysis == "phases":

@@ -8,12 +8,17 @@ verdict per claim from the rule recipes/claims.yaml fixed for it.
     python -m pipeline.reproduce --scale cpu --claims C2,C5      # only these claims (and their studies)
     python -m pipeline.reproduce --scale smoke --output_dir /tmp/s  # the ledger and the studies in /tmp/s
     python -m pipeline.reproduce --scale cpu --ledger_only       # the ledger from finished studies
+    python -m pipeline.reproduce --scale cpu --jobs 2 --publish docs/claims --readme README.md
     python -m pipeline.reproduce --scale cpu --ledger_only --publish docs/claims --readme README.md
     python -m pipeline.reproduce --scale paper --plan            # runs, steps and estimated GPU-hours; runs nothing
 
 Rerunning continues: finished runs are skipped and interrupted ones resumed. With --jobs or --devices
 every run of every study shares one pool (a study's first run before its other runs), with the
 sweep's progress table.
+
+With --publish the studies run one after another, and each publishes its evidence into
+<publish>/evidence/<study> as it finishes (pipeline/studies/evidence.py); a study published there is not
+run again unless --rerun names it, and the ledger is built from the published evidence alone.
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ from data_gen.folders import exclusive
 from data_gen.layout import MANIFEST
 from data_gen.recipe import parse_recipe
 
-from .studies.claims import SCALES, load_claims
+from .run_folder import SUMMARY
+from .studies.claims import SCALES, Claims, load_claims
+from .studies.evidence import is_published, publish_study, run_files
 from .studies.figures import summarize_study
-from .studies.ledger import EVIDENCE, LEDGER_JSON, RUN_RECORD, machine, publish_ledger, write_ledger, write_readme_table
+from .studies.ledger import EVIDENCE, LEDGER_JSON, RUN_RECORD, machine, write_ledger, write_readme_table
 from .studies.parallel import Pool, add_pool_arguments, pool_from
 from .studies.plan import plan_table
 from .studies.runner import build_corpora, run_study, study_jobs
@@ -73,6 +80,35 @@ def run_studies(studies: dict[str, Study], pool: Pool | None) -> dict[str, dict[
                    if jobs[job.name].state == "failed"} for name, studies_jobs in by_study.items()}
 
 
+def publish_studies(claims: Claims, studies: dict[str, Study], evidence: Path, rerun: set[str], pool: Pool | None,
+                    command: str) -> dict[str, dict[str, str]]:
+    """Run the studies one after another, each publishing its evidence into evidence/<study> as it finishes;
+    a published study is skipped unless `rerun` names it. The failed runs of each study run."""
+    failed = {}
+    for name, study in studies.items():
+        if is_published(evidence, name) and name not in rerun and "all" not in rerun:
+            print(f"{name}: published in {evidence / name}, not run again (--rerun {name} runs it)", flush=True)
+            continue
+        start = time.monotonic()
+        failed.update(run_studies({name: study}, pool))
+        summarize_study(study, failed[name])
+        runs = publish_study(Path(study.output_dir), evidence / name, run_files(claims, name), {
+            "study": name, "command": command, "wall_s": round(time.monotonic() - start, 1), "machine": machine()})
+        print(f"{name}: {runs} runs published in {evidence / name}", flush=True)
+    return failed
+
+
+def publish_finished(claims: Claims, studies: dict[str, Study], evidence: Path) -> None:
+    """Publish the studies that finished outside this command (a sweep, another sitting) and are not published."""
+    for name, study in studies.items():
+        folder = Path(study.output_dir)
+        if not is_published(evidence, name) and (folder / SUMMARY).is_file():
+            runs = publish_study(folder, evidence / name, run_files(claims, name),
+                                 {"study": name, "command": f"published from {folder}", "wall_s": None,
+                                  "machine": None})
+            print(f"{name}: {runs} finished runs of {folder} published in {evidence / name}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.reproduce",
                                      description="Run the studies of the paper's claims and write their ledger.")
@@ -87,16 +123,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ledger_only", action="store_true", help="Only write the ledger from finished studies.")
     add_pool_arguments(parser)
     parser.add_argument("--plan", action="store_true", help="Print each study's runs, steps and estimated GPU-hours.")
-    parser.add_argument("--publish", type=Path, help="Copy the ledger folder here (e.g. docs/claims).")
+    parser.add_argument("--publish", type=Path, help="Publish each study's evidence and the ledger here (e.g. docs/claims).")
+    parser.add_argument("--rerun", default="", help="With --publish: studies to run again although published "
+                                                   "(comma-separated, or all).")
     parser.add_argument("--readme", type=Path, help="Rewrite this README's claims table (needs --publish).")
     args = parser.parse_args(argv)
     if args.readme and not args.readme.is_file():
         raise RecipeError(f"--readme {args.readme} does not exist: pass the README whose claims table to rewrite")
     if args.readme and not args.publish:
         raise RecipeError("--readme links the table into the published ledger: pass --publish docs/claims too")
-    if args.publish and args.publish.exists() and not (args.publish / LEDGER_JSON).is_file():
-        raise RecipeError(f"--publish {args.publish} exists and holds no ledger ({LEDGER_JSON}): name a new folder "
-                          "or one a ledger was published to (its contents are replaced)")
+    if args.publish and args.publish.exists() and not any((args.publish / f).exists() for f in (LEDGER_JSON, EVIDENCE)):
+        raise RecipeError(f"--publish {args.publish} exists and holds no ledger ({LEDGER_JSON}) or evidence: name a "
+                          "new folder or one a ledger was published to")
+    rerun = {n.strip() for n in args.rerun.split(",") if n.strip()}
+    if rerun and not args.publish:
+        raise RecipeError("--rerun names published studies to run again: pass --publish too")
     claims = load_claims(args.claims_file)
     check_rules(claims)
     selected = claims.select([c.strip() for c in args.claims.split(",") if c.strip()] if args.claims else None)
@@ -110,29 +151,33 @@ def main(argv: list[str] | None = None) -> None:
         print(table)
         return
     failed: dict[str, dict[str, str]] = {}
+    command = shlex.join(["python", "-m", "pipeline.reproduce", *(sys.argv[1:] if argv is None else argv)])
     if not args.ledger_only:
         pool = pool_from(args)
         start = time.monotonic()
         build_scale_corpora(claims.corpora.get(args.scale, {}))
-        failed = run_studies(studies, pool)
-        for name, study in studies.items():
-            summarize_study(study, failed[name])
-        out.mkdir(parents=True, exist_ok=True)
-        (out / RUN_RECORD).write_text(json.dumps({
-            "command": shlex.join(["python", "-m", "pipeline.reproduce", *(sys.argv[1:] if argv is None else argv)]),
-            "wall_s": round(time.monotonic() - start, 1), "machine": machine(), "studies": names,
+        if args.publish:
+            failed = publish_studies(claims, studies, args.publish / EVIDENCE, rerun, pool, command)
+        else:
+            failed = run_studies(studies, pool)
+            for name, study in studies.items():
+                summarize_study(study, failed[name])
+        (args.publish or out).mkdir(parents=True, exist_ok=True)
+        ((args.publish or out) / RUN_RECORD).write_text(json.dumps({
+            "command": command, "wall_s": round(time.monotonic() - start, 1), "machine": machine(), "studies": names,
             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
-    entries = write_ledger(claims, selected, args.scale, out, args.claims_file,
-                           fallback=(args.publish or out) / EVIDENCE, root=args.output_dir)
-    print(f"{len(entries)} claims in {out / 'claims.md'}: " + ", ".join(f"{e.id} {e.verdict}" for e in entries))
-    if args.publish:
-        publish_ledger(out, args.publish)
-        if args.readme:
-            command = f"python -m pipeline.reproduce --scale {args.scale} --ledger_only --publish {args.publish} " \
-                      f"--readme {args.readme}"
-            if not write_readme_table(args.readme, entries, f"{args.publish}/", command):
-                raise RecipeError(f"{args.readme} has no claims table markers: add the two marker lines from "
-                                  "pipeline/studies/ledger.py where the table goes")
+    elif args.publish:
+        publish_finished(claims, studies, args.publish / EVIDENCE)
+    ledger = args.publish or out
+    entries = write_ledger(claims, selected, args.scale, ledger, args.claims_file,
+                           fallback=ledger / EVIDENCE, root=args.output_dir, published=bool(args.publish))
+    print(f"{len(entries)} claims in {ledger / 'claims.md'}: " + ", ".join(f"{e.id} {e.verdict}" for e in entries))
+    if args.readme:
+        command = f"python -m pipeline.reproduce --scale {args.scale} --ledger_only --publish {args.publish} " \
+                  f"--readme {args.readme}"
+        if not write_readme_table(args.readme, entries, f"{args.publish}/", command):
+            raise RecipeError(f"{args.readme} has no claims table markers: add the two marker lines from "
+                              "pipeline/studies/ledger.py where the table goes")
     broken = {name: runs for name, runs in failed.items() if runs}
     if broken:
         raise RunError("runs failed after a retry (" + "; ".join(f"{n}: {', '.join(r)}" for n, r in broken.items())

@@ -341,22 +341,30 @@ def test_the_ledger_gives_every_claim_a_row_and_links_every_number_to_its_file(t
     code, err = cli(reproduce_main, ["--scale", "cpu", "--claims_file", str(claims), "--ledger_only", "--output_dir",
                                      str(out), "--publish", str(published), "--readme", str(readme)], capsys)
     assert code == 0, err
-    ledger = json.loads((out / "claims.json").read_text())
+    ledger = json.loads((published / "claims.json").read_text())  # built from the evidence published there
     verdicts = {c["id"]: c["verdict"] for c in ledger["claims"]}
     assert verdicts == {"C17": REPRODUCED, "C1": NOT_REPRODUCED, "C9": NOT_RUN, "C8": NOT_RUN}  # C1: 0.9 < 0.99
     c17 = ledger["claims"][0]
     assert c17["seeds"] == 3 and "1 runs of s failed" in c17["why"]
     assert c17["numbers"]["heldout loss - 1.5 x baseline loss"]["mean"] == pytest.approx((9 + 8.8 + 9.2) / 3 - 7.5)
     assert c17["says"].startswith("heldout loss 9 [8.5, 9.5] (95% t, n=3) (needs >= 1.5 x baseline loss)")
-    assert c17["figure"] == "figures/C17.png" and (out / "figures" / "C17.png").is_file()
+    assert c17["figure"] == "figures/C17.png" and (published / "figures" / "C17.png").is_file()
     assert not any(c["preregistration"].startswith("fixed before") for c in ledger["claims"])  # no git, no start times
     assert "no cpu-scale study for paper_only" in ledger["claims"][3]["why"]
-    text = (out / "claims.md").read_text()
+    text = (published / "claims.md").read_text()
     links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text)
-    assert links and all((out / link).is_file() for link in links)  # evidence copies, figure included
+    assert links and all((published / link).is_file() for link in links)  # evidence, figure included
     assert "evidence/s/summary.csv" in links and "evidence/s/study.png" in links
-    assert (published / "claims.md").read_text() == text
     assert sorted(p.name for p in published.iterdir()) == ["claims.json", "claims.md", "evidence", "figures"]  # no runs
+    record = json.loads((published / "evidence" / "s" / "published.json").read_text())
+    assert record["command"] == f"published from {out / 'studies' / 's'}" and record["runs"] == 4
+    shutil.rmtree(out / "studies" / "s")  # the runs gone, or rerun since: the published evidence is what is read
+    write_study(out / "studies" / "s", [{"seed": 0, "run": "seed=0", "baseline": False, "heldout_loss": 1.0,
+                                         "baseline_loss": 5.0, "final_accuracy": 1.0}])
+    assert cli(reproduce_main, ["--scale", "cpu", "--claims_file", str(claims), "--ledger_only", "--output_dir",
+                                str(out), "--publish", str(published)], capsys)[0] == 0
+    assert json.loads((published / "claims.json").read_text())["claims"][0]["verdict"] == REPRODUCED
+    assert json.loads((published / "evidence" / "s" / "published.json").read_text()) == record
     table = readme.read_text()
     assert "old" not in table and table.endswith("<!-- end of the claims table -->\nrest\n")
     assert "| [C17](" in table and "docs/claims/claims.md#c17" in table and "**not reproduced**" in table
@@ -424,6 +432,17 @@ def test_the_repository_claims_file_parses_and_names_a_study_for_every_claim():
             assert all(claims.study_file(n, scale) for n in claim.studies), (claim.id, scale)
 
 
+def test_a_study_publishes_the_run_files_its_claims_rules_name():
+    from pipeline.studies.evidence import run_files
+
+    claims = load_claims(str(REPO / "recipes" / "claims.yaml"))
+    assert run_files(claims, "phases") == {"trajectory.jsonl"}  # C17's untrained and lowest held-out loss
+    assert run_files(claims, "circuits") == {"attention.jsonl"}
+    assert run_files(claims, "warmup") == {"trajectory.jsonl"}  # C14's not-yet-drawn individuals
+    assert run_files(claims, "finetune_new") == {"drift.jsonl"}
+    assert run_files(claims, "alpha") == set()  # summary.csv alone
+
+
 def test_a_job_waits_for_the_jobs_it_names(tmp_path):
     def job(name: str, code: str, after: tuple = ()) -> Job:
         return Job(name, ["-c", code], tmp_path / f"{name}.log", after=after)
@@ -457,8 +476,9 @@ def test_a_plan_counts_every_run_and_its_training_flops(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_smoke_tier_runs_every_claim_and_writes_its_ledger(tmp_path, monkeypatch):
-    """The smoke tier from a folder of its own (the recipes linked in), as a user runs it."""
+def test_the_smoke_tier_runs_every_claim_and_writes_its_ledger(tmp_path, monkeypatch, capsys):
+    """The smoke tier from a folder of its own (the recipes linked in), as a user runs it; then published, and a
+    published study not run again."""
     (tmp_path / "recipes").symlink_to(REPO / "recipes")
     monkeypatch.chdir(tmp_path)
     reproduce_main(["--scale", "smoke"])
@@ -470,6 +490,35 @@ def test_the_smoke_tier_runs_every_claim_and_writes_its_ledger(tmp_path, monkeyp
     assert all(c["says"] != "-" and c["preregistration"] for c in ledger["claims"])
     assert all(Path("runs/reproduce/smoke", c["figure"]).is_file() for c in ledger["claims"] if c["figure"])
     assert ledger["run"]["wall_s"] > 0 and Path("runs/reproduce/smoke/claims.md").is_file()
+    reproduce_main(["--scale", "smoke", "--ledger_only", "--publish", "docs/claims"])  # the finished studies published
+    published = json.loads(Path("docs/claims/claims.json").read_text())
+    assert [c["verdict"] for c in published["claims"]] == [c["verdict"] for c in ledger["claims"]]
+    phases = Path("docs/claims/evidence/phases")
+    record = (phases / "published.json").read_text()
+    assert {p.name for p in phases.iterdir()} >= {"summary.csv", "study.png", "seed=0", "published.json"}
+    assert {p.name for p in (phases / "seed=0").iterdir()} == {"run_start.json", "trajectory.jsonl"}
+    capsys.readouterr()
+    reproduce_main(["--scale", "smoke", "--claims", "C1", "--publish", "docs/claims"])
+    assert "phases: published in docs/claims/evidence/phases, not run again" in capsys.readouterr().out
+    assert (phases / "published.json").read_text() == record
+
+
+def test_the_best_value_of_a_key_is_chosen_apart_for_each_configuration(tmp_path):
+    """{lowest: final_loss, per: [model_preset]}: each model's learning rate with the lower mean final loss."""
+    losses = {("demo", 1e-3): (0.5, 0.7), ("demo", 3e-3): (0.2, 0.4), ("tiny", 1e-3): (1.0, 1.2),
+              ("tiny", 3e-3): (1.5, 0.9)}  # means: demo 0.6 / 0.3, tiny 1.1 / 1.2
+    rows = [{"run": f"{m}_{lr}_{s}", "seed": s, "baseline": False, "model_preset": m, "learning_rate": lr,
+             "final_loss": loss} for (m, lr), pair in losses.items() for s, loss in enumerate(pair)]
+    files = write_study(tmp_path / "s", rows)
+    best = {"learning_rate": {"lowest": "final_loss", "per": ["model_preset"]}}
+    values = read_values(quantity({"column": "final_loss", "where": best}, "q"), files, "s")
+    assert [(r["model_preset"], r["learning_rate"]) for r in values.rows] == [("demo", 3e-3)] * 2 + [("tiny", 1e-3)] * 2
+    assert values.values == [0.2, 0.4, 1.0, 1.2]
+    overall = read_values(quantity({"column": "final_loss", "where": {"learning_rate": {"lowest": "final_loss"}}}, "q"),
+                          files, "s")  # no `per`: one choice over every run (3e-3: mean 0.75 against 0.85)
+    assert {r["learning_rate"] for r in overall.rows} == {3e-3}
+    listed = read_values(quantity({"column": "final_loss", "where": {"model_preset": ["tiny", "huge"]}}, "q"), files, "s")
+    assert {r["model_preset"] for r in listed.rows} == {"tiny"} and len(listed.rows) == 4  # a list: any of its values
 
 
 def test_selecting_by_a_key_the_grid_does_not_vary_names_the_fix():

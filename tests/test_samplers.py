@@ -11,7 +11,7 @@ import pytest
 from data_gen import RecipeError
 from data_gen.samplers import SamplerConfig, find_sequential
 from data_gen.stream import shard_rows
-from pipeline.evaluation.metrics import by_exposure, by_rank, frequency_rank
+from pipeline.evaluation.metrics import by_exposure, by_rank, frequency_rank, unexposed
 from pipeline.pretrain import main
 from pipeline.run_folder import RunFolder, checkpoint_name
 
@@ -82,6 +82,14 @@ def test_by_exposure_buckets():
     assert [r["exposures"] for r in rows] == [[0, 0], [1, 1], [2, 3], [4, 7]]
     assert rows[0] == {"exposures": [0, 0], "queries": 2, "loss": 2.0, "accuracy": 0.0}
     assert rows[2]["accuracy"] == 0.5
+
+
+def test_the_unexposed_are_the_queries_of_individuals_never_drawn():
+    found = unexposed(np.array([0, 1, 0, 4, 0]), np.array([6.0, 1.0, 7.0, 0.5, 8.0]),
+                      np.array([0, 1, 1, 1, 0], dtype=bool))
+    assert found == {"unexposed_queries": 3, "unexposed_loss": 7.0, "unexposed_accuracy": pytest.approx(1 / 3)}
+    assert unexposed(np.array([2, 1]), np.array([1.0, 2.0]), np.array([1, 0], dtype=bool)) == {
+        "unexposed_queries": 0, "unexposed_loss": None, "unexposed_accuracy": None}
 
 
 def test_frequency_rank_groups():

@@ -14,8 +14,11 @@ from pipeline.studies.schema import Study
 from .conftest import tiny_flags
 
 
-def _row(step: int, group: int, loss: float) -> dict:
-    return {"stage": "pretrain", "step": step, "split": sequence_group(group), "attribute_loss": loss}
+def _row(step: int, group: int, loss: float, accuracy: float | None = None) -> dict:
+    """An evaluation of a group; its accuracy by default 1 - loss / 6, a linear image of the loss whose half-way
+    crossings are the loss's."""
+    return {"stage": "pretrain", "step": step, "split": sequence_group(group), "attribute_loss": loss,
+            "attribute_accuracy": 1 - loss / 6 if accuracy is None else accuracy}
 
 
 def test_visit_rates_are_the_loss_slopes_while_trained_and_after():
@@ -62,9 +65,22 @@ def test_rates_and_half_lives_never_interpolate_across_a_switch_between_evaluati
     # 3.6 (1/3 of the way, from step 450)
     assert [v["forgetting_per_1k"] for v in visits] == pytest.approx([4.0, 4.0, 2.0, None])
     assert [v["forgetting_half_steps"] for v in visits] == pytest.approx([200 / 7, 100 / 3, 50 + 50 / 3, None])
+    # the summary leaves out the visit from step 0 (the plateau)
     assert sequence_summary(rows, segments) == pytest.approx(
-        {"learning_per_1k": 13.5, "forgetting_per_1k": 10 / 3, "learning_half_steps": (100 / 3 + 115) / 4,
-         "forgetting_half_steps": (200 / 7 + 100 / 3 + 200 / 3) / 3})
+        {"learning_per_1k": 34 / 3, "forgetting_per_1k": 3.0, "learning_half_steps": 115 / 3,
+         "forgetting_half_steps": (100 / 3 + 200 / 3) / 2})
+
+
+def test_half_lives_read_the_accuracy_where_it_and_the_loss_disagree():
+    segments = [(0, 100, 0), (100, 200, 1)]
+    # the loss falls evenly over the visit while the accuracy jumps in its last quarter: half of the accuracy's
+    # rise (0 -> 0.8, level 0.4) is crossed at step 87.5, half of the loss's fall at step 50
+    evaluations = ((0, 6.0, 0.0), (25, 5.5, 0.0), (50, 5.0, 0.0), (75, 4.5, 0.0), (100, 4.0, 0.8),
+                   (150, 4.0, 0.8), (200, 4.0, 0.8))
+    visit, _ = visit_rates([_row(s, 0, loss, acc) for s, loss, acc in evaluations]
+                           + [_row(s, 1, 6.0, 0.0) for s, _, _ in evaluations], segments)
+    assert visit["learning_half_steps"] == pytest.approx(87.5)
+    assert visit["learning_per_1k"] == pytest.approx(20.0)  # the rate is still the loss's
 
 
 def test_a_visit_with_fewer_than_two_evaluations_has_no_rate():

@@ -86,6 +86,9 @@ def checkpoint_statistics(checkpoint: Path, batch: dict[str, torch.Tensor]) -> d
     return attention_statistics(attention_patterns(load_eager(checkpoint), batch), batch)
 
 
+ATTENTION_BIOGRAPHIES = 512  # biographies the circuits are measured on, as the paper
+
+
 def analysis_batch(corpus: Corpus, n_biographies: int) -> dict[str, torch.Tensor]:
     """A fixed set of training individuals' biographies, the same for every checkpoint."""
     return {k: torch.from_numpy(v) for k, v in corpus.stream(n_biographies, ANALYSIS_SEED).batch(0).items()}
@@ -100,7 +103,7 @@ def _beside_chance(stats: dict[str, np.ndarray], layer: int, head: int, chance: 
     return row
 
 
-def run_attention_table(run: RunFolder, corpus: Corpus, n_biographies: int = 64) -> list[dict]:
+def run_attention_table(run: RunFolder, corpus: Corpus, n_biographies: int = ATTENTION_BIOGRAPHIES) -> list[dict]:
     """One row per checkpoint, layer and head of a run, each statistic beside its chance level; refused in one line
     for a model without attention."""
     checkpoints = run.complete_checkpoints()

@@ -9,7 +9,7 @@ from pathlib import Path
 from data_gen import Corpus
 
 from ..run_folder import ATTENTION_TABLE, DRIFT_TABLE, RunFolder, read_jsonl
-from .circuits import run_attention_table
+from .circuits import ATTENTION_BIOGRAPHIES, run_attention_table
 from .forgetting import drift_table
 
 
@@ -20,7 +20,7 @@ def cached_table(path: Path, compute: Callable[[], list[dict]], recompute: bool 
     return read_jsonl(path)
 
 
-def attention_table(run: RunFolder, corpus: Corpus, n_biographies: int = 64, recompute: bool = False) -> list[dict]:
+def attention_table(run: RunFolder, corpus: Corpus, n_biographies: int = ATTENTION_BIOGRAPHIES, recompute: bool = False) -> list[dict]:
     """The run's attention statistics per checkpoint, layer and head (attention.jsonl)."""
     return cached_table(run / ATTENTION_TABLE, lambda: run_attention_table(run, corpus, n_biographies), recompute)
 

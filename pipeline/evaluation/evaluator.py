@@ -23,6 +23,7 @@ from .metrics import (
     no_knowledge_baseline,
     query_scores,
     summarize,
+    unexposed,
 )
 
 METRIC_PATH = Path(__file__).parent / "attribute_recall"
@@ -168,6 +169,7 @@ class Evaluator:
                                                                       known["correct"])
             results[self.exposure_group]["by_rank"] = by_rank(frequency_rank(exposures)[who], known["value_loss"],
                                                               known["correct"])
+            results[self.exposure_group].update(unexposed(exposures[who], known["value_loss"], known["correct"]))
         separation = auroc(next(iter(scores.values()))["top_prob"], scores[HELDOUT]["top_prob"])
         for metrics in results.values():
             metrics["confidence_auroc"] = separation

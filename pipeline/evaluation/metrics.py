@@ -144,6 +144,15 @@ def by_exposure(exposures: np.ndarray, loss: np.ndarray, correct: np.ndarray) ->
     return _power_of_two_groups(exposures, loss, correct, "exposures")
 
 
+def unexposed(exposures: np.ndarray, loss: np.ndarray, correct: np.ndarray) -> dict:
+    """Loss and accuracy of the queries whose individual has not been drawn yet (a warm-up's others; None
+    when every individual has been), and how many there are."""
+    members = exposures == 0
+    return {"unexposed_queries": int(members.sum()),
+            "unexposed_loss": float(loss[members].mean()) if members.any() else None,
+            "unexposed_accuracy": float(correct[members].mean()) if members.any() else None}
+
+
 def frequency_rank(exposures: np.ndarray) -> np.ndarray:
     """Each individual's rank (1 = drawn most often) by times drawn; ties go to the lower index, so
     under a power law with no draws yet the rank is the sampling order."""

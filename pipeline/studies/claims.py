@@ -17,7 +17,10 @@ rows at the last or first step, or their max, min or mean. `where` keeps the run
 match; a study's baseline points are left out unless `where` names `baseline`. A value of `where` may be
 `min`, `max` or `{rank: k}`, for the study's smallest, largest or k-th smallest value of that key (k from
 0; negative from the largest), so that one rule reads every scale's grid; `{equals: other key}`, for the
-runs where the two keys hold one value (the patching grid's diagonal); or `any`, every value. `study`
+runs where the two keys hold one value (the patching grid's diagonal); a list, any of its values;
+`{lowest: column, per: [keys]}`, the value whose runs have the lowest mean of that column, chosen for each
+combination of the `per` keys (the best learning rate of each configuration: a choice made on the runs
+judged, which favours the claim); or `any`, every value. `study`
 picks one of the claim's studies (default: the first). `label` names the quantity in the ledger's words.
 
 A run that finished but leaves a summary value empty (no plateau detected, knowledge never emerged) has
@@ -180,6 +183,10 @@ def matches(row: dict, where: dict[str, Any]) -> bool:
         got = row.get(key)
         if value == "any":
             continue
+        if isinstance(value, list):
+            if not any(matches(row, {key: v}) for v in value):
+                return False
+            continue
         if isinstance(value, dict) and "equals" in value:
             if got is None or got != row.get(value["equals"]):
                 return False
@@ -310,6 +317,19 @@ def resolve(where: dict[str, Any], rows: list[dict]) -> dict[str, Any]:
     return out
 
 
+def lowest(rows: list[dict], key: str, column: str, per: list[str]) -> list[dict]:
+    """The rows at the value of `key` whose runs have the lowest mean `column`, chosen apart for each
+    combination of the `per` keys (a configuration's best learning rate of a grid)."""
+    kept = []
+    for config in dict.fromkeys(tuple(r.get(k) for k in per) for r in rows):
+        group = [r for r in rows if tuple(r.get(k) for k in per) == config]
+        means = {v: np.mean([r[column] for r in group if r.get(key) == v and r.get(column) is not None] or [np.inf])
+                 for v in dict.fromkeys(r.get(key) for r in group)}
+        best = min(means, key=means.get)
+        kept += [r for r in group if r.get(key) == best]
+    return kept
+
+
 def read_values(q: Quantity, files: dict[str, StudyFiles], default: str) -> Values:
     """The quantity's value for every finished run its `where` keeps (baselines only where it names
     `baseline`); LookupError where the study does not record the quantity or no run matches."""
@@ -318,8 +338,11 @@ def read_values(q: Quantity, files: dict[str, StudyFiles], default: str) -> Valu
     if not q.file and rows and q.column not in rows[0]:
         raise LookupError(f"{study.folder / SUMMARY} has no column {q.column} (written before the code that "
                           f"records it): rerun the study")
-    where = resolve(q.where, rows)
+    best = {k: v for k, v in q.where.items() if isinstance(v, dict) and "lowest" in v}
+    where = resolve({k: v for k, v in q.where.items() if k not in best}, rows)
     rows = [r for r in rows if matches(r, where)]
+    for key, spec in best.items():
+        rows = lowest(rows, key, spec["lowest"], spec.get("per", []))
     if not rows:
         raise LookupError(f"no finished run of {study.folder} matches {where or 'the study'}")
     values = []

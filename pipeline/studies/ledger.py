@@ -16,30 +16,13 @@ from pathlib import Path
 from ..run_folder import STUDY_FIT, SUMMARY
 from .claim_figure import claim_figure
 from .claims import Claim, Claims, StudyFiles
+from .evidence import published_record
 from .intervals import MIN_RUNS
 from .prereg import preregistration, rule_history
 from .verdicts import NOT_RUN, VERDICTS, Outcome, describe, verdict
 
 LEDGER, LEDGER_JSON, EVIDENCE, FIGURES = "claims.md", "claims.json", "evidence", "figures"
 RUN_RECORD = "run.json"  # the last reproduce run of the scale: its command, jobs and wall time
-PUBLISHED = (LEDGER, LEDGER_JSON, RUN_RECORD, EVIDENCE, FIGURES)  # a ledger folder's own files
-
-
-def publish_ledger(out: Path, target: Path) -> None:
-    """Replace `target` with the ledger of `out`: its pages, run record, evidence and figures, never the run
-    folders (written beside, then renamed over the old one)."""
-    staging = target.with_name(target.name + ".tmp")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    for name in PUBLISHED:
-        if (out / name).is_dir():
-            shutil.copytree(out / name, staging / name)
-        elif (out / name).is_file():
-            shutil.copy(out / name, staging / name)
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
 
 
 @dataclass
@@ -77,8 +60,11 @@ def _copy(path: Path, study: str, folder: Path, evidence: Path) -> str:
     return str(Path(EVIDENCE) / study / path.relative_to(folder))
 
 
-def study_folder(output_dir: Path, name: str, fallback: Path | None) -> Path:
-    """Where a study's files are read: its output folder, else (its runs gone) a previous ledger's evidence."""
+def study_folder(output_dir: Path, name: str, fallback: Path | None, published: bool = False) -> Path:
+    """Where a study's files are read: its output folder, else (its runs gone) a previous ledger's evidence;
+    only the evidence when `published`."""
+    if published and fallback is not None:
+        return fallback / name
     if any((output_dir / f).is_file() for f in (SUMMARY, STUDY_FIT)) or fallback is None:
         return output_dir
     return fallback / name if (fallback / name).is_dir() else output_dir
@@ -96,10 +82,10 @@ def _started(files: dict[str, StudyFiles]) -> list[str | None]:
 
 
 def claim_entry(claims: Claims, claim: Claim, scale: str, staging: Path, fallback: Path | None,
-                claims_file: str, root: Path | None = None) -> Entry:
-    """A claim's verdict at `scale` from its studies' folders, with its evidence and figure written under
-    `staging` (the ledger folder being written)."""
-    folders = {name: study_folder(Path(claims.load(name, scale, root).output_dir), name, fallback)
+                claims_file: str, root: Path | None = None, published: bool = False) -> Entry:
+    """A claim's verdict at `scale` from its studies' folders, with its evidence (copied, unless read from the
+    published evidence `fallback` itself) and figure written under `staging` (the ledger folder being written)."""
+    folders = {name: study_folder(Path(claims.load(name, scale, root).output_dir), name, fallback, published)
                for name in claim.studies if claims.study_file(name, scale)}
     study_files = {name: StudyFiles(folder) for name, folder in folders.items()}
     missing = [name for name in claim.studies if name not in folders]
@@ -110,12 +96,13 @@ def claim_entry(claims: Claims, claim: Claim, scale: str, staging: Path, fallbac
     failed = {name: runs for name, f in study_files.items() if (runs := f.failed())}
     why = outcome.why + "".join(f"; {len(runs)} runs of {name} failed ({', '.join(runs)})"
                                 for name, runs in failed.items())
-    evidence = staging / EVIDENCE
-    sources = [_copy(path, name, folders[name], evidence) for name, f in study_files.items() for path in sorted(f.read)]
+    copy = (lambda path, name: str(Path(EVIDENCE) / name / path.relative_to(folders[name]))) if published else (
+        lambda path, name: _copy(path, name, folders[name], staging / EVIDENCE))
+    sources = [copy(path, name) for name, f in study_files.items() for path in sorted(f.read)]
     first = claim.studies[0]
     study_figure = None
     if claim.figure and first in folders and (folders[first] / claim.figure).is_file():
-        study_figure = _copy(folders[first] / claim.figure, first, folders[first], evidence)
+        study_figure = copy(folders[first] / claim.figure, first)
     figure = None
     if outcome.panels:
         (staging / FIGURES).mkdir(exist_ok=True)
@@ -187,19 +174,36 @@ def _section(e: Entry) -> str:
         f"- **Regenerate**: `{e.command}`", ""])
 
 
+def _studies_line(claims: Claims, selected: list[Claim], evidence: Path) -> str:
+    """Each published study's runs, wall time, machine and date, from its record."""
+    parts = []
+    for name in dict.fromkeys(n for c in selected for n in c.studies):
+        record = published_record(evidence, name)
+        if record and record["wall_s"] is not None:
+            parts.append(f"{name} ({record['runs']} runs, {record['wall_s'] / 60:.0f} min on {record['machine']}, "
+                         f"{record['published'][:10]})")
+        elif record:
+            parts.append(f"{name} ({record['runs']} runs, {record['command']}, {record['published'][:10]})")
+    return f"Studies as published: {'; '.join(parts)}." if parts else ""
+
+
 def write_ledger(claims: Claims, selected: list[Claim], scale: str, out: Path, claims_file: str,
-                 fallback: Path | None = None, root: Path | None = None) -> list[Entry]:
+                 fallback: Path | None = None, root: Path | None = None, published: bool = False) -> list[Entry]:
     """claims.md, claims.json, evidence/ and figures/ for the selected claims at `scale`, in `out` (written
-    beside, then swapped in, so `fallback` may be `out`'s own evidence)."""
+    beside, then swapped in, so `fallback` may be `out`'s own evidence). With `published`, every study is read
+    from the evidence `fallback` (`out`'s own), which is left as it is."""
     out.mkdir(parents=True, exist_ok=True)
     staging = out / ".ledger.tmp"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
-    entries = [claim_entry(claims, claim, scale, staging, fallback, claims_file, root) for claim in selected]
+    entries = [claim_entry(claims, claim, scale, staging, fallback, claims_file, root, published)
+               for claim in selected]
     record = json.loads((out / RUN_RECORD).read_text()) if (out / RUN_RECORD).is_file() else {}
     timing = (f"The studies last ran with `{record['command']}` ({record['wall_s'] / 60:.0f} min wall, "
               f"{record['machine']})." if record else "No run of the studies is recorded here.")
+    if published:
+        timing = _studies_line(claims, selected, fallback)
     (staging / LEDGER).write_text("\n".join([
         f"# The paper's claims at {scale} scale", "",
         f"Zucchet et al. (2025), claim by claim: {len(entries)} claims, {counts(entries)}. {timing} "
@@ -213,7 +217,7 @@ def write_ledger(claims: Claims, selected: list[Claim], scale: str, out: Path, c
         table(entries), "", *map(_section, entries)]))
     (staging / LEDGER_JSON).write_text(json.dumps({"scale": scale, "run": record,
                                                    "claims": [asdict(e) for e in entries]}, indent=1) + "\n")
-    for name in (LEDGER, LEDGER_JSON, EVIDENCE, FIGURES):
+    for name in (LEDGER, LEDGER_JSON, FIGURES) if published else (LEDGER, LEDGER_JSON, EVIDENCE, FIGURES):
         if (out / name).is_dir():
             shutil.rmtree(out / name)
         if (staging / name).exists():

@@ -15,8 +15,8 @@ import yaml
 
 from ..run_folder import git
 
-FIXED, AFTER_RESULTS, AFTER_RUNS, NOT_PROVABLE, UNCOMMITTED = (
-    "fixed", "after_results", "after_runs", "not_provable", "uncommitted")
+FIXED, FIXED_AFTER_EARLIER, AFTER_RESULTS, AFTER_RUNS, NOT_PROVABLE, UNCOMMITTED = (
+    "fixed", "fixed_after_earlier_results", "after_results", "after_runs", "not_provable", "uncommitted")
 _ABSENT = object()  # a claim (or a file) a version of the claims file does not hold
 
 
@@ -32,7 +32,8 @@ class RuleCommit:
 
 @dataclass(frozen=True)
 class Preregistration:
-    """A status (FIXED, AFTER_RESULTS, AFTER_RUNS, NOT_PROVABLE or UNCOMMITTED) and its one-line text."""
+    """A status (FIXED, FIXED_AFTER_EARLIER, AFTER_RESULTS, AFTER_RUNS, NOT_PROVABLE or UNCOMMITTED) and its
+    one-line text."""
 
     status: str
     text: str
@@ -94,11 +95,21 @@ def _shown(time: str) -> str:
 def preregistration(rule_commit: RuleCommit | None, runs_started: list[str | None],
                     changed_after_results: str | None) -> Preregistration:
     """Whether a rule (`rule_history`) was fixed before the runs it reads, from their start times (ISO; None
-    for a run that recorded none) and the claims file's reason for a rule written after results were seen."""
+    for a run that recorded none) and the claims file's reason for a rule written after results were seen: a
+    rule committed before every run it reads but written after earlier runs' results says both."""
     if rule_commit is not None and rule_commit.uncommitted:
         return Preregistration(UNCOMMITTED, "uncommitted rule")
-    if changed_after_results:
-        return Preregistration(AFTER_RESULTS, f"written after results were seen: {changed_after_results}")
+    timing = _timing(rule_commit, runs_started)
+    if not changed_after_results:
+        return timing
+    if timing.status == FIXED:
+        return Preregistration(FIXED_AFTER_EARLIER, f"{timing.text}; written after earlier results were seen: "
+                                                    f"{changed_after_results}")
+    return Preregistration(AFTER_RESULTS, f"written after results were seen: {changed_after_results}")
+
+
+def _timing(rule_commit: RuleCommit | None, runs_started: list[str | None]) -> Preregistration:
+    """The rule's commit against the runs' start times."""
     if rule_commit is None or rule_commit.time is None:
         return Preregistration(NOT_PROVABLE, "not provable: git holds no commit of the rule")
     started = sorted((t for t in runs_started if t), key=_utc)
