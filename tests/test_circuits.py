@@ -178,7 +178,7 @@ def reference(corpus_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_every_attention_row_carries_the_chance_levels_of_its_biographies(reference, corpus):
     rows = [json.loads(line) for line in (reference / "attention.jsonl").read_text().splitlines()]
-    chance = chance_statistics(analysis_batch(corpus, 64))  # the report's table: 64 biographies
+    chance = chance_statistics(analysis_batch(corpus, 512))  # the report's table: 512 biographies, as the paper
     assert list(rows[0])[3:5] == ["name_grouping", "name_grouping_chance"]
     assert all(row[f"{name}_chance"] == pytest.approx(value) for row in rows for name, value in chance.items())
     assert chance["entropy"] == pytest.approx(1.0) and 0 < chance["name_grouping"] < 0.3
