@@ -16,9 +16,9 @@ Rerunning continues: finished runs are skipped and interrupted ones resumed. Wit
 every run of every study shares one pool (a study's first run before its other runs), with the
 sweep's progress table.
 
-With --publish the studies run one after another, and each publishes its evidence into
-<publish>/evidence/<study> as it finishes (pipeline/studies/evidence.py); a study published there is not
-run again unless --rerun names it, and the ledger is built from the published evidence alone.
+With --publish each study publishes its evidence into <publish>/evidence/<study> as soon as its last run
+ends (pipeline/studies/evidence.py); a study published there is not run again unless --rerun names it, and
+the ledger is built from the published evidence alone.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -61,10 +62,21 @@ def build_scale_corpora(corpora: dict[str, str]) -> None:
             build(config)
 
 
-def run_studies(studies: dict[str, Study], pool: Pool | None) -> dict[str, dict[str, str]]:
-    """Run every study (one after another, or all their runs on one pool); the failed runs of each."""
+def run_studies(studies: dict[str, Study], pool: Pool | None,
+                finished: Callable[[str, dict[str, str]], None] | None = None) -> dict[str, dict[str, str]]:
+    """Run every study (one after another, or all their runs on one pool); the failed runs of each. `finished`
+    is called with each study's name and failed runs as soon as its last run has ended."""
+    failed: dict[str, dict[str, str]] = {}
+
+    def ended(name: str, runs: dict[str, str]) -> None:
+        failed[name] = runs
+        if finished is not None:
+            finished(name, runs)
+
     if pool is None:
-        return {name: run_study(study) for name, study in studies.items()}
+        for name, study in studies.items():
+            ended(name, run_study(study))
+        return failed
     with ExitStack() as held:
         for study in studies.values():
             held.enter_context(exclusive(Path(study.output_dir), "study"))
@@ -75,27 +87,37 @@ def run_studies(studies: dict[str, Study], pool: Pool | None) -> dict[str, dict[
             by_study[name] = study_jobs(study, prefix=f"{name}/")
             for job in by_study[name]:
                 jobs.setdefault(job.name, job)  # a first run shared by several studies runs once
-        pool.run(list(jobs.values()))
-    return {name: {job.name.removeprefix(f"{name}/"): job.last_line for job in studies_jobs
-                   if jobs[job.name].state == "failed"} for name, studies_jobs in by_study.items()}
+
+        def settled() -> None:
+            for name, own in by_study.items():
+                if name not in failed and all(jobs[j.name].state in ("done", "failed") for j in own):
+                    ended(name, {j.name.removeprefix(f"{name}/"): jobs[j.name].last_line for j in own
+                                 if jobs[j.name].state == "failed"})
+
+        pool.run(list(jobs.values()), settled)
+        settled()  # studies whose runs failed before they started (waiting for a failed first run)
+    return failed
 
 
 def publish_studies(claims: Claims, studies: dict[str, Study], evidence: Path, rerun: set[str], pool: Pool | None,
                     command: str) -> dict[str, dict[str, str]]:
-    """Run the studies one after another, each publishing its evidence into evidence/<study> as it finishes;
-    a published study is skipped unless `rerun` names it. The failed runs of each study run."""
-    failed = {}
+    """Run the studies not yet published (or named in `rerun`), all on one pool, each publishing its evidence
+    into evidence/<study> as soon as its last run has ended. The failed runs of each study run."""
+    todo = {}
     for name, study in studies.items():
         if is_published(evidence, name) and name not in rerun and "all" not in rerun:
             print(f"{name}: published in {evidence / name}, not run again (--rerun {name} runs it)", flush=True)
-            continue
-        start = time.monotonic()
-        failed.update(run_studies({name: study}, pool))
-        summarize_study(study, failed[name])
-        runs = publish_study(Path(study.output_dir), evidence / name, run_files(claims, name), {
+        else:
+            todo[name] = study
+    start = time.monotonic()
+
+    def publish(name: str, failed: dict[str, str]) -> None:
+        summarize_study(todo[name], failed)
+        runs = publish_study(Path(todo[name].output_dir), evidence / name, run_files(claims, name), {
             "study": name, "command": command, "wall_s": round(time.monotonic() - start, 1), "machine": machine()})
         print(f"{name}: {runs} runs published in {evidence / name}", flush=True)
-    return failed
+
+    return run_studies(todo, pool, publish)
 
 
 def publish_finished(claims: Claims, studies: dict[str, Study], evidence: Path) -> None:
@@ -123,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ledger_only", action="store_true", help="Only write the ledger from finished studies.")
     add_pool_arguments(parser)
     parser.add_argument("--plan", action="store_true", help="Print each study's runs, steps and estimated GPU-hours.")
-    parser.add_argument("--publish", type=Path, help="Publish each study's evidence and the ledger here (e.g. docs/claims).")
+    parser.add_argument("--publish", type=Path,
+                        help="Publish each study's evidence and the ledger here (e.g. docs/claims).")
     parser.add_argument("--rerun", default="", help="With --publish: studies to run again although published "
                                                    "(comma-separated, or all).")
     parser.add_argument("--readme", type=Path, help="Rewrite this README's claims table (needs --publish).")
@@ -159,9 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.publish:
             failed = publish_studies(claims, studies, args.publish / EVIDENCE, rerun, pool, command)
         else:
-            failed = run_studies(studies, pool)
-            for name, study in studies.items():
-                summarize_study(study, failed[name])
+            failed = run_studies(studies, pool, lambda name, runs: summarize_study(studies[name], runs))
         (args.publish or out).mkdir(parents=True, exist_ok=True)
         ((args.publish or out) / RUN_RECORD).write_text(json.dumps({
             "command": command, "wall_s": round(time.monotonic() - start, 1), "machine": machine(), "studies": names,

@@ -501,6 +501,10 @@ def test_the_smoke_tier_runs_every_claim_and_writes_its_ledger(tmp_path, monkeyp
     reproduce_main(["--scale", "smoke", "--claims", "C1", "--publish", "docs/claims"])
     assert "phases: published in docs/claims/evidence/phases, not run again" in capsys.readouterr().out
     assert (phases / "published.json").read_text() == record
+    reproduce_main(["--scale", "smoke", "--claims", "C1", "--jobs", "2", "--publish", "docs/claims", "--rerun",
+                    "phases"])
+    assert "phases: 1 runs published in docs/claims/evidence/phases" in capsys.readouterr().out  # from its pool
+    assert json.loads((phases / "published.json").read_text())["command"].endswith("--rerun phases")
 
 
 def test_the_best_value_of_a_key_is_chosen_apart_for_each_configuration(tmp_path):
@@ -517,7 +521,8 @@ def test_the_best_value_of_a_key_is_chosen_apart_for_each_configuration(tmp_path
     overall = read_values(quantity({"column": "final_loss", "where": {"learning_rate": {"lowest": "final_loss"}}}, "q"),
                           files, "s")  # no `per`: one choice over every run (3e-3: mean 0.75 against 0.85)
     assert {r["learning_rate"] for r in overall.rows} == {3e-3}
-    listed = read_values(quantity({"column": "final_loss", "where": {"model_preset": ["tiny", "huge"]}}, "q"), files, "s")
+    listed = read_values(quantity({"column": "final_loss", "where": {"model_preset": ["tiny", "huge"]}}, "q"),
+                         files, "s")
     assert {r["model_preset"] for r in listed.rows} == {"tiny"} and len(listed.rows) == 4  # a list: any of its values
 
 
@@ -551,16 +556,18 @@ def test_the_c21_rule_calls_a_halving_of_the_others_a_collapse(tmp_path):
 
 def test_the_c16_rule_compares_with_uniform_training_on_a_smaller_population(tmp_path):
     warmup = write_study(tmp_path / "warmup", [
-        {"run": f"indiv_warmup=500_epochs_warmup=16_seed={s}", "seed": s, "indiv_warmup": 500, "epochs_warmup": 16,
+        {"run": f"indiv_warmup=250_epochs_warmup=16_seed={s}", "seed": s, "indiv_warmup": 250, "epochs_warmup": 16,
          "baseline": False, "final_accuracy": a} for s, a in enumerate((0.93, 0.94, 0.95))]
-        + [{"run": f"baseline_seed={s}", "seed": s, "indiv_warmup": 500, "epochs_warmup": 4, "baseline": True,
+        + [{"run": f"baseline_seed={s}", "seed": s, "indiv_warmup": 250, "epochs_warmup": 4, "baseline": True,
             "final_accuracy": 0.1} for s in range(3)])
-    phases = write_study(tmp_path / "phases", [{"run": f"seed={s}", "seed": s, "baseline": False,
-                                                "final_accuracy": a} for s, a in enumerate((0.97, 0.98, 0.99))])
-    outcome = verdict(repository_rule("C16"), {"warmup": warmup["s"], "phases": phases["s"]}, "warmup")
+    alpha = write_study(tmp_path / "alpha", [
+        {"run": f"alpha={a}_n={n}_seed={s}", "seed": s, "alpha": a, "n_individuals": n, "baseline": False,
+         "final_accuracy": acc} for s in range(3) for a, n, acc in
+        ((0.0, 500, (0.97, 0.98, 0.99)[s]), (0.6, 500, 0.2), (0.0, 1000, 0.3))])
+    outcome = verdict(repository_rule("C16"), {"warmup": warmup["s"], "alpha": alpha["s"]}, "warmup")
     assert outcome.numbers["ratio"]["values"] == pytest.approx([0.93 / 0.97, 0.94 / 0.98, 0.95 / 0.99])
-    assert outcome.verdict == REPRODUCED  # ~0.96, as the paper's 94.92 / 97.72; the uniform run on the same
-    # population (accuracy 0.1, the old rule's reference) is not read
+    assert outcome.verdict == REPRODUCED  # ~0.96, as the paper's 94.92 / 97.72; uniform on the same population
+    # (the warm-up's baseline, accuracy 0.1, the old rule's reference; the alpha study's N = 1,000) is not read
 
 
 def test_no_plateau_anywhere_is_a_verdict_not_a_missing_run(tmp_path):

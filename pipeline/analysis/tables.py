@@ -20,7 +20,8 @@ def cached_table(path: Path, compute: Callable[[], list[dict]], recompute: bool 
     return read_jsonl(path)
 
 
-def attention_table(run: RunFolder, corpus: Corpus, n_biographies: int = ATTENTION_BIOGRAPHIES, recompute: bool = False) -> list[dict]:
+def attention_table(run: RunFolder, corpus: Corpus, n_biographies: int = ATTENTION_BIOGRAPHIES,
+                    recompute: bool = False) -> list[dict]:
     """The run's attention statistics per checkpoint, layer and head (attention.jsonl)."""
     return cached_table(run / ATTENTION_TABLE, lambda: run_attention_table(run, corpus, n_biographies), recompute)
 

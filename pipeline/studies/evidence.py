@@ -16,7 +16,8 @@ from typing import Any
 from ..run_folder import RUN_START, STUDY_FIT, SUMMARY, code_commit
 from .claims import Claims
 
-RECORD = "published.json"  # a published study's record: the command, its wall time, the machine and the commit
+RECORD = "published.json"  # a study's record: its command, the command's wall time until the study's last run
+# ended (wall_s; studies of one command share its pool), the machine, the code commit and the date
 STUDY_FILES = (SUMMARY, STUDY_FIT, "capacity.json")
 
 

@@ -175,13 +175,13 @@ def _section(e: Entry) -> str:
 
 
 def _studies_line(claims: Claims, selected: list[Claim], evidence: Path) -> str:
-    """Each published study's runs, wall time, machine and date, from its record."""
+    """Each published study's runs, when it was done in its command, the machine and the date, from its record."""
     parts = []
     for name in dict.fromkeys(n for c in selected for n in c.studies):
         record = published_record(evidence, name)
         if record and record["wall_s"] is not None:
-            parts.append(f"{name} ({record['runs']} runs, {record['wall_s'] / 60:.0f} min on {record['machine']}, "
-                         f"{record['published'][:10]})")
+            parts.append(f"{name} ({record['runs']} runs, done {record['wall_s'] / 60:.0f} min into "
+                         f"`{record['command']}` on {record['machine']}, {record['published'][:10]})")
         elif record:
             parts.append(f"{name} ({record['runs']} runs, {record['command']}, {record['published'][:10]})")
     return f"Studies as published: {'; '.join(parts)}." if parts else ""

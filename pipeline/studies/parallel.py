@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,9 +137,9 @@ class Pool:
                 return job
         return None
 
-    def run(self, jobs: list[Job]) -> list[Job]:
-        """Run every job, each after the jobs it waits for; returns them with their final state. Raises
-        RunError if stopped by a signal."""
+    def run(self, jobs: list[Job], settled: Callable[[], None] | None = None) -> list[Job]:
+        """Run every job, each after the jobs it waits for; returns them with their final state, calling
+        `settled` whenever a job has ended for good (done or failed). Raises RunError if stopped by a signal."""
         self.jobs, queue = jobs, deque(jobs)
         unknown = {name for job in jobs for name in job.after} - {job.name for job in jobs}
         if unknown:
@@ -161,6 +162,8 @@ class Pool:
                         queue.appendleft(job)  # retried at once: it resumes from its resume checkpoint
                     else:
                         job.state, job.last_line = ("stopped" if self.stop.signum else "failed"), job.tail()
+                    if settled is not None and job.state in ("done", "failed"):
+                        settled()
                 if time.monotonic() - shown >= self.refresh:
                     self._show()
                     shown = time.monotonic()
