@@ -102,15 +102,15 @@ RULE = RuleCommit("0123456789abcdef" * 2 + "01234567", "2026-12-02T13:35:03+00:0
 
 @pytest.mark.parametrize("rule, runs, reason, status, text", [
     (RULE, ["2026-12-02T15:00:00+01:00", "2026-12-02T17:00:00+00:00"], None, FIXED,
-     "fixed before the runs (rule 0123456 2026-12-02 13:35 UTC, first run 2026-12-02 14:00 UTC)"),
+     "fixed before the runs (rule 0123456 2026-12-02 13:35:03 UTC, first run 2026-12-02 14:00:00 UTC)"),
     (RULE, ["2026-12-02T17:00:00+00:00", "2026-12-02T13:00:00Z", None], None, AFTER_RUNS,
-     "written after the runs (rule 2026-12-02 13:35 UTC, first run 2026-12-02 13:00 UTC)"),
+     "written after the runs (rule 2026-12-02 13:35:03 UTC, first run 2026-12-02 13:00:00 UTC)"),
     (RULE, ["2026-12-02T13:35:03+00:00"], None, AFTER_RUNS,
-     "written after the runs (rule 2026-12-02 13:35 UTC, first run 2026-12-02 13:35 UTC)"),
+     "written after the runs (rule 2026-12-02 13:35:03 UTC, first run 2026-12-02 13:35:03 UTC)"),
     (RULE, ["2026-12-02T13:00:00+00:00"], "seen in the README", AFTER_RESULTS,
      "written after results were seen: seen in the README"),
     (RULE, ["2026-12-02T17:00:00+00:00"], "an earlier run", FIXED_AFTER_EARLIER,
-     "fixed before the runs (rule 0123456 2026-12-02 13:35 UTC, first run 2026-12-02 17:00 UTC); written after "
+     "fixed before the runs (rule 0123456 2026-12-02 13:35:03 UTC, first run 2026-12-02 17:00:00 UTC); written after "
      "earlier results were seen: an earlier run"),
     (RULE, ["2026-12-02T17:00:00+00:00", None, None], None, NOT_PROVABLE,
      "not provable: 2 runs record no start time"),

@@ -208,7 +208,8 @@ def write_ledger(claims: Claims, selected: list[Claim], scale: str, out: Path, c
         f"# The paper's claims at {scale} scale", "",
         f"Zucchet et al. (2025), claim by claim: {len(entries)} claims, {counts(entries)}. {timing} "
         f"Ledger written on {machine()}; rebuild it with `python -m pipeline.reproduce --scale {scale} "
-        f"--ledger_only`. Every number links to the file it came from, copied under `{EVIDENCE}/`.", "",
+        f"--ledger_only{f' --publish {out}' if published else ''}`. Every number links to the file it came from, "
+        f"{'published' if published else 'copied'} under `{EVIDENCE}/`.", "",
         f"A verdict is decided by the 95% t-interval over seeds of the number its rule reads: reproduced or not "
         f"reproduced when the whole interval lies on one side of the rule's cut, inconclusive when it straddles "
         f"it (with the runs that would settle it at the observed spread), and below {MIN_RUNS} seeds, where there "

@@ -89,7 +89,7 @@ def _utc(time: str) -> datetime:
 
 
 def _shown(time: str) -> str:
-    return _utc(time).strftime("%Y-%m-%d %H:%M UTC")
+    return _utc(time).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def preregistration(rule_commit: RuleCommit | None, runs_started: list[str | None],
