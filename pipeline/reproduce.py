@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     selected = claims.select([c.strip() for c in args.claims.split(",") if c.strip()] if args.claims else None)
     names = list(dict.fromkeys(n for c in selected for n in c.studies if claims.study_file(n, args.scale)))
     studies = {name: claims.load(name, args.scale, args.output_dir) for name in names}
+    if unknown := sorted(rerun - set(names) - {"all"}):
+        raise RecipeError(f"--rerun names {unknown}, which the selected claims do not read: use some of "
+                          f"{', '.join(names)}, or all")
     out = args.output_dir or Path("runs/reproduce") / args.scale
     if args.plan:
         table = plan_table(studies, {n: claims.study_file(n, args.scale) for n in names}, args.scale)

@@ -386,7 +386,12 @@ def test_bad_claims_files_and_options_are_one_line(tmp_path, capsys):
                                      str(tmp_path / "docs")], capsys)
     assert code == 2 and "holds no ledger" in err[0] and (tmp_path / "docs").is_dir()
     code, err = cli(reproduce_main, ["--scale", "cpu", "--claims_file", str(claims), "--rerun", "s"], capsys)
-    assert code == 2 and one_error_line(err) and "--rerun names published studies to run again: pass --publish" in err[0]
+    assert code == 2 and one_error_line(err)
+    assert "--rerun names published studies to run again: pass --publish" in err[0]
+    code, err = cli(reproduce_main, ["--scale", "cpu", "--claims_file", str(claims), "--claims", "C1", "--ledger_only",
+                                     "--publish", str(tmp_path / "new"), "--rerun", "ghost"], capsys)
+    assert code == 2 and one_error_line(err)
+    assert "--rerun names ['ghost'], which the selected claims do not read" in err[0]
 
 
 def test_an_output_dir_holds_every_study_and_every_folder_its_runs_write(tmp_path, monkeypatch):
