@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..run_folder import RUN_START, STUDY_FIT, SUMMARY, code_commit
+from ..run_folder import CAPACITY_FIT, RUN_START, STUDY_FIT, SUMMARY, code_commit
 from .claims import Claims
 
 RECORD = "published.json"  # a study's record: its command, the command's wall time until the study's last run
 # ended (wall_s; studies of one command share its pool), the machine, the code commit and the date
-STUDY_FILES = (SUMMARY, STUDY_FIT, "capacity.json")
+STUDY_FILES = (SUMMARY, STUDY_FIT, CAPACITY_FIT)
 
 
 def _named_files(rule: Any, default: str, name: str) -> set[str]:
