@@ -105,7 +105,7 @@ def publish_studies(claims: Claims, studies: dict[str, Study], evidence: Path, r
     into evidence/<study> as soon as its last run has ended. The failed runs of each study run."""
     todo = {}
     for name, study in studies.items():
-        if is_published(evidence, name) and name not in rerun and "all" not in rerun:
+        if is_published(evidence, name) and name not in rerun:
             print(f"{name}: published in {evidence / name}, not run again (--rerun {name} runs it)", flush=True)
         else:
             todo[name] = study
@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     if unknown := sorted(rerun - set(names) - {"all"}):
         raise RecipeError(f"--rerun names {unknown}, which the selected claims do not read: use some of "
                           f"{', '.join(names)}, or all")
+    if "all" in rerun:
+        rerun = set(names)
     out = args.output_dir or Path("runs/reproduce") / args.scale
     if args.plan:
         table = plan_table(studies, {n: claims.study_file(n, args.scale) for n in names}, args.scale)

@@ -31,7 +31,7 @@ def _named_files(rule: Any, default: str, name: str) -> set[str]:
             found |= _named_files(value, default, name)
         return found
     if isinstance(rule, list):
-        return set().union(*(_named_files(item, default, name) for item in rule)) if rule else set()
+        return set().union(*(_named_files(item, default, name) for item in rule))
     return set()
 
 

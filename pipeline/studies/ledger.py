@@ -200,10 +200,11 @@ def write_ledger(claims: Claims, selected: list[Claim], scale: str, out: Path, c
     entries = [claim_entry(claims, claim, scale, staging, fallback, claims_file, root, published)
                for claim in selected]
     record = json.loads((out / RUN_RECORD).read_text()) if (out / RUN_RECORD).is_file() else {}
-    timing = (f"The studies last ran with `{record['command']}` ({record['wall_s'] / 60:.0f} min wall, "
-              f"{record['machine']})." if record else "No run of the studies is recorded here.")
     if published:
         timing = _studies_line(claims, selected, fallback)
+    else:
+        timing = (f"The studies last ran with `{record['command']}` ({record['wall_s'] / 60:.0f} min wall, "
+                  f"{record['machine']})." if record else "No run of the studies is recorded here.")
     (staging / LEDGER).write_text("\n".join([
         f"# The paper's claims at {scale} scale", "",
         f"Zucchet et al. (2025), claim by claim: {len(entries)} claims, {counts(entries)}. {timing} "
