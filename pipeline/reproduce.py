@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.publish:
         publish_finished(claims, studies, args.publish / EVIDENCE)
     ledger = args.publish or out
-    entries = write_ledger(claims, selected, args.scale, ledger, args.claims_file,
+    judged = claims.select(None) if args.publish else selected  # published evidence holds every claim studied so far
+    entries = write_ledger(claims, judged, args.scale, ledger, args.claims_file,
                            fallback=ledger / EVIDENCE, root=args.output_dir, published=bool(args.publish))
     print(f"{len(entries)} claims in {ledger / 'claims.md'}: " + ", ".join(f"{e.id} {e.verdict}" for e in entries))
     if args.readme:

@@ -512,6 +512,8 @@ def test_the_smoke_tier_runs_every_claim_and_writes_its_ledger(tmp_path, monkeyp
                     "phases"])
     assert "phases: 1 runs published in docs/claims/evidence/phases" in capsys.readouterr().out  # from its pool
     assert json.loads((phases / "published.json").read_text())["command"].endswith("--rerun phases")
+    rows = json.loads(Path("docs/claims/claims.json").read_text())["claims"]  # every claim, not only the one rerun
+    assert [(c["id"], c["verdict"]) for c in rows] == [(c["id"], c["verdict"]) for c in published["claims"]]
 
 
 def test_the_best_value_of_a_key_is_chosen_apart_for_each_configuration(tmp_path):
