@@ -14,7 +14,7 @@ import yaml
 from datasets import Dataset, DatasetDict, disable_progress_bars
 from transformers import PreTrainedTokenizerBase
 
-from common.errors import RecipeError
+from common.errors import FULL_DISK, RecipeError, RunError
 
 from .card import dataset_card
 from .columns import as_list
@@ -166,5 +166,13 @@ def _write(out: Path, config: CorpusConfig, corpus: DatasetDict, pools: Pools, t
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
+    except OSError as err:
+        if err.errno not in FULL_DISK:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        needed = sum(dataset.data.nbytes for dataset in corpus.values())
+        raise RunError(f"no space left on the device to write the corpus into '{out}': it needs about "
+                       f"{needed / 2**20:,.1f} MiB, and {shutil.disk_usage(out.parent).free / 2**20:,.1f} MiB are free "
+                       f"there; free space, or choose another --output_dir (nothing was written)") from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -107,6 +107,12 @@ class RunArguments:
     extended_from: list[int] = field(default_factory=list, metadata={
         "help": "Recorded by extend_to in the run's saved recipe: its max_steps before each extension (not set "
                 "by hand)."})
+    execution_changes: list[str] = field(default_factory=list, metadata={
+        "help": "Recorded in the run's saved recipe when it resumed with execution keys changed: 'step S: key old -> "
+                "new' each (not set by hand)."})
+
+    # a run folder moved elsewhere is the same run; micro-batches keep the global batch
+    execution_keys: ClassVar[frozenset[str]] = frozenset({"output_dir", "micro_batch_size"})
 
     def check_run(self) -> None:
         check_values(self, at_least_one=("max_steps", "batch_size", "micro_batch_size"), at_least_zero=("extend_to",))
@@ -159,11 +165,20 @@ def describe_extension(recipe: dict) -> str | None:
     return f"Trained to {history} steps (extend_to): {schedule}."
 
 
+def describe_execution_changes(recipe: dict) -> str | None:
+    """The execution keys a resumed run changed (`execution_changes` in its recipe), in a sentence; None if none."""
+    if not recipe.get("execution_changes"):
+        return None
+    return (f"Resumed with its execution changed ({'; '.join(recipe['execution_changes'])}): how the steps were "
+            f"computed, not what they learn, so they agree with an unchanged run up to rounding.")
+
+
 @dataclass
 class ScheduleArguments:
     """When to evaluate, checkpoint and log."""
 
     renamed_keys: ClassVar[dict[str, str]] = {"eval_every": "eval_steps", "checkpoint_steps": "checkpoint_at"}
+    execution_keys: ClassVar[frozenset[str]] = frozenset({"save_steps", "logging_steps", "report_to"})
 
     eval_points: int = field(default=40, metadata={"help": "Evaluations at log-spaced steps (and at 0 and the end)."})
     eval_steps: int = field(default=0, metadata={"help": "Also evaluate every k steps (0: only log-spaced). "
@@ -197,7 +212,12 @@ class Batching:
 
 @dataclass
 class PerformanceArguments:
-    """How fast: precision, compilation, attention kernel, batching and prefetching."""
+    """How fast: precision, compilation, attention kernel, batching and prefetching (all execution keys: the same
+    run computed another way, equal up to rounding; precision's rounding is the largest, and a change is warned)."""
+
+    execution_keys: ClassVar[frozenset[str]] = frozenset({
+        "mixed_precision", "torch_compile", "torch_compile_mode", "torch_compile_backend", "fixed_length", "packing",
+        "attn_implementation", "eval_batch_size", "pad_to_multiple_of", "prefetch_batches", "peak_tflops"})
 
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16."})
     torch_compile: bool = field(default=False, metadata={"help": "Compile the training step with torch.compile "
@@ -267,7 +287,10 @@ class PerformanceArguments:
 
 @dataclass
 class HubArguments:
-    """Pushing checkpoints to the Hugging Face Hub."""
+    """Pushing checkpoints to the Hugging Face Hub (execution keys: where copies go, not what is learned)."""
+
+    execution_keys: ClassVar[frozenset[str]] = frozenset({
+        "push_to_hub", "hub_model_id", "hub_private_repo", "hub_min_commit_interval", "hub_wait_at_end"})
 
     push_to_hub: bool = field(default=False, metadata={"help": "Push each permanent checkpoint to its own revision "
                                                                "of hub_model_id, in the background (token: "
@@ -387,6 +410,12 @@ def field_defaults(*types) -> dict:
             elif f.default_factory is not MISSING:
                 defaults[f.name] = f.default_factory()
     return defaults
+
+
+def execution_keys(*types) -> frozenset[str]:
+    """The keys of `types` that say how a run is executed, not what it learns (each section's `execution_keys`):
+    a run resumes with them changed. Every other key is the run's identity."""
+    return frozenset().union(*(vars(base).get("execution_keys", ()) for t in types for base in t.__mro__))
 
 
 def field_names(*types) -> set[str]:

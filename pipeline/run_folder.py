@@ -36,11 +36,12 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
 
-from common.errors import RecipeError, RunError
+from common.errors import FULL_DISK, RecipeError, RunError
 from data_gen.folders import contents
 
 RUN_CONFIG = "run_config.yaml"
@@ -94,7 +95,8 @@ WARMUP_FIGURE = "warmup.png"
 PATCHING_GRID_FIGURE = "patching_grid.png"  # final loss and plateau length over start x reference steps
 
 EXTENDED_FROM = "extended_from"  # run_config.yaml: the max_steps a run had before each --extend_to
-UNCHECKED_KEYS = {"overwrite_output_dir", "extend_to", EXTENDED_FROM}  # recipe keys a resumed run may change
+EXECUTION_CHANGES = "execution_changes"  # run_config.yaml: 'step S: key old -> new', each resume that changed one
+UNCHECKED_KEYS = {"overwrite_output_dir", "extend_to", EXTENDED_FROM, EXECUTION_CHANGES}  # a resume may change them
 
 
 def git(folder: Path, *args: str) -> str | None:
@@ -175,14 +177,39 @@ def sync_tree(folder: Path) -> None:
             sync(Path(root))
 
 
-def write_durably(path: Path, text: str) -> None:
-    """Replace `path` by `text` so that a crash of the machine leaves either the old file or the new one: a
-    temporary file flushed to disk, renamed over `path`, the folder flushed."""
+@contextmanager
+def replacing(path: Path, durably: bool = False) -> Iterator[Path]:
+    """A temporary name beside `path` (same suffix) for the block to write; renamed over `path` when the block
+    ends, removed if it fails (a full disk), so `path` holds its old contents or the new ones, never a part.
+    `durably`: flushed to disk before and after the rename, so a crash of the machine does the same."""
     temporary = path.with_name(f".tmp-{path.name}")
-    temporary.write_text(text)
-    sync(temporary)
-    temporary.replace(path)
-    sync(path.parent)
+    try:
+        yield temporary
+        if durably:
+            sync(temporary)
+        temporary.replace(path)
+    except OSError as err:
+        if err.errno not in FULL_DISK:
+            raise
+        kept = "its previous version is kept" if path.exists() else "nothing was left there"
+        raise RunError(f"no space left on the device to write '{path}' ({kept}): free space there, then rerun the "
+                       f"same command") from err
+    finally:
+        temporary.unlink(missing_ok=True)
+    if durably:
+        sync(path.parent)
+
+
+def write_atomically(path: Path, text: str, durably: bool = False) -> Path:
+    """Replace `path` by `text` through `replacing`."""
+    with replacing(path, durably) as temporary:
+        temporary.write_text(text)
+    return path
+
+
+def write_durably(path: Path, text: str) -> None:
+    """Replace `path` by `text` so that a crash of the machine leaves either the old file or the new one."""
+    write_atomically(path, text, durably=True)
 
 
 def publish_checkpoint(staging: Path, final: Path, state: dict) -> None:
@@ -248,16 +275,28 @@ def series(rows: list[dict], group: str, key: str, stage: str = PRETRAIN) -> tup
 class Resolution:
     """What a run does with its output_dir: `action` new, restart (in place, from step 0), resume (from
     `checkpoint`) or done (complete at `checkpoint`); for a run that goes on changed, `moved_from`, the path
-    its corpus had before it moved, and `extended_from`, the max_steps it had before --extend_to."""
+    its corpus had before it moved, `extended_from`, the max_steps it had before --extend_to, and `execution`,
+    the execution keys it goes on with changed: (key, old value, new value) each."""
 
     action: str
     checkpoint: Path | None = None
     moved_from: str | None = None
     extended_from: int | None = None
+    execution: tuple[tuple[str, Any, Any], ...] = ()
 
     @property
     def changed(self) -> bool:
-        return self.moved_from is not None or self.extended_from is not None
+        return self.moved_from is not None or self.extended_from is not None or bool(self.execution)
+
+    @property
+    def step(self) -> int:
+        """The step the run goes on from: its checkpoint's, else 0."""
+        return read_state(self.checkpoint)["step"] if self.checkpoint else 0
+
+
+def describe_change(step: int, key: str, old, new) -> str:
+    """One execution change as run_config.yaml records it: 'step S: key old -> new'."""
+    return f"step {step}: {key} {old} -> {new}"
 
 
 class RunFolder:
@@ -294,7 +333,16 @@ class RunFolder:
     def recipe(self) -> dict:
         if not self.is_run():
             raise RecipeError(f"'{self.path}' is not a run folder (no {RUN_CONFIG}): point at a training output_dir")
-        return yaml.safe_load((self.path / RUN_CONFIG).read_text())
+        path = self.path / RUN_CONFIG
+        try:
+            recipe = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            recipe = None
+        if not isinstance(recipe, dict):
+            raise RecipeError(f"'{path}' is empty or damaged (not a YAML mapping of recipe keys): write it again from "
+                              f"the run's command (python -m pipeline.pretrain --help lists its keys), or rerun the "
+                              f"run into a new output_dir")
+        return recipe
 
     def run_start(self) -> RunStart:
         """When and from which code commit the run first started (`RunStart`)."""
@@ -333,11 +381,13 @@ class RunFolder:
         return read_state(latest).get("corpus") if latest else None
 
     def resolve(self, recipe: dict, overwrite: bool, renamed: dict[str, str] | None = None,
-                defaults: dict | None = None, fingerprint: str | None = None) -> Resolution:
+                defaults: dict | None = None, fingerprint: str | None = None,
+                execution: frozenset[str] = frozenset()) -> Resolution:
         """What to do with the folder: new, restart, resume or done (`Resolution`).
 
         A folder holding the same recipe (its keys `renamed` to their current names, and keys it was saved
-        without taking their `defaults`) resumes from its latest complete resume checkpoint, or restarts in
+        without taking their `defaults`), or one that differs only in `execution` keys (how the run is computed,
+        not what it learns), resumes from its latest complete resume checkpoint, or restarts in
         place when it has none (it is never deleted for that). A run is its recipe and the corpus it learned
         from, not the corpus's path: one whose corpus moved (the `fingerprint` of `recipe`'s corpus is the one
         its checkpoints record) resumes, and so does one whose recipe's `extend_to` trains it past its
@@ -370,16 +420,18 @@ class RunFolder:
                                   f"run in '{self.path}': extend it to more steps, or drop --extend_to")
             differing.remove("max_steps")
             extended_from = saved["max_steps"]
-        if differing:
-            raise RecipeError(self._another_run(saved, recipe, differing, trained_on))
+        changes = tuple((k, saved.get(k), recipe.get(k)) for k in differing if k in execution)
+        if identity := [k for k in differing if k not in execution]:
+            raise RecipeError(self._another_run(saved, recipe, identity, trained_on))
         checkpoint = self.latest_resume_checkpoint()
         if checkpoint is None:
             if extended_from is not None:
                 raise RecipeError(f"'{self.path}' holds no resume checkpoint to extend from (it ran with save_steps "
                                   f"0): rerun it with --save_steps set, or start the longer run in another output_dir")
-            return Resolution("restart", moved_from=moved_from)
-        done = read_state(checkpoint)["step"] >= recipe["max_steps"]
-        return Resolution("done" if done else "resume", checkpoint, moved_from, extended_from)
+            return Resolution("restart", moved_from=moved_from, execution=changes)
+        if read_state(checkpoint)["step"] >= recipe["max_steps"]:  # nothing runs, so nothing changes
+            return Resolution("done", checkpoint, moved_from, extended_from)
+        return Resolution("resume", checkpoint, moved_from, extended_from, changes)
 
     def _another_run(self, saved: dict, recipe: dict, differing: list[str], trained_on: dict | None) -> str:
         """The refusal of a folder holding another run: what differs, the ways that keep the run, then the
@@ -401,13 +453,18 @@ class RunFolder:
                 f"{f' and {len(differing) - 4} more' if len(differing) > 4 else ''}): " + "; or ".join(ways)
                 + "; --overwrite_output_dir true deletes it and starts over")
 
-    def record(self, recipe: dict, extended_from: int | None) -> dict:
-        """Save (and return) the recipe of a run going on changed (its corpus moved, or extended from the
-        max_steps `extended_from`): the steps it was extended from, and extend_to cleared, so that the saved
-        recipe run into another folder trains that long from the start."""
-        earlier = self.recipe().get(EXTENDED_FROM, [])
-        saved = {**recipe, "extend_to": 0,
-                 EXTENDED_FROM: earlier if extended_from is None else [*earlier, extended_from]}
+    def record(self, recipe: dict, resolution: Resolution) -> dict:
+        """Save (and return) the recipe of a run going on changed (`resolution`: its corpus moved, extended, or
+        with execution keys changed): the steps it was extended from, each execution change with the step it
+        took effect at, and extend_to cleared, so that the saved recipe run into another folder trains that long
+        from the start."""
+        earlier = self.recipe()
+        extended = earlier.get(EXTENDED_FROM, [])
+        if resolution.extended_from is not None:
+            extended = [*extended, resolution.extended_from]
+        changes = [*earlier.get(EXECUTION_CHANGES, []),
+                   *(describe_change(resolution.step, *change) for change in resolution.execution)]
+        saved = {**recipe, "extend_to": 0, EXTENDED_FROM: extended, EXECUTION_CHANGES: changes}
         write_durably(self.path / RUN_CONFIG, yaml.safe_dump(saved, sort_keys=False))
         return saved
 
@@ -417,7 +474,7 @@ class RunFolder:
         if self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True)
-        fresh = {**recipe, EXTENDED_FROM: []} if EXTENDED_FROM in recipe else recipe  # a saved recipe, run anew
+        fresh = {**recipe, **{key: [] for key in (EXTENDED_FROM, EXECUTION_CHANGES) if key in recipe}}  # run anew
         write_durably(self.path / RUN_CONFIG, yaml.safe_dump(fresh, sort_keys=False))
         write_durably(self.path / RUN_START, json.dumps(asdict(RunStart.now()), indent=1))
 

@@ -151,3 +151,54 @@ def test_the_report_of_a_run_with_no_evaluation_is_one_line(corpus_dir, tmp_path
     code, err = cli(report_main, ["--run", str(run.path)], capsys)
     assert code == 2 and err == [f"error: '{run / 'trajectory.jsonl'}' holds no evaluation yet: wait for the run's "
                                  f"first evaluation (step 0), or rerun the run's command to resume it"]
+    for damaged in ("", "corpus: [unclosed", "just a line"):  # emptied by a full disk, torn, or overwritten
+        (run / "run_config.yaml").write_text(damaged)
+        code, err = cli(report_main, ["--run", str(run.path)], capsys)
+        assert code == 2 and len(err) == 1 and f"'{run / 'run_config.yaml'}' is empty or damaged" in err[0]
+
+
+def _on_a_full_disk(tmp_path, before: str, command: list, size_kib: int, free_kib: int = 0) -> tuple[int, str, str]:
+    """`command` run with a real, nearly full filesystem at tmp_path/full: a tmpfs of `size_kib` mounted in a mount
+    namespace of its own (unshare), the shell lines `before` run there, then all but `free_kib` filled; returns the
+    command's exit status, its stderr, and what `ls -AR` and `sha256sum` then see under tmp_path/full (the tmpfs
+    goes with the namespace)."""
+    full = tmp_path / "full"
+    full.mkdir()
+    script = (f"mount -t tmpfs -o size={size_kib}k tmpfs {full} || exit 99\n{before}\n"
+              f"dd if=/dev/zero of={full}/reserve bs=1k count={free_kib} 2>/dev/null\n"
+              f"dd if=/dev/zero of={full}/filler bs=1k 2>/dev/null; rm {full}/reserve; sync\n"
+              f"{' '.join(map(str, command))} 2>{tmp_path}/stderr; echo \"status $?\"\n"
+              f"cd {full} && ls -AR && find . -type f ! -name filler -exec sha256sum {{}} +")
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO, capture_output=True, text=True)
+    if done.returncode == 99 or "status" not in done.stdout:
+        pytest.skip(f"a full filesystem needs a tmpfs mounted in a user namespace (unshare -rm): {done.stderr[-200:]}")
+    status, _, listing = done.stdout.partition("status ")[2].partition("\n")
+    return int(status), (tmp_path / "stderr").read_text(), listing
+
+
+def test_a_report_on_a_full_disk_is_one_line_and_keeps_every_file_that_was_there(corpus_dir, tmp_path):
+    run = tmp_path / "run"
+    pretrain_main(tiny30(corpus_dir, run))
+    sums = subprocess.run("find . -type f -exec sha256sum {} +", shell=True, cwd=run, capture_output=True,
+                          text=True).stdout.splitlines()
+    status, err, listing = _on_a_full_disk(tmp_path, f"cp -a {run} {tmp_path}/full/run",
+                                           [sys.executable, "-m", "pipeline.report", "--run", f"{tmp_path}/full/run"],
+                                           size_kib=sum(f.stat().st_size for f in run.rglob("*")) // 1024 + 512)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 1 and one_error_line(lines) and "no space left on the device" in lines[-1]
+    assert "its previous version is kept" in lines[-1] and "Traceback" not in err
+    assert ".tmp-" not in listing  # no temporary left
+    assert sorted(line for line in listing.splitlines() if "  ./run/" in line) == sorted(
+        line.replace("  ./", "  ./run/") for line in sums)  # every file as it was, none emptied
+
+
+def test_a_corpus_build_on_a_full_disk_names_the_folder_and_the_space_it_needs(tmp_path):
+    target = tmp_path / "full" / "corpus"
+    status, err, listing = _on_a_full_disk(tmp_path, "", [
+        sys.executable, "-m", "data_gen", "build", "--config", REPO / "recipes/demo/data.yaml", "--output_dir", target,
+        "--n_individuals", "2000", "--n_heldout", "0", "--n_finetune", "0"], size_kib=256, free_kib=96)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 1 and one_error_line(lines) and "Traceback" not in err
+    assert f"no space left on the device to write the corpus into '{target}': it needs about " in lines[-1]
+    assert "MiB are free there" in lines[-1] and "nothing was written" in lines[-1]
+    assert listing.split()[:3] == [".:", ".corpus.lock", "filler"]  # no corpus, no temporary folder (an empty lock)

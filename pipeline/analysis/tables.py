@@ -8,7 +8,7 @@ from pathlib import Path
 
 from data_gen import Corpus
 
-from ..run_folder import ATTENTION_TABLE, DRIFT_TABLE, RunFolder, read_jsonl
+from ..run_folder import ATTENTION_TABLE, DRIFT_TABLE, RunFolder, read_jsonl, write_atomically
 from .circuits import ATTENTION_BIOGRAPHIES, run_attention_table
 from .forgetting import drift_table
 
@@ -16,7 +16,7 @@ from .forgetting import drift_table
 def cached_table(path: Path, compute: Callable[[], list[dict]], recompute: bool = False) -> list[dict]:
     """Rows computed once into a JSON-lines file, then read back from it."""
     if recompute or not path.is_file():
-        path.write_text("".join(json.dumps(r) + "\n" for r in compute()))
+        write_atomically(path, "".join(json.dumps(r) + "\n" for r in compute()))
     return read_jsonl(path)
 
 

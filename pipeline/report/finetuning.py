@@ -10,8 +10,10 @@ from data_gen import Corpus
 
 from ..analysis.forgetting import forgetting_summary, reference_checkpoints
 from ..analysis.tables import weight_drift_table
-from ..config import describe_extension
-from ..run_folder import DRIFT_TABLE, FINETUNE_SUMMARY, FORGETTING_FIGURE, REPORT, RUN_CONFIG, RunFolder, read_state
+from ..config import describe_execution_changes, describe_extension
+from ..run_folder import (
+    DRIFT_TABLE, FINETUNE_SUMMARY, FORGETTING_FIGURE, REPORT, RUN_CONFIG, RunFolder, read_state, write_atomically,
+)
 from .markdown import final_table, percent_text, step_text
 from .plots import plot_forgetting
 
@@ -64,7 +66,7 @@ def write_finetune_report(run: RunFolder, corpus: Corpus) -> Path:
     recipe = run.recipe()
     rows = run.trajectory()
     summary = forgetting_summary(rows)
-    (run / FINETUNE_SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
+    write_atomically(run / FINETUNE_SUMMARY, json.dumps(summary, indent=1) + "\n")
     drift = weight_drift_table(run, corpus)
     plot_forgetting({f"{recipe['n_individuals_finetune']} new, replay {recipe['replay_weight']}": rows},
                     run / FORGETTING_FIGURE, drift)
@@ -74,7 +76,7 @@ From `{recipe['init_from']}`{f" (revision {recipe['init_revision']})" if recipe[
 {recipe['n_individuals_finetune']:,} individuals of split `{recipe['new_split']}` (from index
 {recipe['new_offset']}), replay weight {recipe['replay_weight']}, freeze `{recipe['freeze']}`, LoRA rank
 {recipe['lora_rank']}; {recipe['max_steps']:,} steps of {recipe['batch_size']} at learning rate
-{recipe['learning_rate']} ({recipe['lr_scheduler_type']}). {describe_extension(recipe) or ""}
+{recipe['learning_rate']} ({recipe['lr_scheduler_type']}). {describe_extension(recipe) or ""} {describe_execution_changes(recipe) or ""}
 {_other_corpus_note(run)}
 ![forgetting]({FORGETTING_FIGURE})
 
@@ -108,6 +110,4 @@ The resolved recipe is in `{RUN_CONFIG}`; rerun with
 
 Redraw this report with `python -m pipeline.report --run {run.path}`.
 """
-    path = run / REPORT
-    path.write_text(text)
-    return path
+    return write_atomically(run / REPORT, text)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..analysis.phases import run_phases
-from ..run_folder import SEEN, STUDY_FIGURE, STUDY_REPORT, RunFolder, series
+from ..run_folder import SEEN, STUDY_FIGURE, STUDY_REPORT, RunFolder, series, write_atomically
 from .plots import plot_runs
 
 INTRODUCTION = """# Attention patching
@@ -46,8 +46,6 @@ def write_patching_report(reference: RunFolder, patched: dict[str, RunFolder], o
     with the heatmaps of a start x reference grid when given."""
     runs = {label: run.trajectory() for label, run in {"unpatched": reference, **patched}.items()}
     plot_runs(runs, run_phases(runs["unpatched"]).baseline, out / STUDY_FIGURE)
-    report = out / STUDY_REPORT
-    report.write_text(INTRODUCTION.format(figure=STUDY_FIGURE)
-                      + "\n".join(_table_row(label, rows) for label, rows in runs.items()) + "\n"
-                      + (GRID.format(figure=grid_figure.name) if grid_figure else ""))
-    return report
+    return write_atomically(out / STUDY_REPORT, INTRODUCTION.format(figure=STUDY_FIGURE)
+                            + "\n".join(_table_row(label, rows) for label, rows in runs.items()) + "\n"
+                            + (GRID.format(figure=grid_figure.name) if grid_figure else ""))

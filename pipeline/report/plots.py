@@ -11,17 +11,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from ..analysis.phases import Phases
-from ..run_folder import FINETUNE, HELDOUT, NEW, OLD, SEEN, sequence_group, series
+from ..run_folder import FINETUNE, HELDOUT, NEW, OLD, SEEN, replacing, sequence_group, series
 
 SPLIT_STYLE = {SEEN: ("seen individuals (held-out templates)", "tab:blue"),
                HELDOUT: ("held-out individuals", "tab:red")}
 
 
 def save_figure(fig, path: Path, dpi: int = 110) -> Path:
-    """Lay out, write and close a figure."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    """Lay out, write (through a temporary name, so a failure keeps the figure that was there) and close a figure."""
+    try:
+        fig.tight_layout()
+        with replacing(path) as temporary:
+            fig.savefig(temporary, dpi=dpi)
+    finally:
+        plt.close(fig)
     return path
 
 

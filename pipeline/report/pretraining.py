@@ -12,7 +12,7 @@ from data_gen import Corpus
 from ..analysis.phases import run_phases
 from ..analysis.sequence import run_segments, sequence_summary, visit_rates
 from ..analysis.tables import attention_table
-from ..config import describe_extension
+from ..config import describe_execution_changes, describe_extension
 from ..model import has_attention
 from ..run_folder import (
     ATTENTION_FIGURE,
@@ -25,6 +25,7 @@ from ..run_folder import (
     SEEN,
     SEQUENCE_FIGURE,
     RunFolder,
+    write_atomically,
 )
 from .markdown import final_table, step_text
 from .plots import plot_attention, plot_hallucinations, plot_phases, plot_sequence
@@ -96,7 +97,7 @@ def write_pretrain_report(run: RunFolder, corpus: Corpus) -> Path:
     recipe = run.recipe()
     rows = run.trajectory()
     phases = run_phases(rows)
-    (run / PHASES).write_text(json.dumps(phases.to_dict(), indent=1) + "\n")
+    write_atomically(run / PHASES, json.dumps(phases.to_dict(), indent=1) + "\n")
     plot_phases(rows, phases, run / PHASES_FIGURE)
     plot_hallucinations(rows, phases, run / HALLUCINATION_FIGURE)
     segments = run_segments(recipe)
@@ -144,13 +145,11 @@ probability tells them apart with AUROC {final[SEEN]["confidence_auroc"]:.3f} (0
 ## Reproduce
 
 Corpus `{recipe['corpus']}`, model preset `{recipe['model_preset']}`, {recipe['max_steps']:,} steps of
-{recipe['batch_size']} biographies, learning rate {recipe['learning_rate']}. {describe_extension(recipe) or ""}
+{recipe['batch_size']} biographies, learning rate {recipe['learning_rate']}. {describe_extension(recipe) or ""} {describe_execution_changes(recipe) or ""}
 The resolved recipe is in `{RUN_CONFIG}`; rerun with
 
     python -m pipeline.pretrain --config {run / RUN_CONFIG} --output_dir <new folder>
 
 Redraw this report from the run's files with `python -m pipeline.report --run {run.path}`.
 """
-    path = run / REPORT
-    path.write_text(text)
-    return path
+    return write_atomically(run / REPORT, text)

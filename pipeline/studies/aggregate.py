@@ -20,7 +20,9 @@ from ..analysis.forgetting import forgetting_summary
 from ..analysis.phases import run_phases
 from ..analysis.sequence import SEQUENCE_KEYS, run_segments, sequence_summary
 from ..config import ModelArguments, field_names
-from ..run_folder import CAPACITY_FIT, HELDOUT, SEEN, STUDY_FIT, SUMMARY, TRAJECTORY, RunFolder
+from ..run_folder import (
+    CAPACITY_FIT, HELDOUT, SEEN, STUDY_FIT, SUMMARY, TRAJECTORY, RunFolder, replacing, write_atomically,
+)
 from .fit import fit_bits_per_parameter, fit_with_interval
 from .intervals import over_seeds
 from .schema import GridPoint, Study
@@ -111,7 +113,7 @@ def aggregate(study: Study, failed: dict[str, str] | None = None) -> list[dict]:
     table = rows + failures
     if table:
         fields = list(dict.fromkeys(key for row in table for key in row))
-        with out.open("w", newline="") as f:
+        with replacing(out) as temporary, temporary.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields, restval="")
             writer.writeheader()
             writer.writerows(table)
@@ -166,12 +168,12 @@ def write_study_fits(rows: list[dict], study: Study) -> StudyFits:
         return fits
     if keys & MODEL_KEYS and any(r.get("knowledge_bits") is not None for r in rows):
         fits.capacity = capacity_fits(rows)
-        (out / CAPACITY_FIT).write_text(json.dumps(fits.capacity, indent=1) + "\n")
+        write_atomically(out / CAPACITY_FIT, json.dumps(fits.capacity, indent=1) + "\n")
     if fits_plateau(keys):
         fit = plateau_fit(rows)
         fits.plateau = {**fit, **{key: plateau_fit(rows, key) for key in PLATEAU_STEPS}} if fit else None
-        (out / STUDY_FIT).write_text(json.dumps(fits.plateau or {"fitted": False, "why": no_fit_reason(rows)},
-                                                indent=1) + "\n")
+        write_atomically(out / STUDY_FIT, json.dumps(fits.plateau or {"fitted": False, "why": no_fit_reason(rows)},
+                                                     indent=1) + "\n")
     return fits
 
 

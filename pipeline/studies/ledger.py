@@ -13,7 +13,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..run_folder import STUDY_FIT, SUMMARY
+from ..run_folder import STUDY_FIT, SUMMARY, write_atomically
 from .claim_figure import claim_figure
 from .claims import Claim, Claims, StudyFiles
 from .evidence import published_record
@@ -241,5 +241,5 @@ def write_readme_table(readme: Path, entries: list[Entry], prefix: str, command:
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
     block = f"{README_BEGIN}\n{counts(entries)}; regenerate with `{command}`.\n\n{table(entries, prefix)}\n"
-    readme.write_text(head + block + README_END + tail)
+    write_atomically(readme, head + block + README_END + tail)
     return True

@@ -7,7 +7,7 @@ import json
 
 from ..analysis.forgetting import forgetting_summary
 from ..analysis.phases import run_phases
-from ..run_folder import FINETUNE, FINETUNE_SUMMARY, PHASES, TOY_FIGURE, RunFolder
+from ..run_folder import FINETUNE, FINETUNE_SUMMARY, PHASES, TOY_FIGURE, RunFolder, write_atomically
 from .figure import plot_memory
 
 
@@ -18,6 +18,6 @@ def write_toy_report(run: RunFolder) -> dict:
         name, summary = FINETUNE_SUMMARY, forgetting_summary(rows)
     else:
         name, summary = PHASES, run_phases(rows).to_dict()
-    (run / name).write_text(json.dumps(summary, indent=1) + "\n")
+    write_atomically(run / name, json.dumps(summary, indent=1) + "\n")
     plot_memory(rows, run / TOY_FIGURE)
     return summary

@@ -29,6 +29,7 @@ from ..config import (
     ScheduleArguments,
     TrainArguments,
     describe_extension,
+    execution_keys,
     field_defaults,
     recipe_dict,
 )
@@ -36,7 +37,7 @@ from ..evaluation import Evaluator
 from ..hub.client import HubPusher, check_can_push
 from ..hub.revisions import push_run_files
 from ..model import count_parameters, whole_model_init
-from ..run_folder import HUB_LOG, Resolution, RunFolder, read_state
+from ..run_folder import HUB_LOG, RUN_CONFIG, Resolution, RunFolder, read_state
 from .callbacks import Callback, EvaluationCallback, HubPushCallback, log_spaced_steps
 from .checkpoints import PermanentCheckpoints, ResumeCheckpointer
 from .trainer import Trainer, make_accelerator
@@ -75,6 +76,11 @@ class Stage:
     def renamed(self) -> dict[str, str]:
         """Former key names -> current ones: a run saved before a rename has the former."""
         return renamed_keys(list(map(type, self.configs)))
+
+    @property
+    def execution(self) -> frozenset[str]:
+        """The recipe's keys a resumed run may change: how it is executed, not what it learns."""
+        return execution_keys(*map(type, self.configs))
 
     @property
     def data(self) -> DataArguments:
@@ -117,7 +123,8 @@ def run_stage(stage: Stage, args: TrainArguments) -> Path:
     accelerator = make_accelerator(args, run.path)
     with exclusive(run.path, "run") if accelerator.is_main_process else nullcontext():
         decision = [run.resolve(stage.recipe, args.overwrite_output_dir, renamed=stage.renamed,
-                                defaults=stage.defaults, fingerprint=stage.corpus.fingerprint())
+                                defaults=stage.defaults, fingerprint=stage.corpus.fingerprint(),
+                                execution=stage.execution)
                     if accelerator.is_main_process else None]
         resolution = broadcast_object_list(decision)[0]
         state = read_state(resolution.checkpoint) if resolution.checkpoint else {}
@@ -135,15 +142,24 @@ def run_stage(stage: Stage, args: TrainArguments) -> Path:
 
 
 def _record_changes(run: RunFolder, stage: Stage, resolution: Resolution, main: bool) -> None:
-    """A run going on with a moved corpus, or extended: refused (by every process) for a sampler whose draws
-    depend on the run's length, else recorded in its run_config.yaml and said (by the `main` one)."""
+    """A run going on with a moved corpus, extended, or with execution keys changed: an extension refused (by every
+    process) for a sampler whose draws depend on the run's length, else recorded in its run_config.yaml and said
+    (by the `main` one)."""
     if resolution.extended_from is not None and stage.data.segments(stage.recipe["max_steps"]):
         raise RecipeError(f"extend_to: the sequential sampler of '{run.path}' spreads its visits over max_steps, so "
                           f"a longer run draws other biographies from the first step: start the longer run in "
                           f"another output_dir with --max_steps {stage.recipe['max_steps']}")
     if not main:
         return
-    saved = run.record(stage.recipe, resolution.extended_from)
+    saved = run.record(stage.recipe, resolution)
+    if resolution.execution:
+        changes = ", ".join(f"{key} {old} -> {new}" for key, old, new in resolution.execution)
+        print(f"{run.path}: going on from step {resolution.step:,} with its execution changed ({changes}); what it "
+              f"learns is unchanged, and {RUN_CONFIG} records the change")
+    if any(key == "mixed_precision" for key, _, _ in resolution.execution):
+        print(f"warning: {run.path} changes precision at step {resolution.step:,}: its losses from there on are "
+              f"rounded as the new precision rounds them, so they are not bit for bit those of one precision "
+              f"throughout", file=sys.stderr)
     if resolution.moved_from is not None:
         print(f"{run.path}: its corpus moved from {resolution.moved_from} to {stage.corpus.path} (same fingerprint "
               f"{stage.corpus.fingerprint()}): resuming, the new path recorded")
