@@ -102,14 +102,16 @@ def build_corpus(out: Path, smoke: bool) -> tuple[Path, float | None]:
     return folder, seconds
 
 
-def gpu_tests(budget: float = TESTS_BUDGET_S) -> dict:
-    """pytest -m gpu: how many passed, failed and were skipped; stopped at `budget` seconds, with the counts of
-    the tests done by then."""
+GPU_TESTS = ("-m", "pytest", "-m", "gpu", "-v", "-p", "no:cacheprovider", "tests")
+
+
+def gpu_tests(budget: float = TESTS_BUDGET_S, command: tuple[str, ...] = GPU_TESTS) -> dict:
+    """pytest -m gpu (`command`): how many passed, failed and were skipped; stopped at `budget` seconds, with the
+    counts of the tests done by then."""
     if importlib.util.find_spec("pytest") is None:
         raise RuntimeError("pytest is not installed")
     start = time.perf_counter()
-    tests = subprocess.Popen([sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-p", "no:cacheprovider", "tests"],
-                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    tests = subprocess.Popen([sys.executable, *command], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                              start_new_session=True)
     try:
         output = tests.communicate(timeout=budget)[0]

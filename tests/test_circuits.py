@@ -154,7 +154,7 @@ def test_patching_replaces_the_pattern_and_blocks_its_gradient():
     expected = reference(input_ids=inputs, attention_mask=mask, output_attentions=True).attentions
     AttentionPatcher(reference).attach(model)
     out = model(input_ids=inputs, attention_mask=mask, labels=inputs, output_attentions=True)
-    assert all(torch.allclose(a, b) for a, b in zip(out.attentions, expected))
+    assert all(torch.allclose(a, b) for a, b in zip(out.attentions, expected, strict=True))
     out.loss.backward()
     for layer in model.model.layers:
         assert layer.self_attn.q_proj.weight.grad is None and layer.self_attn.k_proj.weight.grad is None

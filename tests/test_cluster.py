@@ -45,7 +45,7 @@ def _number(text: str) -> float | str:
 def _same_trajectory(one: Path, two: Path) -> None:
     a, b = RunFolder(one).trajectory(), RunFolder(two).trajectory()
     assert [(r["step"], r["split"], r["tokens"]) for r in a] == [(r["step"], r["split"], r["tokens"]) for r in b]
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert y["attribute_loss"] == pytest.approx(x["attribute_loss"], rel=1e-4)
 
 
@@ -99,7 +99,7 @@ def test_a_study_as_a_slurm_array_gives_the_local_summary(slurm, corpus_dir, tmp
                      for row in csv.DictReader((tmp_path / name / SUMMARY).open())] for name in ("local", "array"))
     # the array's tasks run on one thread, the local pool on the machine's share: sums in another order
     assert len(local) == len(array) == 2 and "final_loss" in local[0]
-    for a, b in zip(local, array):
+    for a, b in zip(local, array, strict=True):
         assert a.keys() == b.keys()
         assert {k: v for k, v in b.items() if isinstance(v, str)} == {k: v for k, v in a.items() if isinstance(v, str)}
         assert {k: v for k, v in b.items() if isinstance(v, float)} == pytest.approx(

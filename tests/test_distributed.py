@@ -53,7 +53,8 @@ def test_deepspeed_saves_weights_that_from_pretrained_loads(corpus, corpus_dir, 
     logged = {r["split"]: r for r in RunFolder(out).trajectory() if r["step"] == 6}
     assert metrics["seen"]["attribute_loss"] == pytest.approx(logged["seen"]["attribute_loss"], rel=1e-5)
     assert (out / "resume" / checkpoint_name(6) / "trainer_state.json").is_file()
-    for a, b in zip(RunFolder(plain).trajectory(), RunFolder(out).trajectory()):  # same initial weights, same updates
+    # same initial weights, same updates
+    for a, b in zip(RunFolder(plain).trajectory(), RunFolder(out).trajectory(), strict=True):
         assert b["attribute_loss"] == pytest.approx(a["attribute_loss"], rel=1e-5)
 
 

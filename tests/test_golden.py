@@ -48,7 +48,7 @@ def _close(expected, actual, where: str, tolerance: float = 0.0) -> None:
             _close(expected[key], actual[key], f"{where}.{key}", TOLERANCE.get(key, tolerance))
     elif isinstance(expected, list):
         assert isinstance(actual, (list, tuple)) and len(expected) == len(actual), where
-        for i, (a, b) in enumerate(zip(expected, actual)):
+        for i, (a, b) in enumerate(zip(expected, actual, strict=True)):
             _close(a, b, f"{where}[{i}]", tolerance)
     elif isinstance(expected, float):
         assert isinstance(actual, (int, float)) and math.isclose(actual, expected, rel_tol=tolerance,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -26,9 +27,20 @@ from pipeline.hub.manifest import file_hashes
 from pipeline.pretrain import main as pretrain_main
 from pipeline.run_folder import HUB_LOG, MANIFEST, checkpoint_name
 
+from common.errors import run_cli
+
 from .conftest import cli, one_error_line, tiny_flags
 
 SECRET = "hf_testTOKENthatMustNeverBeWritten"
+
+
+def hub_hashes(path: Path) -> dict:
+    """A file's size, sha256 and git blob id as the Hub reports them, computed by coreutils' sha256sum and
+    `git hash-object`, not by the project's code."""
+    def tool(*argv: str) -> str:
+        return subprocess.run([*argv, str(path)], capture_output=True, text=True, check=True).stdout.split()[0]
+
+    return {"size": path.stat().st_size, "sha256": tool("sha256sum"), "blob_id": tool("git", "hash-object")}
 
 
 class Refused(Exception):
@@ -63,7 +75,7 @@ class FakeHub:
     def list_repo_tree(self, repo_id, revision=None, recursive=False, repo_type=None):
         folder = self.root / repo_id / revision
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            hashes = file_hashes(path)
+            hashes = hub_hashes(path)
             lfs = path.suffix in (".safetensors", ".npy")
             if lfs and revision in self.wrong_sha256:
                 hashes["sha256"] = hashlib.sha256(b"not these weights").hexdigest()
@@ -133,7 +145,7 @@ def test_checkpoints_are_pushed_to_their_revisions_in_the_background(corpus_dir,
     assert "hub: 4 pushes to me/facts done, 0 failed" in captured.out
     manifest = json.loads((remote / checkpoint_name(6) / MANIFEST).read_text())
     assert manifest["step"] == 6 and manifest["tokens_seen"] > 0 and manifest["corpus_fingerprint"]
-    weights = file_hashes(out / "checkpoints" / checkpoint_name(6) / "model.safetensors")["sha256"]
+    weights = hub_hashes(out / "checkpoints" / checkpoint_name(6) / "model.safetensors")["sha256"]
     assert manifest["files"]["model.safetensors"]["sha256"] == weights
     assert f"| 6 | `{checkpoint_name(6)}` | {manifest['tokens_seen']:,} | `{weights}` |" in card
 
@@ -185,6 +197,16 @@ def test_verify_of_a_repository_finds_a_revision_holding_another_step(pushed, ca
     assert code == 1 and f"{checkpoint_name(1)} wrong step" in err[-1]
 
 
+def test_file_hashes_are_the_hubs_sha256_and_git_blob_ids(tmp_path):
+    text = tmp_path / "hello.txt"
+    text.write_bytes(b"hello\n")  # git hash-object and sha256sum of these six bytes, as any machine gives them
+    assert file_hashes(text) == {"size": 6, "blob_id": "ce013625030ba8dba906f756967f9e9ca394464a",
+                                 "sha256": "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"}
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(bytes(range(256)) * 12_000)  # larger than one read chunk
+    assert file_hashes(weights) == hub_hashes(weights)
+
+
 def test_push_uploads_an_offline_run_once(corpus_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     pretrain_main(_run(corpus_dir, out, "--push_to_hub", "false"))
@@ -194,9 +216,8 @@ def test_push_uploads_an_offline_run_once(corpus_dir, tmp_path, monkeypatch, cap
         ["main", *(checkpoint_name(s) for s in (0, 1, 6))])
     fake.calls.clear()
     capsys.readouterr()
-    assert cli(hub_main, ["push", "--run", str(out)], capsys)[0] == 0
-    assert "me/facts already holds every revision" in capsys.readouterr().out or not any(
-        c[0] == "upload_folder" for c in fake.calls)
+    assert run_cli(lambda: hub_main(["push", "--run", str(out)])) == 0
+    assert "me/facts already holds every revision" in capsys.readouterr().out
     assert not any(c[0] == "upload_folder" for c in fake.calls)
 
 

@@ -105,7 +105,7 @@ def eager(corpus_dir, tmp_path_factory):
 
 def _assert_losses_follow(losses, reference, tolerance: float) -> None:
     assert [step for step, _ in losses] == [step for step, _ in reference] == list(range(1, STEPS + 1))
-    for (step, loss), (_, expected) in zip(losses, reference):
+    for (step, loss), (_, expected) in zip(losses, reference, strict=True):
         assert loss == pytest.approx(expected, rel=tolerance), f"step {step}"
 
 
@@ -146,7 +146,7 @@ def test_compiled_packed_lora_checkpoints_are_the_merged_live_model(eager, corpu
         losses.clear()
         assert_checkpoint_is_the_live_model(out / "checkpoints" / checkpoint_name(6), trainers[-1], corpus, False)
     assert [s for s, _ in runs["compiled, packed"]] == [s for s, _ in runs["eager"]]
-    for (_, loss), (_, expected) in zip(runs["compiled, packed"], runs["eager"]):
+    for (_, loss), (_, expected) in zip(runs["compiled, packed"], runs["eager"], strict=True):
         assert loss == pytest.approx(expected, rel=1e-5)
 
 
@@ -160,7 +160,7 @@ def test_two_compiled_gloo_processes_save_the_model_they_evaluated(eager, corpus
     assert result.returncode == 0, result.stderr[-3000:]
     trajectory, reference = RunFolder(out).trajectory(), RunFolder(eager[1]).trajectory()
     assert [(r["step"], r["split"]) for r in trajectory] == [(r["step"], r["split"]) for r in reference]
-    for got, expected in zip(trajectory, reference):
+    for got, expected in zip(trajectory, reference, strict=True):
         assert got["attribute_loss"] == pytest.approx(expected["attribute_loss"], rel=1e-4)
     model, info = AutoModelForCausalLM.from_pretrained(out / "checkpoints" / checkpoint_name(STEPS),
                                                        output_loading_info=True)

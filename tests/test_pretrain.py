@@ -71,14 +71,15 @@ def test_rerun_from_saved_recipe_gives_the_same_trajectory(corpus_dir, tmp_path)
     assert RunFolder(runs[0]).trajectory() == RunFolder(runs[1]).trajectory()
     first = AutoModelForCausalLM.from_pretrained(runs[0] / "checkpoints" / checkpoint_name(6))
     second = AutoModelForCausalLM.from_pretrained(runs[1] / "checkpoints" / checkpoint_name(6))
-    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    weights = first.state_dict().values(), second.state_dict().values()
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
 
 
 def test_gradient_accumulation_matches_one_pass(corpus_dir, tmp_path):
     whole = pretrain(*_args(corpus_dir, tmp_path / "whole", "--max_steps", "4", "--eval_steps", "2"))
     split = pretrain(*_args(corpus_dir, tmp_path / "split", "--max_steps", "4", "--eval_steps", "2",
                             "--micro_batch_size", "4"))
-    for a, b in zip(RunFolder(whole).trajectory(), RunFolder(split).trajectory()):
+    for a, b in zip(RunFolder(whole).trajectory(), RunFolder(split).trajectory(), strict=True):
         assert a["attribute_loss"] == pytest.approx(b["attribute_loss"], rel=1e-4)
 
 
@@ -124,7 +125,7 @@ def test_fixed_length_batches_give_the_same_losses(corpus_dir, tmp_path, monkeyp
                                       "--fixed_length", fixed, "--micro_batch_size", "8"))
     longest, fixed = (logged[str(runs[k])] for k in ("false", "true"))
     assert len(longest) == 12 and longest == pytest.approx(fixed, rel=1e-5)
-    for a, b in zip(RunFolder(runs["false"]).trajectory(), RunFolder(runs["true"]).trajectory()):
+    for a, b in zip(RunFolder(runs["false"]).trajectory(), RunFolder(runs["true"]).trajectory(), strict=True):
         assert a["attribute_loss"] == pytest.approx(b["attribute_loss"], rel=1e-5)
 
 

@@ -151,13 +151,26 @@ def test_the_gpu_suite_stages_and_the_trainers_summary_line(tmp_path, monkeypatc
     assert "| default run, compile | not reported by this trainer |" in table
 
 
-def test_the_gpu_suite_stops_the_gpu_tests_at_their_budget():
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "\tZ" not in next(line for line in status.read_text().splitlines() if line.startswith("State:"))
+    except FileNotFoundError:
+        return False
+
+
+def test_the_gpu_suite_stops_the_gpu_tests_at_their_budget(tmp_path):
     from bench import gpu_suite
 
-    tests = gpu_suite.gpu_tests(budget=1)  # pytest is still collecting
+    pids = tmp_path / "pids"
+    stuck = ("-c", f"import os, subprocess, sys, time\nchild = subprocess.Popen([sys.executable, '-c', "
+                   f"'import time; time.sleep(600)'])\nopen({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')"
+                   f"\ntime.sleep(600)")  # tests that never end, with a run of their own
+    tests = gpu_suite.gpu_tests(budget=10, command=stuck)
     assert tests == {"passed": 0, "failed": 0, "skipped": 0, "seconds": tests["seconds"],
-                     "tail": ["stopped at its 1 s budget"]}
-    assert 1 <= tests["seconds"] < 10
+                     "tail": ["stopped at its 10 s budget"]}
+    assert 10 <= tests["seconds"] < 60
+    assert not any(map(_alive, map(int, pids.read_text().split())))  # both killed: none is left holding a GPU
 
 
 @pytest.mark.slow

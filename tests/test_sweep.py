@@ -246,7 +246,7 @@ def test_parallel_runs_give_the_same_trajectories(tmp_path, corpus_dir, capsys):
     for run in ("learning_rate=0.002_seed=0", "learning_rate=0.004_seed=1"):  # keys sorted by yaml.safe_dump
         a, b = RunFolder(tmp_path / "one" / run).trajectory(), RunFolder(tmp_path / "two" / run).trajectory()
         assert [(r["step"], r["split"]) for r in a] == [(r["step"], r["split"]) for r in b]
-        for x, y in zip(a, b):  # one thread per run against two: the same sums in another order
+        for x, y in zip(a, b, strict=True):  # one thread per run against two: the same sums in another order
             assert x["attribute_loss"] == pytest.approx(y["attribute_loss"], rel=1e-4)
         assert (tmp_path / "two" / "logs" / f"{run}.log").is_file()
     with (tmp_path / "two" / "summary.csv").open() as f:
