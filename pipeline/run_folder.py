@@ -276,22 +276,18 @@ class Resolution:
     """What a run does with its output_dir: `action` new, restart (in place, from step 0), resume (from
     `checkpoint`) or done (complete at `checkpoint`); for a run that goes on changed, `moved_from`, the path
     its corpus had before it moved, `extended_from`, the max_steps it had before --extend_to, and `execution`,
-    the execution keys it goes on with changed: (key, old value, new value) each."""
+    the execution keys it goes on with changed: (key, old value, new value) each, from `step`."""
 
     action: str
     checkpoint: Path | None = None
     moved_from: str | None = None
     extended_from: int | None = None
     execution: tuple[tuple[str, Any, Any], ...] = ()
+    step: int = 0  # the step it goes on from: its checkpoint's
 
     @property
     def changed(self) -> bool:
         return self.moved_from is not None or self.extended_from is not None or bool(self.execution)
-
-    @property
-    def step(self) -> int:
-        """The step the run goes on from: its checkpoint's, else 0."""
-        return read_state(self.checkpoint)["step"] if self.checkpoint else 0
 
 
 def describe_change(step: int, key: str, old, new) -> str:
@@ -429,9 +425,10 @@ class RunFolder:
                 raise RecipeError(f"'{self.path}' holds no resume checkpoint to extend from (it ran with save_steps "
                                   f"0): rerun it with --save_steps set, or start the longer run in another output_dir")
             return Resolution("restart", moved_from=moved_from, execution=changes)
-        if read_state(checkpoint)["step"] >= recipe["max_steps"]:  # nothing runs, so nothing changes
-            return Resolution("done", checkpoint, moved_from, extended_from)
-        return Resolution("resume", checkpoint, moved_from, extended_from, changes)
+        step = read_state(checkpoint)["step"]
+        if step >= recipe["max_steps"]:  # nothing runs, so nothing changes
+            return Resolution("done", checkpoint, moved_from, extended_from, step=step)
+        return Resolution("resume", checkpoint, moved_from, extended_from, changes, step)
 
     def _another_run(self, saved: dict, recipe: dict, differing: list[str], trained_on: dict | None) -> str:
         """The refusal of a folder holding another run: what differs, the ways that keep the run, then the
