@@ -20,6 +20,8 @@ from common.errors import RecipeError
 from data_gen.recipe import check_choice, check_values
 from data_gen.samplers import SamplerConfig
 
+from .run_folder import EXECUTION_CHANGES
+
 # attention kernel -> the package it needs (module, pip requirement), None for those torch has
 ATTENTION_PACKAGES = {"sdpa": None, "eager": None,
                       "flash_attention_2": ("flash_attn", "flash-attn --no-build-isolation")}
@@ -167,10 +169,11 @@ def describe_extension(recipe: dict) -> str | None:
 
 def describe_execution_changes(recipe: dict) -> str | None:
     """The execution keys a resumed run changed (`execution_changes` in its recipe), in a sentence; None if none."""
-    if not recipe.get("execution_changes"):
+    if not recipe.get(EXECUTION_CHANGES):
         return None
-    return (f"Resumed with its execution changed ({'; '.join(recipe['execution_changes'])}): how the steps were "
-            f"computed, not what they learn, so they agree with an unchanged run up to rounding.")
+    return (f"Resumed with its execution changed ({'; '.join(recipe[EXECUTION_CHANGES])}): how the steps were "
+            f"computed, not what they learn, so they agree with an unchanged run up to rounding (the rounding of "
+            f"the precision, where it changed).")
 
 
 @dataclass
