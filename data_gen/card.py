@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import yaml
-from datasets import DatasetDict
+from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from .config import CorpusConfig
@@ -11,13 +11,15 @@ from .stream import BiographyStream
 from .tokens import TemplateTokens, individual_tokens
 
 
-def dataset_card(config: CorpusConfig, corpus: DatasetDict, tokenizer: PreTrainedTokenizerBase,
+def dataset_card(config: CorpusConfig, rows: dict[str, int], first: Dataset, tokenizer: PreTrainedTokenizerBase,
                  templates: TemplateTokens) -> str:
-    people = individual_tokens(corpus["train"].select(range(1)), tokenizer)
+    """The card of a corpus with `rows` in each split, whose example biography is that of `first` (the first
+    training individual's row)."""
+    people = individual_tokens(first, tokenizer)
     stream = BiographyStream(people, templates, tokenizer.bos_token_id, tokenizer.eos_token_id,
                              tokenizer.pad_token_id, 1, config.seed)
     example = tokenizer.decode(stream.batch(0)["input_ids"][0], skip_special_tokens=True).strip()
-    rows = "\n".join(f"| `{split}` | {len(ds):,} |" for split, ds in corpus.items())
+    table = "\n".join(f"| `{split}` | {count:,} |" for split, count in rows.items())
     return f"""---
 pretty_name: Synthetic biographies
 tags: [synthetic, factual-recall, biographies]
@@ -32,7 +34,7 @@ gives the same bytes.
 
 | split | rows |
 |---|---|
-{rows}
+{table}
 
 - `train`, `heldout`, `finetune`: individuals (unique full names; six attributes drawn
   uniformly and independently). `heldout` individuals are never trained on; `finetune`

@@ -13,6 +13,8 @@ from common.errors import RecipeError
 from .config import CorpusConfig
 from .resources import ATTRIBUTES, Pools
 
+TEMPLATE_CHUNK = 65_536  # individuals whose template order is drawn at once (floats, 1.2 kB each)
+
 
 @dataclass
 class Individuals:
@@ -42,8 +44,9 @@ class Individuals:
 
 
 def draw_population(config: CorpusConfig, pools: Pools) -> Individuals:
-    """All `n_total` individuals of a corpus, as pool indices; each component has its own seeded
-    stream, so that changing one pool size does not reshuffle the others."""
+    """All `n_total` individuals of a corpus, as pool indices (int32; template indices int8, about 0.2 kB an
+    individual); each component has its own seeded stream, so that changing one pool size does not reshuffle
+    the others."""
     n, n_first, n_last = config.n_total, len(pools.first_names), len(pools.last_names)
     if n > pools.name_space:
         raise RecipeError(
@@ -58,7 +61,11 @@ def draw_population(config: CorpusConfig, pools: Pools) -> Individuals:
         for attribute in ATTRIBUTES
     }
     n_templates = len(pools.templates[ATTRIBUTES[0]])
-    order = np.argsort(templates_rng.random((n, len(ATTRIBUTES), n_templates)), axis=-1)
-    train = np.sort(order[..., : config.n_train_templates], axis=-1)
-    held = np.sort(order[..., config.n_train_templates:], axis=-1)
-    return Individuals(names, values, train, held)
+    train, held = [], []
+    for start in range(0, n, TEMPLATE_CHUNK):  # one uniform draw per (individual, attribute, template), in order
+        order = np.argsort(templates_rng.random((min(n - start, TEMPLATE_CHUNK), len(ATTRIBUTES), n_templates)),
+                           axis=-1).astype(np.int8)
+        train.append(np.sort(order[..., : config.n_train_templates], axis=-1))
+        held.append(np.sort(order[..., config.n_train_templates:], axis=-1))
+    return Individuals(names.astype(np.int32), {a: v.astype(np.int32) for a, v in values.items()},
+                       np.concatenate(train), np.concatenate(held))

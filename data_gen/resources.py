@@ -14,6 +14,7 @@ from .layout import TEMPLATES
 
 RESOURCES = Path(__file__).parent / "resources"
 ATTRIBUTES = ("birth_date", "birth_city", "current_location", "university", "major", "company")
+MAX_TEMPLATES = 127  # per attribute: template indices are stored as int8
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December")
 _LISTS = {"n_first_names": "first_names.txt", "n_last_names": "last_names.txt", "n_cities": "cities.txt",
@@ -62,6 +63,10 @@ def _read_templates(folder: Path, n_train: int) -> dict[str, list[str]]:
     templates = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(templates, dict) or set(templates) != set(ATTRIBUTES):
         raise RecipeError(f"'{path}' must map exactly the attributes {', '.join(ATTRIBUTES)} to template lists")
+    counts = {len(texts) for texts in templates.values()}
+    if len(counts) > 1 or max(counts) > MAX_TEMPLATES:
+        raise RecipeError(f"'{path}' must give every attribute the same number of templates, at most {MAX_TEMPLATES} "
+                          f"(indices are stored as int8); it has {', '.join(map(str, sorted(counts)))}")
     for attribute, texts in templates.items():
         if len(texts) <= n_train:
             raise RecipeError(f"'{path}' has {len(texts)} {attribute} templates but n_train_templates={n_train}: "

@@ -7,14 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import datasets.config
 import numpy as np
 import pytest
-from datasets import load_from_disk
+from datasets import Dataset, load_from_disk
 from transformers import AutoTokenizer
 
 from data_gen import ATTRIBUTES, Corpus, CorpusConfig, RecipeError
+from data_gen import builder, shards
 from data_gen.builder import build
+from data_gen.population import draw_population
 from data_gen.resources import load_pools
+from data_gen.tables import individuals_nbytes, queries_nbytes
+from data_gen.tokens import TemplateTokens
 from data_gen.tokenizer import build_tokenizer
 from data_gen.tokens import value_tokens
 
@@ -30,6 +35,64 @@ def test_same_config_gives_identical_bytes(tmp_path, corpus_dir):
     assert _files(again) == _files(corpus_dir)
     other = build(small_config(tmp_path / "other", seed=4))
     assert _files(other)["train/data-00000-of-00001.arrow"] != _files(corpus_dir)["train/data-00000-of-00001.arrow"]
+
+
+def test_the_bytes_of_a_corpus_are_those_it_had_when_built_in_memory(corpus_dir):
+    # the corpus fingerprint (sha256 of every file's sha256) of this config as the builder wrote it when it
+    # held the whole DatasetDict in memory and called save_to_disk (commit a987d77): rebuilt corpora keep the
+    # fingerprint their runs recorded
+    assert Corpus(corpus_dir).fingerprint() == "85775723f7e30d2b"
+
+
+def _saved_by_datasets(split: Path, out: Path) -> dict[str, bytes]:
+    """The split as `Dataset.save_to_disk` writes it from one in-memory table of its rows."""
+    loaded = load_from_disk(str(split))
+    table = loaded.with_format("arrow")[:].combine_chunks()
+    fingerprint = json.loads((split / "state.json").read_text())["_fingerprint"]
+    Dataset(table, fingerprint=fingerprint).save_to_disk(str(out))
+    return _files(out)
+
+
+def test_chunks_and_shards_give_the_files_save_to_disk_gives(tmp_path, monkeypatch):
+    """Chunks of 7 individuals (queries cut across write batches) and 40 kB shards (several per split, of
+    unequal rows): every split's files are those datasets writes from the whole split at once."""
+    monkeypatch.setattr(builder, "CHUNK", 7)
+    monkeypatch.setattr(datasets.config, "MAX_SHARD_SIZE", "40KB")
+    pending = []
+    write = shards.SplitWriter.write
+    monkeypatch.setattr(shards.SplitWriter, "write", lambda self, table: (write(self, table),
+                                                                          pending.append(len(self.pending))))
+    folder = build(small_config(tmp_path / "chunked", n_individuals=90, n_heldout=11, n_finetune=13))
+    splits = load_from_disk(str(folder))
+    assert {split: len(rows) for split, rows in splits.items()} == {
+        "train": 90, "heldout": 11, "finetune": 13, "eval_seen": 2700, "eval_heldout": 330, "eval_finetune": 390}
+    assert len(list((folder / "eval_seen").glob("*.arrow"))) > 5 and len(list((folder / "train").glob("*.arrow"))) == 1
+    for split in splits:
+        assert _files(folder / split) == _saved_by_datasets(folder / split, tmp_path / "reference" / split), split
+    assert max(pending) < 7 * 30 + 1000 + shards.LOOKAHEAD  # one chunk of queries, one batch and its lookahead
+
+
+def test_split_sizes_are_counted_as_pyarrow_counts_them(corpus_dir):
+    """`Table.nbytes` of each split held as one table (by which save_to_disk shards it), counted without
+    building the table, equals what pyarrow reports for the rows loaded and joined into one table."""
+    corpus = Corpus(corpus_dir)
+    config = small_config(corpus_dir)
+    pools = load_pools(config)
+    population = draw_population(config, pools)
+    templates = TemplateTokens.from_texts(pools.templates, corpus.tokenizer)
+    for split, rows, queries in (("train", slice(0, 200), "eval_seen"), ("finetune", slice(250, 300), "eval_finetune")):
+        people = population.take(rows)
+        joined = {name: corpus.dataset[name].with_format("arrow")[:].combine_chunks().nbytes for name in (split, queries)}
+        assert individuals_nbytes(people, pools) == joined[split]
+        assert queries_nbytes(people, pools, templates) == joined[queries]
+
+
+def test_a_corpus_without_heldout_or_finetune_individuals_loads(tmp_path):
+    folder = build(small_config(tmp_path / "c", n_individuals=20, n_heldout=0, n_finetune=0))
+    splits = load_from_disk(str(folder))
+    assert {split: len(rows) for split, rows in splits.items()} == {
+        "train": 20, "heldout": 0, "finetune": 0, "eval_seen": 600, "eval_heldout": 0, "eval_finetune": 0}
+    assert splits["eval_heldout"].features == splits["eval_seen"].features
 
 
 def test_loads_with_plain_hf_calls(corpus_dir):

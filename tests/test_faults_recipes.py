@@ -4,11 +4,13 @@ fix, exit status 2, and nothing written."""
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 import yaml
 
 from data_gen.__main__ import main as data_main
+from data_gen.resources import RESOURCES
 from pipeline.finetune import main as finetune_main
 from pipeline.pretrain import main as pretrain_main
 from pipeline.sweep import main as sweep_main
@@ -57,6 +59,21 @@ def test_bad_corpus_recipes(tmp_path, capsys):
                           (["biuld"], "unknown command 'biuld'")):
         code, err = cli(data_main, argv, capsys)
         assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "c").exists()
+
+
+def test_template_lists_of_unequal_length_or_over_127_are_refused(tmp_path, capsys):
+    shipped = yaml.safe_load((RESOURCES / "templates.yaml").read_text())
+    for name, templates, counts in (
+            ("unequal", {**shipped, "major": shipped["major"][:-1]}, "24, 25"),
+            ("too many", {a: [f"{{name}} {i} {{value}}" for i in range(128)] for a in shipped}, "128")):
+        resources = tmp_path / name
+        shutil.copytree(RESOURCES, resources)
+        (resources / "templates.yaml").write_text(yaml.safe_dump(templates))
+        code, err = cli(data_main, ["build", "--output_dir", str(tmp_path / "c"), "--resources_dir", str(resources)],
+                        capsys)
+        assert code == 2 and err == [f"error: '{resources / 'templates.yaml'}' must give every attribute the same "
+                                     f"number of templates, at most 127 (indices are stored as int8); it has {counts}"]
     assert not (tmp_path / "c").exists()
 
 
