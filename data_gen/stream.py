@@ -102,6 +102,14 @@ class BiographyStream:
             counts += np.bincount(self.draw(step)[0], minlength=len(self.people))
         return counts
 
+    def last_drawn(self, stop: int) -> np.ndarray:
+        """The step after which each individual was last drawn in the first `stop` steps (step s's batch is
+        trained on by step s + 1); 0 for one never drawn."""
+        last = np.zeros(len(self.people), dtype=np.int64)
+        for step in range(stop):
+            last[self.draw(step)[0]] = step + 1
+        return last
+
     def lengths(self, step: int, rows: slice = slice(None)) -> np.ndarray:
         """Tokens of each biography of the global batch of `step` (its `rows`), <bos> and <eos> included."""
         _, _, template = (x[rows] for x in self.draw(step))

@@ -6,6 +6,8 @@ reports, the Hub and studies read through it.
       run_config.yaml            the resolved recipe
       run_start.json             the code commit the run first started from, and when (kept across resumes)
       trajectory.jsonl           one line per evaluation and group of individuals
+      facts/queries/step-*.parquet    each evaluated query's result at each evaluation (every fact's history)
+      facts/exposures/step-*.parquet  each training individual's exposures and last step drawn, at each one
       checkpoints/step-*/        permanent checkpoints: Hugging Face weights, tokenizer, exposures.npy,
                                  manifest.json (each file's hashes, for the Hub),
                                  trainer_state.json (written last: a folder holding it is complete)
@@ -62,6 +64,8 @@ SEQUENCE_FIGURE = "sequence.png"  # each group's loss of a sequential sampler, i
 FINETUNE_SUMMARY = "finetune.json"
 FORGETTING_FIGURE = "forgetting.png"
 DRIFT_TABLE = "drift.jsonl"
+FACTS = "facts"  # facts/<table>/step-000000100.parquet: one file per evaluation, written whole
+QUERY_FACTS, EXPOSURE_FACTS = "queries", "exposures"  # the tables of facts/
 TOY_WEIGHTS = "memory.pt"  # a toy-memory checkpoint's weights (torch.save of the state dict)
 TOY_FIGURE = "memory.png"  # a toy-memory run's accuracy and loss of every group
 HUB_LOG = "hub_push.jsonl"
@@ -359,6 +363,10 @@ class RunFolder:
     def stage(self) -> str:
         """pretrain or finetune, as the run's trajectory says."""
         return self.trajectory()[0]["stage"]
+
+    def facts_file(self, table: str, step: int) -> Path:
+        """Where one evaluation's rows of a facts table (`QUERY_FACTS`, `EXPOSURE_FACTS`) go."""
+        return self.path / FACTS / table / f"{checkpoint_name(step)}.parquet"
 
     def append_trajectory(self, rows: list[dict]) -> None:
         """Append evaluation rows, flushed to disk before any checkpoint written after them."""

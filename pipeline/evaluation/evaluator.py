@@ -92,11 +92,12 @@ class Evaluator:
         self.baselines = no_knowledge_baseline(corpus.individuals("train").values)
         self.exposure_group, self.compile = exposure_group, compile
         self.population = len(corpus.split("train"))
-        self.batches, self.on_device, self._forward_of = {}, {}, (None, None)
+        self.batches, self.templates, self.on_device, self._forward_of = {}, {}, {}, (None, None)
         for name, (split, individuals) in groups.items():
             queries = corpus.queries(split)
             queries = queries.select(np.flatnonzero(np.isin(as_array(queries, "individual"), individuals)))
             self.batches[name] = _batches(queries, batch_size, corpus.tokenizer.pad_token_id)
+            self.templates[name] = as_array(queries, "template").astype(np.int64)  # of each query, in order
 
     def _device_batches(self, group: str, device: torch.device) -> list[dict[str, torch.Tensor | int]]:
         """A group's batches on `device`, moved there once."""
@@ -149,15 +150,23 @@ class Evaluator:
                  exposures: np.ndarray | None = None) -> dict[str, dict]:
         """Metrics per group name; `exposures` (times each training individual was drawn so far)
         gives the exposure group's metrics by exposure bucket and by frequency rank."""
+        return self.metrics(self.score_groups(model, accelerator), model, accelerator, exposures)
+
+    def score_groups(self, model: torch.nn.Module, accelerator: Accelerator) -> dict[str, dict[str, np.ndarray]]:
+        """Per-query scores of every group (`scores`), the model left in the mode it was in."""
         was_training = model.training
         model.eval()
         scores = {group: self.scores(model, accelerator, group) for group in self.batches}
         model.train(was_training)
-        individuals = {group: s.pop("individual") for group, s in scores.items()}
+        return scores
+
+    def metrics(self, scores: dict[str, dict[str, np.ndarray]], model: torch.nn.Module, accelerator: Accelerator,
+                exposures: np.ndarray | None = None) -> dict[str, dict]:
+        """The metrics of `evaluate` from the groups' per-query scores."""
         results = {group: summarize(s["value_loss"], s["correct"], s["top_prob"], s["entropy"], s["attribute"],
                                     self.baselines) for group, s in scores.items()}
         if self.exposure_group:
-            known, who = scores[self.exposure_group], individuals[self.exposure_group]
+            known, who = scores[self.exposure_group], scores[self.exposure_group]["individual"]
             bits = knowledge_bits(known["value_loss"], known["attribute"], who, self.baselines, self.population)
             sizes = count_parameters(accelerator.unwrap_model(model, keep_torch_compile=False))
             results[self.exposure_group].update({

@@ -14,8 +14,9 @@ from accelerate import Accelerator
 from common.errors import RunError
 
 from ..evaluation import Evaluator
+from ..evaluation.facts import exposure_table, query_table, write_facts
 from ..hub.client import HubPusher
-from ..run_folder import RunFolder, checkpoint_name
+from ..run_folder import EXPOSURE_FACTS, QUERY_FACTS, RunFolder, checkpoint_name
 
 FINITE_METRICS = ("attribute_loss", "attribute_accuracy", "first_token_top_prob", "first_token_entropy")
 
@@ -40,6 +41,9 @@ class TrainingState(Protocol):
 
     def exposures(self, step: int) -> np.ndarray:
         """How many times each training individual was drawn in the first `step` steps."""
+
+    def last_drawn(self, step: int) -> np.ndarray:
+        """The step after which each training individual was last drawn in the first `step` steps (0: never)."""
 
     def reset_optimizer_state(self) -> None:
         """Forget the optimizer's moments (the learning-rate schedule goes on)."""
@@ -66,7 +70,7 @@ class Callback:
 
 class EvaluationCallback(Callback):
     """Evaluates at scheduled steps (the last with `final`, when given: e.g. every individual); the main
-    process appends one trajectory line per group."""
+    process appends one trajectory line per group, and writes the evaluation's facts (`evaluation.facts`)."""
 
     def __init__(self, evaluator: Evaluator, steps: list[int], run: RunFolder, stage: str,
                  final: Evaluator | None = None):
@@ -81,7 +85,8 @@ class EvaluationCallback(Callback):
             return
         evaluator = self.final if self.final is not None and step == self.last else self.evaluator
         exposures = state.exposures(step) if evaluator.exposure_group else None
-        results = evaluator.evaluate(state.model, state.accelerator, exposures)
+        scores = evaluator.score_groups(state.model, state.accelerator)
+        results = evaluator.metrics(scores, state.model, state.accelerator, exposures)
         for group, metrics in results.items():
             if not all(math.isfinite(metrics[key]) for key in FINITE_METRICS):
                 raise RunError(f"the evaluation of {group} individuals at step {step} is not finite "
@@ -90,6 +95,10 @@ class EvaluationCallback(Callback):
         if state.accelerator.is_main_process:
             self.run.append_trajectory([{"stage": self.stage, "step": step, "split": group,
                                          "tokens": state.tokens_seen, **metrics} for group, metrics in results.items()])
+            tables = {QUERY_FACTS: query_table(step, scores, evaluator.templates)}
+            if exposures is not None:
+                tables[EXPOSURE_FACTS] = exposure_table(step, exposures, state.last_drawn(step))
+            write_facts(self.run, step, tables)
         state.accelerator.log({f"eval/{group}/{key}": metrics[key] for group, metrics in results.items()
                                for key in ("attribute_loss", "attribute_accuracy")}, step=step)
 

@@ -30,7 +30,8 @@ class StepBatch:
 
 class StreamLoader:
     """This process's micro-batches of each step, as tensors on `device`, built `depth` steps ahead; and how
-    many times each individual has been drawn, counted as steps are taken (`exposures`).
+    many times each individual has been drawn, and the step after which it last was, counted as steps are
+    taken (`exposures`, `last_drawn`).
 
     Unpacked, a micro-batch is a row per biography, padded to `length` tokens (fixed shapes) or to its
     longest biography rounded up to `pad_to_multiple_of`. With `pack`, its biographies lie end to end in one
@@ -46,14 +47,19 @@ class StreamLoader:
         self.pool = ThreadPoolExecutor(max_workers=1) if depth else None
         self.pending: dict[int, Future] = {}
         self.counted_steps, self.counts = 0, np.zeros(len(stream.people), dtype=np.int64)
+        self.last = np.zeros(len(stream.people), dtype=np.int64)
 
     def start_at(self, step: int) -> None:
         """Training resumes after `step` steps: the exposures of those, replayed once."""
-        self.counted_steps, self.counts = step, self.stream.exposures(step)
+        self.counted_steps, self.counts, self.last = step, self.stream.exposures(step), self.stream.last_drawn(step)
 
     def exposures(self, step: int) -> np.ndarray:
         """How many times each individual has been drawn in the first `step` steps."""
         return self.counts.copy() if step == self.counted_steps else self.stream.exposures(step)
+
+    def last_drawn(self, step: int) -> np.ndarray:
+        """The step after which each individual was last drawn in the first `step` steps (0: never)."""
+        return self.last.copy() if step == self.counted_steps else self.stream.last_drawn(step)
 
     def _micro(self, step: int, rows: slice) -> dict[str, np.ndarray]:
         if self.pack:
@@ -83,6 +89,7 @@ class StreamLoader:
             batch = future.result()
         if step == self.counted_steps:
             self.counts = self.counts + np.bincount(batch.who, minlength=len(self.counts))
+            self.last[batch.who] = step + 1
             self.counted_steps += 1
         batch.count = batch.count.to(self.device, non_blocking=True)
         batch.micro = [{k: t.to(self.device, non_blocking=True) for k, t in m.items()} for m in batch.micro]

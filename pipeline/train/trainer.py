@@ -147,6 +147,10 @@ class Trainer:
         """How many times each individual has been drawn in the first `step` steps."""
         return self.loader.exposures(step)
 
+    def last_drawn(self, step: int) -> np.ndarray:
+        """The step after which each individual was last drawn in the first `step` steps (0: never)."""
+        return self.loader.last_drawn(step)
+
     def reset_optimizer_state(self) -> None:
         """Forget the optimizer's moments (the learning-rate schedule goes on)."""
         self.optimizer.optimizer.state.clear()
