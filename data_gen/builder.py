@@ -19,7 +19,16 @@ from common.errors import FULL_DISK, RecipeError, RunError
 from .card import dataset_card
 from .config import CorpusConfig
 from .folders import contents, exclusive
-from .layout import BUILDER_CONFIG, CARD, DATASET_INDEX, INDIVIDUAL_SPLITS, MANIFEST, QUERIES_OF, QUERY_SPLITS, TEMPLATES
+from .layout import (
+    BUILDER_CONFIG,
+    CARD,
+    DATASET_INDEX,
+    INDIVIDUAL_SPLITS,
+    MANIFEST,
+    QUERIES_OF,
+    QUERY_SPLITS,
+    TEMPLATES,
+)
 from .population import Individuals, draw_population
 from .resources import Pools, load_pools
 from .shards import SplitWriter
@@ -70,7 +79,8 @@ def _sha256(path: Path) -> str:
 
 
 def _checksums(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    return {str(p.relative_to(folder)): _sha256(p)
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
 def check_output_dir(out: Path, overwrite: bool) -> None:

@@ -10,6 +10,15 @@ import yaml
 
 from data_gen import ATTRIBUTES, Corpus
 from data_gen.samplers import SamplerConfig
+from pipeline.analysis.facts import (
+    acquisition,
+    fit_logistic,
+    flip_rates,
+    forgetting,
+    half_knowledge,
+    learned_first,
+    read_facts,
+)
 from pipeline.pretrain import main
 from pipeline.run_folder import RunFolder
 
@@ -57,7 +66,8 @@ def test_exposure_rows_are_the_draws_of_the_stream_counted_step_by_step(run, cor
         np.add.at(counts, who, 1)
         last[who] = step + 1
     final = exposures[exposures["step"] == 12]
-    assert final["exposures"].sum() == 12 * 16 and final["exposures"].iloc[:10].sum() > final["exposures"].iloc[10:].sum()
+    drawn = final.sort_values("individual")["exposures"].to_numpy()
+    assert drawn.sum() == 12 * 16 and drawn[:10].sum() > drawn[10:].sum()  # the celebrities are drawn more
     assert (final["last_drawn"] == 0).sum() == (final["exposures"] == 0).sum() > 0  # never drawn: 0
 
 
@@ -71,3 +81,56 @@ def test_a_killed_and_resumed_run_writes_the_same_facts(run, corpus_dir, tmp_pat
             p.name for p in (run.path / "facts" / table).iterdir())
         again, first = pd.read_parquet(out / "facts" / table), pd.read_parquet(run.path / "facts" / table)
         pd.testing.assert_frame_equal(again, first)
+
+
+def _facts(rows: list[tuple]) -> pd.DataFrame:
+    """Hand-made facts: (step, individual, attribute, correct, exposures, last_drawn), template 0, loss 1."""
+    frame = pd.DataFrame(rows, columns=["step", "individual", "attribute", "correct", "exposures", "last_drawn"])
+    return frame.assign(template=0, value_loss=1.0)
+
+
+def test_the_half_knowledge_point_of_one_step_of_exposure_is_where_the_two_logits_meet():
+    # a single 0/1 regressor: the fit gives logit(1/4) at x = 0 and logit(3/4) at x = 1, so P = 1/2 at x = 1/2,
+    # that is 2 ** 0.5 - 1 exposures
+    exposures = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    correct = np.array([1, 0, 0, 0, 1, 1, 1, 0], dtype=bool)
+    a, b = fit_logistic(np.log2(1 + exposures), correct)
+    assert a == pytest.approx(np.log(1 / 3), abs=1e-4) and b == pytest.approx(2 * np.log(3), abs=1e-4)
+    half = half_knowledge(exposures, correct, np.arange(8))
+    assert half["exposures"] == pytest.approx(2 ** 0.5 - 1, abs=1e-4) and half["facts"] == 8
+    assert half_knowledge(exposures, ~correct, np.arange(8))["exposures"] is None  # falls with exposure
+
+
+def test_forgetting_counts_only_facts_not_drawn_since_they_were_known():
+    facts = _facts([(10, 0, "a", True, 3, 8), (20, 0, "a", True, 3, 8), (40, 0, "a", False, 3, 8),  # forgotten
+                    (10, 1, "a", True, 2, 9), (20, 1, "a", True, 3, 15),  # drawn again: left out
+                    (10, 2, "a", False, 1, 5), (20, 2, "a", False, 1, 5)])  # never known
+    assert forgetting(facts) == [{"steps_since_drawn": [8, 15], "facts": 1, "still_known": 1.0},
+                                 {"steps_since_drawn": [32, 63], "facts": 1, "still_known": 0.0}]
+
+
+def test_flip_rates_and_the_attribute_learned_first():
+    facts = _facts([(s, i, "a", c, 0, 0) for i, seq in enumerate(("TTF", "FTT", "FFF"))
+                    for s, c in zip((0, 10, 20), (x == "T" for x in seq), strict=True)]
+                   + [(s, 0, "b", False, 0, 0) for s in (0, 10, 20)])
+    # known then: TT, TF (fact 0), TT (fact 1): 1 of 3 lost; unknown then: FT, FF, FF and b's FF, FF: 1 of 5
+    assert flip_rates(facts) == {"known_then_lost": pytest.approx(1 / 3), "unknown_then_learned": 0.2, "pairs": 8}
+    assert learned_first(facts) == {"a": 10.0, "b": None}  # a: 1 of 3 at step 0, 2 of 3 at step 10
+
+
+def test_acquisition_splits_the_evaluations_at_the_plateau_end():
+    facts = _facts([(step, i, "a", step > 50 and i < 2, 2 ** i if step else 0, step) for step in (0, 50, 100)
+                    for i in range(4)])
+    phases = acquisition(facts, plateau_end=50)
+    assert [b["facts"] for b in phases["before_plateau_end"]["by_exposure"]] == [4, 1, 1, 1, 1]  # 0; 1; 2; 4; 8
+    assert [b["range"] for b in phases["after_plateau_end"]["by_exposure"]] == [[1, 1], [2, 3], [4, 7], [8, 15]]
+    assert [b["correct"] for b in phases["after_plateau_end"]["by_exposure"]] == [1.0, 1.0, 0.0, 0.0]
+    assert phases["before_plateau_end"]["half_knowledge"]["exposures"] is None  # nothing known before
+
+
+def test_read_facts_joins_each_seen_query_to_its_individuals_exposures(run):
+    facts = read_facts(run)
+    exposures = pd.read_parquet(run.path / "facts" / "exposures")
+    assert len(facts) == 40 * 30 * facts["step"].nunique()
+    merged = exposures.set_index(["step", "individual"]).loc[list(zip(facts["step"], facts["individual"]))]
+    assert (merged["exposures"].to_numpy() == facts["exposures"].to_numpy()).all()
