@@ -66,13 +66,14 @@ FORGETTING_FIGURE = "forgetting.png"
 DRIFT_TABLE = "drift.jsonl"
 FACTS = "facts"  # facts/<table>/step-000000100.parquet: one file per evaluation, written whole
 QUERY_FACTS, EXPOSURE_FACTS = "queries", "exposures"  # the tables of facts/
+FACTS_FIGURE = "facts.png"  # acquisition and forgetting of facts, from facts/
 TOY_WEIGHTS = "memory.pt"  # a toy-memory checkpoint's weights (torch.save of the state dict)
 TOY_FIGURE = "memory.png"  # a toy-memory run's accuracy and loss of every group
 HUB_LOG = "hub_push.jsonl"
 HUB_STAGING = ".hub-main"
 MODEL_CARD = "README.md"  # written into .hub-main/
 REPORT_FILES = (REPORT, TRAJECTORY, PHASES, PHASES_FIGURE, HALLUCINATION_FIGURE, ATTENTION_FIGURE, SEQUENCE_FIGURE,
-                FINETUNE_SUMMARY, FORGETTING_FIGURE, DRIFT_TABLE)  # what a run's Hub repository gets beside the weights
+                FACTS_FIGURE, FINETUNE_SUMMARY, FORGETTING_FIGURE, DRIFT_TABLE)  # what a run's Hub repository gets beside the weights
 
 SEEN, HELDOUT, OLD, NEW = "seen", "heldout", "old", "new"
 SEQUENCE_GROUP = "group_"  # + k: the k-th group of a sequential sampler, evaluated on its own

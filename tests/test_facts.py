@@ -3,6 +3,8 @@ stream's draws counted here, one step at a time."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from data_gen import ATTRIBUTES, Corpus
 from data_gen.samplers import SamplerConfig
 from pipeline.analysis.facts import (
     acquisition,
+    facts_summary,
     fit_logistic,
     flip_rates,
     forgetting,
@@ -20,6 +23,7 @@ from pipeline.analysis.facts import (
     read_facts,
 )
 from pipeline.pretrain import main
+from pipeline.report.pretraining import write_pretrain_report
 from pipeline.run_folder import RunFolder
 
 from .conftest import interrupted_run, tiny30
@@ -134,3 +138,23 @@ def test_read_facts_joins_each_seen_query_to_its_individuals_exposures(run):
     assert len(facts) == 40 * 30 * facts["step"].nunique()
     merged = exposures.set_index(["step", "individual"]).loc[list(zip(facts["step"], facts["individual"]))]
     assert (merged["exposures"].to_numpy() == facts["exposures"].to_numpy()).all()
+
+
+def test_the_report_draws_the_facts_and_a_study_row_gets_the_exposures_to_half_knowledge(run, corpus_dir):
+    report = write_pretrain_report(run, Corpus(corpus_dir)).read_text()
+    section = " ".join(report.split("## Every fact's history (seen individuals)")[1].split("\n## ")[0].split())
+    assert "![facts](facts.png)" in section and (run.path / "facts.png").stat().st_size > 10_000
+    evaluations = len({row["step"] for row in run.trajectory()})  # no plateau end in 12 steps: one phase, all
+    assert f"| all | {40 * 30 * evaluations:,} |" in section
+    assert "of the facts known are lost" in section and "Step at which each attribute is half known" in section
+    assert facts_summary(run, None) == {}  # no plateau end: no phases to split
+    summary = facts_summary(run, 3)
+    assert set(summary) == {"half_knowledge_before", "half_knowledge_after"}
+
+
+def test_a_run_without_facts_says_so_in_its_report(run, corpus_dir, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(run.path, old)
+    shutil.rmtree(old / "facts")
+    report = write_pretrain_report(RunFolder(old), Corpus(corpus_dir)).read_text()
+    assert "This run has no facts/ folder" in report and facts_summary(RunFolder(old), 3) == {}

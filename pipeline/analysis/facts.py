@@ -14,6 +14,7 @@ import pandas as pd
 from ..run_folder import EXPOSURE_FACTS, FACTS, QUERY_FACTS, SEEN, RunFolder
 
 BOOTSTRAP = 200  # resamples of individuals behind each interval
+HALF_KNOWLEDGE_KEYS = ("half_knowledge_before", "half_knowledge_after")  # summary.csv: exposures to half knowledge
 
 
 def read_facts(run: RunFolder, group: str = SEEN) -> pd.DataFrame:
@@ -49,7 +50,7 @@ def fit_logistic(x: np.ndarray, correct: np.ndarray, iterations: int = 50) -> tu
     return float(weights[0]), float(weights[1])
 
 
-def _half_point(exposures: np.ndarray, correct: np.ndarray) -> float | None:
+def half_point(exposures: np.ndarray, correct: np.ndarray) -> float | None:
     """Exposures at which the fitted P(correct) against log2(1 + exposures) crosses 1/2 (None: it never rises)."""
     a, b = fit_logistic(np.log2(1 + exposures), correct)
     return float(2 ** (-a / b) - 1) if b > 0 else None
@@ -59,14 +60,14 @@ def half_knowledge(exposures: np.ndarray, correct: np.ndarray, individual: np.nd
     """Exposures at which half the facts are known, from a logistic fit of correct against log2(1 + exposures),
     with a 95% percentile interval over `BOOTSTRAP` resamples of the individuals (facts of one individual
     share its exposures, so they are resampled together)."""
-    point = _half_point(exposures, correct)
+    point = half_point(exposures, correct)
     who, rows = np.unique(individual, return_inverse=True)
     members = [np.flatnonzero(rows == k) for k in range(len(who))]
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(BOOTSTRAP):
         chosen = np.concatenate([members[k] for k in rng.integers(0, len(who), len(who))])
-        draws.append(_half_point(exposures[chosen], correct[chosen]))
+        draws.append(half_point(exposures[chosen], correct[chosen]))
     finite = np.array([d for d in draws if d is not None])
     low, high = (np.percentile(finite, [2.5, 97.5]).tolist() if len(finite) == BOOTSTRAP else (None, None))
     return {"exposures": point, "low": low, "high": high, "facts": int(len(correct)), "individuals": int(len(who))}
@@ -118,3 +119,19 @@ def learned_first(facts: pd.DataFrame) -> dict[str, float | None]:
     accuracy = facts.groupby(["attribute", "step"], observed=True)["correct"].mean()
     return {str(attribute): next((float(step) for step, value in series.droplevel(0).items() if value >= 0.5), None)
             for attribute, series in accuracy.groupby(level=0, observed=True)}
+
+
+def has_facts(run: RunFolder) -> bool:
+    """Whether the run wrote facts/ (runs before them did not)."""
+    return (run.path / FACTS / EXPOSURE_FACTS).is_dir()
+
+
+def facts_summary(run: RunFolder, plateau_end: float | None) -> dict:
+    """For a study's summary.csv: the exposures to half knowledge of the evaluations before and after the
+    plateau end (point estimates; a study's interval is over its seeds); empty for a run without facts."""
+    if not has_facts(run) or plateau_end is None:
+        return {}
+    facts = read_facts(run)
+    phases = (facts[facts["step"] <= plateau_end], facts[facts["step"] > plateau_end])
+    return {key: half_point(rows["exposures"].to_numpy(), rows["correct"].to_numpy())
+            for key, rows in zip(HALF_KNOWLEDGE_KEYS, phases, strict=True) if len(rows)}

@@ -183,3 +183,26 @@ def plot_sequence(rows: list[dict], segments: list[tuple[int, int, int]], path: 
     ax.set(xlabel="training step", ylabel="attribute loss", title="groups visited in sequence (shaded: trained)")
     ax.legend(fontsize=8, ncol=2)
     return save_figure(fig, path)
+
+
+def plot_facts(acquisition: dict[str, dict], forgetting: list[dict], path: Path) -> Path:
+    """Share of facts known against their individual's exposures, per phase (`analysis.facts.acquisition`), and
+    share of once-known facts still known against steps since their individual was last drawn."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for (phase, result), color in zip(acquisition.items(), ("tab:gray", "tab:blue", "tab:green")):
+        buckets = result["by_exposure"]
+        half = result["half_knowledge"]["exposures"]
+        label = phase.replace("_", " ") + (f" (half known at {half:.1f} exposures)" if half is not None else "")
+        axes[0].plot([b["range"][0] for b in buckets], [b["correct"] for b in buckets], "-o", ms=3, color=color,
+                     label=label)
+    if forgetting:
+        axes[1].plot([b["steps_since_drawn"][0] for b in forgetting], [b["still_known"] for b in forgetting], "-o",
+                     ms=3, color="tab:red")
+    titles = ("facts known, by exposures so far (bucket start)", "once-known facts still known, by steps since drawn")
+    for ax, title, xlabel in zip(axes, titles, ("exposures of the individual", "steps since last drawn"), strict=True):
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
+    axes[0].legend(fontsize=7)
+    return save_figure(fig, path)

@@ -5,10 +5,12 @@ written from the run's files.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from data_gen import Corpus
 
+from ..analysis.facts import acquisition, flip_rates, forgetting, has_facts, learned_first, read_facts
 from ..analysis.phases import run_phases
 from ..analysis.sequence import run_segments, sequence_summary, visit_rates
 from ..analysis.tables import attention_table
@@ -16,6 +18,7 @@ from ..config import describe_execution_changes, describe_extension
 from ..model import has_attention
 from ..run_folder import (
     ATTENTION_FIGURE,
+    FACTS_FIGURE,
     HALLUCINATION_FIGURE,
     HELDOUT,
     PHASES,
@@ -28,7 +31,7 @@ from ..run_folder import (
     write_atomically,
 )
 from .markdown import final_table, step_text
-from .plots import plot_attention, plot_hallucinations, plot_phases, plot_sequence
+from .plots import plot_attention, plot_facts, plot_hallucinations, plot_phases, plot_sequence
 
 CHANCE_NOTE = ("\n\nChance: the statistic under uniform causal attention on the same biographies (each query's mass "
                "spread evenly over itself and the earlier tokens); a value at chance measures no circuit.")
@@ -74,6 +77,38 @@ def _sequence_section(run: RunFolder, rows: list[dict], segments: list[tuple[int
              f"nats per 1k steps; half of a visit's learning takes {mean['learning_half_steps']:.0f} steps, half of "
              f"the forgetting after it {mean['forgetting_half_steps']:.0f}." if None not in mean.values() else "")
     return f"## Groups visited in sequence\n\n![sequence]({SEQUENCE_FIGURE})\n\n" + "\n".join(lines) + f"\n\n{means}\n"
+
+
+def _interval(half: dict) -> str:
+    if half["exposures"] is None:
+        return "not reached (known facts do not rise with exposures)"
+    low = "-" if half["low"] is None else f"{half['low']:.1f}"
+    high = "-" if half["high"] is None else f"{half['high']:.1f}"
+    return f"{half['exposures']:.1f} [{low}, {high}]"
+
+
+def _facts_section(run: RunFolder, plateau_end: float | None) -> str:
+    """Every fact's history (facts/): acquisition and forgetting figure, exposures to half knowledge per phase,
+    flip rates and the step each attribute is half known."""
+    if not has_facts(run):
+        return "This run has no facts/ folder (it was trained before runs wrote every fact's history)."
+    facts = read_facts(run)
+    phases = acquisition(facts, plateau_end)
+    plot_facts(phases, forgetting(facts), run / FACTS_FIGURE)
+    flips = flip_rates(facts)
+    rows = "\n".join(f"| {phase.replace('_', ' ')} | {r['half_knowledge']['facts']:,} | "
+                     f"{_interval(r['half_knowledge'])} |" for phase, r in phases.items())
+    order = sorted(learned_first(facts).items(), key=lambda item: math.inf if item[1] is None else item[1])
+    first = ", ".join(f"{attribute} {step_text(step)}" for attribute, step in order)
+    rate = "-" if flips["known_then_lost"] is None else f"{flips['known_then_lost']:.1%}"
+    return f"""![facts]({FACTS_FIGURE})
+
+| evaluations | facts | exposures to half knowledge [95% interval over individuals] |
+|---|---|---|
+{rows}
+
+Between consecutive evaluations, {rate} of the facts known are lost ({flips['pairs']:,} pairs). Step at which
+each attribute is half known: {first}. The per-fact rows are in `facts/` (Parquet: `pandas.read_parquet`)."""
 
 
 def _circuits_section(run: RunFolder, corpus: Corpus, phases) -> str:
@@ -137,6 +172,10 @@ the top probability of the first value token is {final[SEEN]["first_token_top_pr
 {final[HELDOUT]["first_token_top_prob"]:.3f} for held-out individuals (entropy
 {final[SEEN]["first_token_entropy"]:.3f} against {final[HELDOUT]["first_token_entropy"]:.3f}); that
 probability tells them apart with AUROC {final[SEEN]["confidence_auroc"]:.3f} (0.5 is chance).
+
+## Every fact's history (seen individuals)
+
+{_facts_section(run, phases.plateau_end)}
 
 ## Attention circuits (over the checkpoints)
 

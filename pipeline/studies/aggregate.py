@@ -16,6 +16,7 @@ import numpy as np
 
 from common.errors import RecipeError
 
+from ..analysis.facts import HALF_KNOWLEDGE_KEYS, facts_summary
 from ..analysis.forgetting import forgetting_summary
 from ..analysis.phases import run_phases
 from ..analysis.sequence import SEQUENCE_KEYS, run_segments, sequence_summary
@@ -70,7 +71,7 @@ def _run_row(study: Study, point: GridPoint, run: RunFolder) -> dict:
             **{key: final[SEEN].get(key) for key in CAPACITY_KEYS},
             **{f"{key}_tol{t:g}": value for t in TOLERANCES
                for key, value in run_phases(trajectory, tolerance=t).to_dict().items() if key in DETECTOR_KEYS},
-            **(sequence_summary(trajectory, segments) if segments else {})}
+            **(sequence_summary(trajectory, segments) if segments else {}), **facts_summary(run, phases.plateau_end)}
 
 
 def add_intervals(rows: list[dict], group_keys: list[str], metrics: tuple[str, ...]) -> None:
@@ -106,7 +107,7 @@ def aggregate(study: Study, failed: dict[str, str] | None = None) -> list[dict]:
             except RecipeError as err:  # a trajectory empty or damaged: the study's files are written all the same
                 failures.append({**values, "status": "failed", "error": str(err)})
     metrics = (FINETUNE_METRICS if study.fine_tunes
-               else PRETRAIN_METRICS + CAPACITY_KEYS[:3] + TOLERANCE_KEYS + SEQUENCE_KEYS)
+               else PRETRAIN_METRICS + CAPACITY_KEYS[:3] + TOLERANCE_KEYS + SEQUENCE_KEYS + HALF_KNOWLEDGE_KEYS)
     add_intervals(rows, [k for k in study.axes if k != "seed"], metrics)
     out = Path(study.output_dir) / SUMMARY
     out.parent.mkdir(parents=True, exist_ok=True)
