@@ -102,11 +102,11 @@ class BiographyStream:
             counts += np.bincount(self.draw(step)[0], minlength=len(self.people))
         return counts
 
-    def last_drawn(self, stop: int) -> np.ndarray:
-        """The step after which each individual was last drawn in the first `stop` steps (step s's batch is
-        trained on by step s + 1); 0 for one never drawn."""
+    def last_drawn(self, stop: int, start: int = 0) -> np.ndarray:
+        """The step after which each individual was last drawn in steps [start, stop) (step s's batch is trained
+        on by step s + 1); 0 for one not drawn there."""
         last = np.zeros(len(self.people), dtype=np.int64)
-        for step in range(stop):
+        for step in range(start, stop):
             last[self.draw(step)[0]] = step + 1
         return last
 

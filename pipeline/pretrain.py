@@ -40,6 +40,12 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
     patching = patching or PatchingArguments()
     if patching.reference_run:
         check_reference(patching, args)
+    return run_stage(pretraining_stage(model_args, data_args, args, patching), args)
+
+
+def pretraining_stage(model_args: ModelArguments, data_args: DataArguments, args: TrainArguments,
+                      patching: PatchingArguments) -> Stage:
+    """What pretraining trains on, evaluates and writes: its corpus, stream, groups, model and report."""
     corpus = Corpus(data_args.corpus)
     sampler = data_args.build(len(corpus.split("train")), args.batch_size, args.max_steps)
     sequence = find_sequential(sampler)
@@ -52,14 +58,13 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments, args: TrainAr
     def extra_callbacks(model, accelerator):
         return [patching_callback(patching, model, accelerator.device)] if patching.reference_run else []
 
-    stage = Stage(
+    return Stage(
         name=PRETRAIN, configs=(model_args, data_args, args, patching), corpus=corpus,
         stream=corpus.stream(args.batch_size, args.data_seed, sampler=sampler,
                              shuffle_sentences=data_args.shuffle_sentences),
         make_model=lambda: build_model(model_args, corpus.tokenizer, args.attn_implementation),
         groups=groups, write_report=write_pretrain_report, exposure_group=SEEN,
         extra_callbacks=extra_callbacks)
-    return run_stage(stage, args)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,9 +22,10 @@ from pipeline.analysis.facts import (
     learned_first,
     read_facts,
 )
+from pipeline.analyze import main as analyze_main
 from pipeline.pretrain import main
 from pipeline.report.pretraining import write_pretrain_report
-from pipeline.run_folder import RunFolder
+from pipeline.run_folder import RunFolder, step_of
 
 from .conftest import interrupted_run, tiny30
 
@@ -158,3 +159,23 @@ def test_a_run_without_facts_says_so_in_its_report(run, corpus_dir, tmp_path):
     shutil.rmtree(old / "facts")
     report = write_pretrain_report(RunFolder(old), Corpus(corpus_dir)).read_text()
     assert "This run has no facts/ folder" in report and facts_summary(RunFolder(old), 3) == {}
+
+
+def test_facts_are_recomputed_from_the_checkpoints_of_a_run_that_has_none(run, corpus_dir, tmp_path, capsys):
+    old = tmp_path / "old"
+    shutil.copytree(run.path, old)
+    shutil.rmtree(old / "facts")
+    analyze_main(["facts", "--run", str(old)])
+    checkpoints = sorted(step_of(c) for c in RunFolder(old).complete_checkpoints())
+    assert f"facts written at {len(checkpoints)} checkpoints (0 had them already)" in capsys.readouterr().out
+    assert len(checkpoints) >= 2 and "This run has no facts/ folder" not in (old / "report.md").read_text()
+    for table in ("queries", "exposures"):
+        live, again = pd.read_parquet(run.path / "facts" / table), pd.read_parquet(old / "facts" / table)
+        live = live[live["step"].isin(checkpoints)].reset_index(drop=True)
+        assert sorted(again["step"].unique()) == checkpoints == sorted(live["step"].unique())
+        pd.testing.assert_frame_equal(again.drop(columns=["value_loss", "top_prob"], errors="ignore"),
+                                      live.drop(columns=["value_loss", "top_prob"], errors="ignore"))
+        if table == "queries":
+            assert np.allclose(again["value_loss"], live["value_loss"], rtol=1e-5, atol=1e-6)
+    analyze_main(["facts", "--run", str(old)])  # again: every checkpoint has its facts, none rewritten
+    assert f"facts written at 0 checkpoints ({len(checkpoints)} had them already)" in capsys.readouterr().out
