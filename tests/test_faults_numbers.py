@@ -60,6 +60,8 @@ def test_learning_rates_that_blow_up_are_refused_or_stopped(corpus_dir, tmp_path
     assert all(_finite_weights(c) for c in run.complete_checkpoints())
     assert read_state(run.latest_resume_checkpoint())["step"] == 1
     assert [r["step"] for r in RunFolder(out).trajectory()] == [0, 0, 1, 1]
+    assert sorted(p.name for p in (out / "facts" / "queries").iterdir()) == [f"{checkpoint_name(s)}.parquet"
+                                                                           for s in (0, 1)]  # nor facts/
 
 
 @pytest.mark.parametrize("flag, value, message", [
@@ -109,7 +111,7 @@ def test_non_finite_loss_stops_before_any_checkpoint_is_written(corpus_dir, tmp_
 def test_a_non_finite_evaluation_never_reaches_the_trajectory(corpus_dir, tmp_path, capsys, monkeypatch):
     from pipeline.evaluation import Evaluator
 
-    original = Evaluator.evaluate
+    original = Evaluator.metrics
     calls = []
 
     def overflowing(self, *args, **kwargs):  # finite weights, but logits that overflow at the third evaluation
@@ -119,8 +121,10 @@ def test_a_non_finite_evaluation_never_reaches_the_trajectory(corpus_dir, tmp_pa
             results["seen"]["attribute_loss"] = float("inf")
         return results
 
-    monkeypatch.setattr(Evaluator, "evaluate", overflowing)
+    monkeypatch.setattr(Evaluator, "metrics", overflowing)
     out = tmp_path / "run"
     code, err = cli(pretrain_main, tiny30(corpus_dir, out, eval_steps=1, save_steps=0), capsys)
     assert code == 1 and "the evaluation of seen individuals at step 2 is not finite" in err[-1]
     assert [r["step"] for r in RunFolder(out).trajectory()] == [0, 0, 1, 1]
+    assert sorted(p.name for p in (out / "facts" / "queries").iterdir()) == [f"{checkpoint_name(s)}.parquet"
+                                                                           for s in (0, 1)]  # nor facts/
