@@ -76,6 +76,7 @@ def test_exposure_rows_are_the_draws_of_the_stream_counted_step_by_step(run, cor
     assert (final["last_drawn"] == 0).sum() == (final["exposures"] == 0).sum() > 0  # never drawn: 0
 
 
+@pytest.mark.slow
 def test_a_killed_and_resumed_run_writes_the_same_facts(run, corpus_dir, tmp_path, monkeypatch):
     out = tmp_path / "resumed"
     interrupted_run(corpus_dir, out, 7, monkeypatch, **RUN)
@@ -104,6 +105,15 @@ def test_the_half_knowledge_point_of_one_step_of_exposure_is_where_the_two_logit
     half = half_knowledge(exposures, correct, np.arange(8))
     assert half["exposures"] == pytest.approx(2 ** 0.5 - 1, abs=1e-4) and half["facts"] == 8
     assert half_knowledge(exposures, ~correct, np.arange(8))["exposures"] is None  # falls with exposure
+    # 8 facts at each level, 1 known at 0 exposures: with 5 known at 1 exposure the logits -ln 7 and ln(5/3) cross
+    # zero at x = ln 7 / (ln 7 + ln(5/3)), inside [0, 1]; with 3 known (ln(3/5)) at ln 7 / (ln 7 - ln(3/5)) > 1,
+    # an extrapolation past the exposures observed, so none
+    exposures = np.repeat([0, 1], 8)
+    for known, crossing in ((5, np.log(7) / (np.log(7) + np.log(5 / 3))), (3, None)):
+        correct = np.zeros(16, dtype=bool)
+        correct[[0, *range(8, 8 + known)]] = True
+        half = half_knowledge(exposures, correct, np.arange(16))["exposures"]
+        assert half is None if crossing is None else half == pytest.approx(2 ** crossing - 1, abs=1e-4)
 
 
 def test_forgetting_counts_only_facts_not_drawn_since_they_were_known():
@@ -161,6 +171,7 @@ def test_a_run_without_facts_says_so_in_its_report(run, corpus_dir, tmp_path):
     assert "This run has no facts/ folder" in report and facts_summary(RunFolder(old), 3) == {}
 
 
+@pytest.mark.slow
 def test_facts_are_recomputed_from_the_checkpoints_of_a_run_that_has_none(run, corpus_dir, tmp_path, capsys):
     old = tmp_path / "old"
     shutil.copytree(run.path, old)

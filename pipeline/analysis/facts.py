@@ -51,9 +51,13 @@ def fit_logistic(x: np.ndarray, correct: np.ndarray, iterations: int = 50) -> tu
 
 
 def half_point(exposures: np.ndarray, correct: np.ndarray) -> float | None:
-    """Exposures at which the fitted P(correct) against log2(1 + exposures) crosses 1/2 (None: it never rises)."""
-    a, b = fit_logistic(np.log2(1 + exposures), correct)
-    return float(2 ** (-a / b) - 1) if b > 0 else None
+    """Exposures at which the fitted P(correct) against log2(1 + exposures) rises through 1/2; None where it
+    does not rise, or crosses outside the exposures observed (an extrapolation, not a measurement)."""
+    x = np.log2(1 + exposures)
+    a, b = fit_logistic(x, correct)
+    if b <= 0 or not 0 <= -a / b <= x.max():
+        return None
+    return float(2 ** (-a / b) - 1)
 
 
 def half_knowledge(exposures: np.ndarray, correct: np.ndarray, individual: np.ndarray, seed: int = 0) -> dict:
