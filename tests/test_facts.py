@@ -100,7 +100,7 @@ def test_the_half_knowledge_point_of_one_step_of_exposure_is_where_the_two_logit
     # that is 2 ** 0.5 - 1 exposures
     exposures = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     correct = np.array([1, 0, 0, 0, 1, 1, 1, 0], dtype=bool)
-    a, b = fit_logistic(np.log2(1 + exposures), correct)
+    a, b = fit_logistic(np.log2(1 + exposures), correct.astype(float), np.ones(8))
     assert a == pytest.approx(np.log(1 / 3), abs=1e-4) and b == pytest.approx(2 * np.log(3), abs=1e-4)
     half = half_knowledge(exposures, correct, np.arange(8))
     assert half["exposures"] == pytest.approx(2 ** 0.5 - 1, abs=1e-4) and half["facts"] == 8

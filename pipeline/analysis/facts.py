@@ -35,43 +35,51 @@ def by_powers_of_two(values: np.ndarray, correct: np.ndarray) -> list[dict]:
             for b in np.unique(bucket)]
 
 
-def fit_logistic(x: np.ndarray, correct: np.ndarray, iterations: int = 50) -> tuple[float, float]:
-    """(a, b) of P(correct) = 1 / (1 + exp(-(a + b x))), by Newton's method on the log-likelihood, with a tiny
-    ridge so that perfectly separated data still gives finite numbers."""
+def fit_logistic(x: np.ndarray, known: np.ndarray, total: np.ndarray, iterations: int = 50) -> tuple[float, float]:
+    """(a, b) of P(known) = 1 / (1 + exp(-(a + b x))) from `known` of `total` facts at each x, by Newton's method
+    on the binomial log-likelihood, with a tiny ridge so that perfectly separated data still gives finite numbers."""
     design = np.stack([np.ones_like(x, dtype=float), x.astype(float)], axis=1)
-    weights, y = np.zeros(2), correct.astype(float)
+    weights = np.zeros(2)
     for _ in range(iterations):
         p = 1 / (1 + np.exp(-design @ weights))
-        hessian = design.T @ (design * (p * (1 - p))[:, None]) + 1e-6 * np.eye(2)
-        step = np.linalg.solve(hessian, design.T @ (y - p) - 1e-6 * weights)
+        hessian = design.T @ (design * (total * p * (1 - p))[:, None]) + 1e-6 * np.eye(2)
+        step = np.linalg.solve(hessian, design.T @ (known - total * p) - 1e-6 * weights)
         weights += step
         if np.abs(step).max() < 1e-10:
             break
     return float(weights[0]), float(weights[1])
 
 
-def half_point(exposures: np.ndarray, correct: np.ndarray) -> float | None:
-    """Exposures at which the fitted P(correct) against log2(1 + exposures) rises through 1/2; None where it
-    does not rise, or crosses outside the exposures observed (an extrapolation, not a measurement)."""
+def half_point(exposures: np.ndarray, known: np.ndarray, total: np.ndarray) -> float | None:
+    """Exposures at which the fitted P(known) against log2(1 + exposures) rises through 1/2 (`known` of `total`
+    facts at each exposure count); None where it does not rise, or crosses outside the exposures observed (an
+    extrapolation, not a measurement)."""
     x = np.log2(1 + exposures)
-    a, b = fit_logistic(x, correct)
-    if b <= 0 or not 0 <= -a / b <= x.max():
+    a, b = fit_logistic(x, known, total)
+    if b <= 0 or not 0 <= -a / b <= x[total > 0].max():
         return None
     return float(2 ** (-a / b) - 1)
+
+
+def _counts(exposures: np.ndarray, correct: np.ndarray, individual: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The facts known and in all of each (individual, exposure count): individual, exposures, known, total."""
+    pairs, rows = np.unique(np.stack([individual, exposures], axis=1), axis=0, return_inverse=True)
+    return pairs[:, 0], pairs[:, 1], np.bincount(rows, weights=correct), np.bincount(rows).astype(float)
 
 
 def half_knowledge(exposures: np.ndarray, correct: np.ndarray, individual: np.ndarray, seed: int = 0) -> dict:
     """Exposures at which half the facts are known, from a logistic fit of correct against log2(1 + exposures),
     with a 95% percentile interval over `BOOTSTRAP` resamples of the individuals (facts of one individual
-    share its exposures, so they are resampled together)."""
-    point = half_point(exposures, correct)
-    who, rows = np.unique(individual, return_inverse=True)
-    members = [np.flatnonzero(rows == k) for k in range(len(who))]
+    share its exposures, so they are resampled together: each resample weighs an individual's counts by the
+    times it was drawn)."""
+    person, exposed, known, total = _counts(exposures, correct, individual)
+    who, owner = np.unique(person, return_inverse=True)
+    point = half_point(exposed, known, total)
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(BOOTSTRAP):
-        chosen = np.concatenate([members[k] for k in rng.integers(0, len(who), len(who))])
-        draws.append(half_point(exposures[chosen], correct[chosen]))
+        times = np.bincount(rng.integers(0, len(who), len(who)), minlength=len(who))[owner]
+        draws.append(half_point(exposed, known * times, total * times))
     finite = np.array([d for d in draws if d is not None])
     low, high = (np.percentile(finite, [2.5, 97.5]).tolist() if len(finite) == BOOTSTRAP else (None, None))
     return {"exposures": point, "low": low, "high": high, "facts": int(len(correct)), "individuals": int(len(who))}
@@ -137,5 +145,6 @@ def facts_summary(run: RunFolder, plateau_end: float | None) -> dict:
         return {}
     facts = read_facts(run)
     phases = (facts[facts["step"] <= plateau_end], facts[facts["step"] > plateau_end])
-    return {key: half_point(rows["exposures"].to_numpy(), rows["correct"].to_numpy())
+    return {key: half_point(*_counts(rows["exposures"].to_numpy(), rows["correct"].to_numpy(),
+                                     rows["individual"].to_numpy())[1:])
             for key, rows in zip(HALF_KNOWLEDGE_KEYS, phases, strict=True) if len(rows)}

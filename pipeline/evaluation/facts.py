@@ -27,7 +27,7 @@ def query_table(step: int, scores: dict[str, dict[str, np.ndarray]], templates: 
                                                                               "value_loss", "top_prob")}
     return pa.table({
         "step": pa.array(np.full(sum(rows), step, dtype=np.int32)),
-        "group": pa.DictionaryArray.from_arrays(pa.array(np.repeat(np.arange(len(groups)), rows).astype(np.int8)),
+        "group": pa.DictionaryArray.from_arrays(pa.array(np.repeat(np.arange(len(groups)), rows).astype(np.int16)),
                                                 pa.array(groups)),
         "individual": pa.array(column["individual"].astype(np.int32)),
         "attribute": pa.DictionaryArray.from_arrays(pa.array(column["attribute"].astype(np.int8)),
