@@ -97,18 +97,18 @@ class BiographyStream:
 
     def exposures(self, stop: int, start: int = 0) -> np.ndarray:
         """How many times each individual is drawn in steps [start, stop)."""
-        counts = np.zeros(len(self.people), dtype=np.int64)
-        for step in range(start, stop):
-            counts += np.bincount(self.draw(step)[0], minlength=len(self.people))
-        return counts
+        return self.history(stop, start)[0]
 
-    def last_drawn(self, stop: int, start: int = 0) -> np.ndarray:
-        """The step after which each individual was last drawn in steps [start, stop) (step s's batch is trained
-        on by step s + 1); 0 for one not drawn there."""
+    def history(self, stop: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """How many times each individual is drawn in steps [start, stop), and the step after which it last was
+        (step s's batch is trained on by step s + 1; 0 for one not drawn there)."""
+        counts = np.zeros(len(self.people), dtype=np.int64)
         last = np.zeros(len(self.people), dtype=np.int64)
         for step in range(start, stop):
-            last[self.draw(step)[0]] = step + 1
-        return last
+            who = self.draw(step)[0]
+            counts += np.bincount(who, minlength=len(self.people))
+            last[who] = step + 1
+        return counts, last
 
     def lengths(self, step: int, rows: slice = slice(None)) -> np.ndarray:
         """Tokens of each biography of the global batch of `step` (its `rows`), <bos> and <eos> included."""

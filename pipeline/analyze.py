@@ -53,9 +53,8 @@ def recompute_facts(run: RunFolder) -> tuple[int, int]:
     written, kept, replayed = 0, 0, 0
     for checkpoint in run.complete_checkpoints():
         step = step_of(checkpoint)
-        counts = counts + stage.stream.exposures(step, replayed)
-        window = stage.stream.last_drawn(step, replayed)
-        last, replayed = np.where(window > 0, window, last), step
+        drawn, window = stage.stream.history(step, replayed)
+        counts, last, replayed = counts + drawn, np.where(window > 0, window, last), step
         if run.facts_file(QUERY_FACTS, step).is_file():
             kept += 1
             continue

@@ -51,7 +51,7 @@ class StreamLoader:
 
     def start_at(self, step: int) -> None:
         """Training resumes after `step` steps: the exposures of those, replayed once."""
-        self.counted_steps, self.counts, self.last = step, self.stream.exposures(step), self.stream.last_drawn(step)
+        self.counted_steps, (self.counts, self.last) = step, self.stream.history(step)
 
     def exposures(self, step: int) -> np.ndarray:
         """How many times each individual has been drawn in the first `step` steps."""
@@ -59,7 +59,7 @@ class StreamLoader:
 
     def last_drawn(self, step: int) -> np.ndarray:
         """The step after which each individual was last drawn in the first `step` steps (0: never)."""
-        return self.last.copy() if step == self.counted_steps else self.stream.last_drawn(step)
+        return self.last.copy() if step == self.counted_steps else self.stream.history(step)[1]
 
     def _micro(self, step: int, rows: slice) -> dict[str, np.ndarray]:
         if self.pack:
