@@ -81,7 +81,7 @@ def _sequence_section(run: RunFolder, rows: list[dict], segments: list[tuple[int
 
 def _interval(half: dict) -> str:
     if half["exposures"] is None:
-        return "not reached (known facts do not rise with exposures)"
+        return "not reached within the exposures observed"
     low = "-" if half["low"] is None else f"{half['low']:.1f}"
     high = "-" if half["high"] is None else f"{half['high']:.1f}"
     return f"{half['exposures']:.1f} [{low}, {high}]"
