@@ -122,6 +122,10 @@ def test_forgetting_counts_only_facts_not_drawn_since_they_were_known():
                     (10, 2, "a", False, 1, 5), (20, 2, "a", False, 1, 5)])  # never known
     assert forgetting(facts) == [{"steps_since_drawn": [8, 15], "facts": 1, "still_known": 1.0},
                                  {"steps_since_drawn": [32, 63], "facts": 1, "still_known": 0.0}]
+    # known only from step 20 on when facts right at step 10 count as guesses: fact 0 is then known at 20 and
+    # lost at 40 (32 steps after its last draw); fact 1 was drawn at 15, before 20, so it now counts, known at 20
+    # and never evaluated after
+    assert forgetting(facts, known_after=10) == [{"steps_since_drawn": [32, 63], "facts": 1, "still_known": 0.0}]
 
 
 def test_flip_rates_and_the_attribute_learned_first():

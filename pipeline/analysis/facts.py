@@ -101,11 +101,13 @@ def acquisition(facts: pd.DataFrame, plateau_end: float | None) -> dict[str, dic
     return out
 
 
-def forgetting(facts: pd.DataFrame) -> list[dict]:
-    """Of the facts known at an earlier evaluation, the share still known, by steps since their individual was
-    last drawn (0, 1, 2-3, 4-7, ...); facts whose individual was drawn since the step they were known are
-    left out, so that the curve holds forgetting without new exposures."""
-    known_at = facts[facts["correct"]].groupby(["individual", "attribute", "template"], observed=True)["step"].min()
+def forgetting(facts: pd.DataFrame, known_after: float | None = None) -> list[dict]:
+    """Of the facts known at an earlier evaluation (after step `known_after`, the plateau end: a fact right during
+    the plateau is mostly a lucky guess), the share still known, by steps since their individual was last drawn
+    (0, 1, 2-3, 4-7, ...); facts whose individual was drawn since the step they were known are left out, so
+    that the curve holds forgetting without new exposures."""
+    known = facts[facts["correct"] & (facts["step"] > (-1 if known_after is None else known_after))]
+    known_at = known.groupby(["individual", "attribute", "template"], observed=True)["step"].min()
     rows = facts.join(known_at.rename("known_at"), on=["individual", "attribute", "template"], how="inner")
     rows = rows[(rows["step"] > rows["known_at"]) & (rows["last_drawn"] <= rows["known_at"])]
     since = (rows["step"] - rows["last_drawn"]).to_numpy()

@@ -94,7 +94,7 @@ def _facts_section(run: RunFolder, plateau_end: float | None) -> str:
         return "This run has no facts/ folder (it was trained before runs wrote every fact's history)."
     facts = read_facts(run)
     phases = acquisition(facts, plateau_end)
-    plot_facts(phases, forgetting(facts), run / FACTS_FIGURE)
+    plot_facts(phases, forgetting(facts, plateau_end), run / FACTS_FIGURE)
     flips = flip_rates(facts)
     rows = "\n".join(f"| {phase.replace('_', ' ')} | {r['half_knowledge']['facts']:,} | "
                      f"{_interval(r['half_knowledge'])} |" for phase, r in phases.items())
