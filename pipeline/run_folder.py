@@ -295,9 +295,10 @@ class Resolution:
         return self.moved_from is not None or self.extended_from is not None or bool(self.execution)
 
 
-def describe_change(step: int, key: str, old, new) -> str:
-    """One execution change as run_config.yaml records it: 'step S: key old -> new'."""
-    return f"step {step}: {key} {old} -> {new}"
+def describe_change(key: str, old, new) -> str:
+    """One execution change, 'key old -> new', as the resume message says it and run_config.yaml records it
+    (after 'step S: ')."""
+    return f"{key} {old} -> {new}"
 
 
 class RunFolder:
@@ -469,7 +470,7 @@ class RunFolder:
         if resolution.extended_from is not None:
             extended = [*extended, resolution.extended_from]
         changes = [*earlier.get(EXECUTION_CHANGES, []),
-                   *(describe_change(resolution.step, *change) for change in resolution.execution)]
+                   *(f"step {resolution.step}: {describe_change(*change)}" for change in resolution.execution)]
         saved = {**recipe, "extend_to": 0, EXTENDED_FROM: extended, EXECUTION_CHANGES: changes}
         write_durably(self.path / RUN_CONFIG, yaml.safe_dump(saved, sort_keys=False))
         return saved

@@ -37,7 +37,7 @@ from ..evaluation import Evaluator
 from ..hub.client import HubPusher, check_can_push
 from ..hub.revisions import push_run_files
 from ..model import count_parameters, whole_model_init
-from ..run_folder import HUB_LOG, RUN_CONFIG, Resolution, RunFolder, read_state
+from ..run_folder import HUB_LOG, RUN_CONFIG, Resolution, RunFolder, describe_change, read_state
 from .callbacks import Callback, EvaluationCallback, HubPushCallback, log_spaced_steps
 from .checkpoints import PermanentCheckpoints, ResumeCheckpointer
 from .trainer import Trainer, make_accelerator
@@ -153,7 +153,7 @@ def _record_changes(run: RunFolder, stage: Stage, resolution: Resolution, main: 
         return
     saved = run.record(stage.recipe, resolution)
     if resolution.execution:
-        changes = ", ".join(f"{key} {old} -> {new}" for key, old, new in resolution.execution)
+        changes = ", ".join(describe_change(*change) for change in resolution.execution)
         print(f"{run.path}: going on from step {resolution.step:,} with its execution changed ({changes}); what it "
               f"learns is unchanged, and {RUN_CONFIG} records the change")
     if any(key == "mixed_precision" for key, _, _ in resolution.execution):
