@@ -49,7 +49,7 @@ def recompute_facts(run: RunFolder) -> tuple[int, int]:
         return Evaluator(stage.corpus, stage.groups(individuals), args.eval_batch_size, exposure_group=SEEN)
 
     accelerator = Accelerator()
-    counts = last = np.zeros(len(stage.stream.people), dtype=np.int64)
+    counts, last = np.zeros((2, len(stage.stream.people)), dtype=np.int64)  # up to the last checkpoint replayed
     written, kept, replayed = 0, 0, 0
     for checkpoint in run.complete_checkpoints():
         step = step_of(checkpoint)

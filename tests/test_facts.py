@@ -165,6 +165,12 @@ def test_the_report_draws_the_facts_and_a_study_row_gets_the_exposures_to_half_k
     assert facts_summary(run, None) == {}  # no plateau end: no phases to split
     summary = facts_summary(run, 3)
     assert set(summary) == {"half_knowledge_before", "half_knowledge_after"}
+    facts = read_facts(run)  # the summary fits the evaluations on each side of step 3, per fact as the report does
+    for key, rows in (("half_knowledge_before", facts[facts["step"] <= 3]), ("half_knowledge_after",
+                                                                            facts[facts["step"] > 3])):
+        expected = half_knowledge(rows["exposures"].to_numpy(), rows["correct"].to_numpy(),
+                                  rows["individual"].to_numpy())["exposures"]
+        assert summary[key] == (None if expected is None else pytest.approx(expected, rel=1e-9))
 
 
 def test_a_run_without_facts_says_so_in_its_report(run, corpus_dir, tmp_path):
