@@ -2,7 +2,10 @@
 visited in sequence, and any piecewise schedule of these. A sampler is a pure function of (rng, step), so every schedule
 resumes exactly and is the same whatever the number of processes (the global batch is drawn once).
 
-A schedule phase is written "START:KIND[:key=value,...]", e.g. ["0:uniform:n=2000", "500:power_law:alpha=0.8"].
+A schedule phase is written "START:KIND[:key=value,...]", e.g. ["0:uniform:n=2000", "500:power_law:alpha=0.8"];
+`first` moves a phase's block of individuals (`first`, ..., `first` + n - 1), and phases that start at one step are
+drawn together, each row from one of them with probability proportional to its `share`: ["0:uniform:first=200,n=800,
+share=3", "0:uniform:n=100"] draws a quarter of each batch from individuals 0-99, the rest from 200-999.
 """
 
 from __future__ import annotations
@@ -65,6 +68,42 @@ class Schedule:
 
     def probabilities(self, step: int, population: int) -> np.ndarray:
         return self._at(step).probabilities(step, population)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A sampler over `n` individuals moved to start at individual `first`."""
+
+    first: int
+    sampler: object
+
+    def draw(self, rng: np.random.Generator, step: int, size: int) -> np.ndarray:
+        return self.first + self.sampler.draw(rng, step, size)
+
+    def probabilities(self, step: int, population: int) -> np.ndarray:
+        p = np.zeros(population)
+        inner = self.sampler.probabilities(step, population - self.first)
+        p[self.first: self.first + len(inner)] = inner
+        return p
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """Each row from one of `samplers`, chosen with probability `shares` (summing to 1)."""
+
+    shares: tuple[float, ...]
+    samplers: tuple[object, ...]
+
+    def draw(self, rng: np.random.Generator, step: int, size: int) -> np.ndarray:
+        which = rng.choice(len(self.samplers), size=size, p=self.shares)
+        rows = np.empty(size, dtype=np.int64)
+        for k, sampler in enumerate(self.samplers):
+            rows[which == k] = sampler.draw(rng, step, int((which == k).sum()))
+        return rows
+
+    def probabilities(self, step: int, population: int) -> np.ndarray:
+        return sum(share * sampler.probabilities(step, population)
+                   for share, sampler in zip(self.shares, self.samplers, strict=True))
 
 
 def group_edges(n: int, n_groups: int) -> np.ndarray:
@@ -175,16 +214,19 @@ def _check(condition: bool, message: str) -> None:
         raise RecipeError(message)
 
 
-SCHEDULE_KEYS = ("n", "alpha", "n_celebrities", "celebrity_weight", "n_groups", "n_repeats")
+SCHEDULE_KEYS = ("n", "first", "share", "alpha", "n_celebrities", "celebrity_weight", "n_groups", "n_repeats")
 
 
 @dataclass(frozen=True)
 class SchedulePhase:
-    """From step `start`, the sampler `config` over the first `n` individuals (None: all)."""
+    """From step `start`, the sampler `config` over the `n` individuals from `first` (n None: all those after
+    `first`); phases that start together are mixed by their `share`."""
 
     start: int
     config: SamplerConfig
     n: int | None = None
+    first: int = 0
+    share: float = 1.0
 
 
 def parse_phase(text: str) -> SchedulePhase:
@@ -201,9 +243,12 @@ def parse_phase(text: str) -> SchedulePhase:
         raise RecipeError(f"schedule phase '{text}' is not 'START:KIND[:key=value,...]' ({err})") from err
     _check(kind not in ("schedule", "warmup"), f"schedule phase '{text}': use uniform, power_law or celebrities "
                                                f"inside a schedule")
-    n = values.pop("n", None)
+    n, first, share = values.pop("n", None), int(values.pop("first", 0)), values.pop("share", 1.0)
+    _check(first >= 0 and share > 0, f"schedule phase '{text}': first must be 0 or more and share positive")
+    _check(kind != "sequential" or (first == 0 and "share" not in params),
+           f"schedule phase '{text}': a sequential phase takes neither first nor share")
     kwargs = {k: int(v) if k in ("n_celebrities", "n_groups", "n_repeats") else v for k, v in values.items()}
-    return SchedulePhase(start, SamplerConfig(sampler=kind, **kwargs), None if n is None else int(n))
+    return SchedulePhase(start, SamplerConfig(sampler=kind, **kwargs), None if n is None else int(n), first, share)
 
 
 @dataclass
@@ -271,9 +316,10 @@ class SamplerConfig:
         return self._schedule(n, batch_size, max_steps)
 
     def phase_spans(self, max_steps: int) -> list[tuple[SchedulePhase, int]]:
-        """Each schedule phase with the step it ends at (the next one's start, or the run's end)."""
+        """Each schedule phase with the step it ends at (the next later start, or the run's end)."""
         phases = self.schedule_phases()
-        return list(zip(phases, [phase.start for phase in phases[1:]] + [max(max_steps, phases[-1].start + 1)]))
+        end = max(max_steps, phases[-1].start + 1)
+        return [(phase, min((p.start for p in phases if p.start > phase.start), default=end)) for phase in phases]
 
     def segments(self, max_steps: int) -> list[tuple[int, int, int]]:
         """The (first step, end step, group) segments of the sequential sampler (or schedule phase) of a run of
@@ -287,12 +333,17 @@ class SamplerConfig:
                      for phase, end in self.phase_spans(max_steps) if phase.config.sampler == "sequential"), [])
 
     def _schedule(self, n: int, batch_size: int, max_steps: int) -> Schedule:
-        built = []
+        built: dict[int, list[tuple[float, object]]] = {}
         for phase, end in self.phase_spans(max_steps):
-            phase_n = n if phase.n is None else phase.n
-            _check(0 < phase_n <= n, f"schedule phase starting at step {phase.start}: n must be between 1 and {n}")
-            built.append((phase.start, phase.config.build(phase_n, batch_size, end - phase.start, phase.start)))
-        return Schedule(tuple(built))
+            phase_n = n - phase.first if phase.n is None else phase.n
+            _check(0 < phase_n and phase.first + phase_n <= n, f"schedule phase starting at step {phase.start}: "
+                                                               f"first + n must be at most the {n} individuals")
+            sampler = phase.config.build(phase_n, batch_size, end - phase.start, phase.start)
+            built.setdefault(phase.start, []).append((phase.share, Block(phase.first, sampler) if phase.first
+                                                      else sampler))
+        return Schedule(tuple((start, parts[0][1] if len(parts) == 1 else Mixture(
+            tuple(share / sum(s for s, _ in parts) for share, _ in parts), tuple(p for _, p in parts)))
+            for start, parts in built.items()))
 
 
 def find_sequential(sampler) -> Sequential | None:

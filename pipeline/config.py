@@ -74,6 +74,11 @@ class DataArguments(SamplerConfig):
         default=1000, kw_only=True, metadata={"help": "Individuals evaluated per group (seen, held-out, ...), "
                                                       "spread evenly over their indices; 0 evaluates all."})
 
+    eval_ranges: list[str] = field(
+        default_factory=list, kw_only=True, metadata={"help": "Blocks of training individuals evaluated whole, each as "
+                                                              "its own group: 'FIRST:END' (END excluded), e.g. '0:100' "
+                                                              "(group individuals_0-99)."})
+
     shuffle_sentences: bool = field(
         default=True, kw_only=True, metadata={"help": "Each biography's six sentences in a random order (the paper's "
                                                       "shuffle_templates); false: always in one order (claim C4)."})
@@ -86,6 +91,19 @@ class DataArguments(SamplerConfig):
         if self.eval_individuals < 0:
             raise RecipeError(f"eval_individuals must be 0 (all) or more, got {self.eval_individuals}")
         check_values(self, at_least_zero=("final_eval_individuals",))
+        self.ranges()
+
+    def ranges(self, population: int | None = None) -> list[tuple[int, int]]:
+        """The (first, end) of each block of `eval_ranges`, checked against the training population if given."""
+        try:
+            ranges = [(int(a), int(b)) for a, b in (text.split(":") for text in self.eval_ranges)]
+        except ValueError:
+            ranges = [(1, 0)]
+        if any(not 0 <= first < end <= (population or end) for first, end in ranges):
+            raise RecipeError(f"eval_ranges {self.eval_ranges} must be blocks 'FIRST:END' with 0 <= FIRST < END"
+                              + (f" <= the corpus's {population} training individuals" if population else "")
+                              + ", e.g. '0:100'")
+        return ranges
 
 
 @dataclass

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from common.errors import run_cli
 from data_gen import Corpus
 from data_gen.recipe import parse_recipe
@@ -27,7 +29,7 @@ from .config import (
 from .evaluation import pretraining_groups, spread
 from .model import build_model
 from .report import write_pretrain_report
-from .run_folder import PRETRAIN, SEEN, sequence_group
+from .run_folder import PRETRAIN, SEEN, range_group, sequence_group
 from .train.patching import check_reference, patching_callback
 from .train.stage import Stage, run_stage
 
@@ -50,10 +52,13 @@ def pretraining_stage(model_args: ModelArguments, data_args: DataArguments, args
     sampler = data_args.build(len(corpus.split("train")), args.batch_size, args.max_steps)
     sequence = find_sequential(sampler)
 
-    def groups(n: int) -> dict:  # seen and held-out individuals, and each group of a sequential sampler
+    ranges = data_args.ranges(len(corpus.split("train")))
+
+    def groups(n: int) -> dict:  # seen and held-out individuals, each group of a sequential sampler, each range
         members = sequence.groups() if sequence else []
         return {**pretraining_groups(corpus, n), **{sequence_group(k): ("train", spread(m, n))
-                                                    for k, m in enumerate(members)}}
+                                                    for k, m in enumerate(members)},
+                **{range_group(first, end): ("train", np.arange(first, end)) for first, end in ranges}}
 
     def extra_callbacks(model, accelerator):
         return [patching_callback(patching, model, accelerator.device)] if patching.reference_run else []

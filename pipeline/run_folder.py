@@ -22,8 +22,8 @@ reports, the Hub and studies read through it.
 
 Groups of individuals evaluated, named in the `split` field of each trajectory line (a name kept for the
 files already written; in the code they are groups, and a split is one of the corpus's): pretraining
-evaluates `seen` (trained on, the corpus's train split) and `heldout` (never trained on), and with a
-sequential sampler each of its groups (`group_0`, ...); fine-tuning evaluates `old` (the pretraining
+evaluates `seen` (trained on, the corpus's train split) and `heldout` (never trained on), with a
+sequential sampler each of its groups (`group_0`, ...), and each block of `eval_ranges` (`individuals_0-99`, ...); fine-tuning evaluates `old` (the pretraining
 individuals), `new` (those fine-tuned on) and `heldout`.
 """
 
@@ -81,6 +81,14 @@ SEQUENCE_GROUP = "group_"  # + k: the k-th group of a sequential sampler, evalua
 
 def sequence_group(index: int) -> str:
     return f"{SEQUENCE_GROUP}{index}"
+
+
+RANGE_GROUP = "individuals_"  # + first-last: a block of `eval_ranges`, evaluated whole
+
+
+def range_group(first: int, end: int) -> str:
+    """The group of training individuals first, ..., end - 1 that a recipe's `eval_ranges` names."""
+    return f"{RANGE_GROUP}{first}-{end - 1}"
 PRETRAIN, FINETUNE = "pretrain", "finetune"  # the `stage` of trajectory lines
 
 SUMMARY = "summary.csv"

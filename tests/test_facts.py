@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from data_gen import ATTRIBUTES, Corpus
+from data_gen import ATTRIBUTES, Corpus, RecipeError
 from data_gen.samplers import SamplerConfig
 from pipeline.analysis.facts import (
     acquisition,
@@ -30,7 +30,8 @@ from pipeline.run_folder import RunFolder, step_of
 from .conftest import interrupted_run, tiny30
 
 CELEBRITIES = dict(sampler="celebrities", n_celebrities=10, celebrity_weight=20)
-RUN = dict(max_steps=12, eval_points=3, checkpoint_points=1, eval_individuals=40, save_steps=5, **CELEBRITIES)
+RUN = dict(max_steps=12, eval_points=3, checkpoint_points=1, eval_individuals=40, save_steps=5, eval_ranges=["5:25"],
+           **CELEBRITIES)
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +47,30 @@ def test_query_rows_give_the_trajectory_accuracy_and_loss_of_each_group_and_step
     assert sorted(queries["step"].unique()) == sorted({row["step"] for row in trajectory}) and len(trajectory) >= 6
     for row in trajectory:
         rows = queries[(queries["step"] == row["step"]) & (queries["group"] == row["split"])]
-        assert len(rows) == 40 * 6 * 5 and rows["individual"].nunique() == 40  # 5 held-out templates each
+        individuals = list(range(5, 25)) if row["split"] == "individuals_5-24" else None  # eval_ranges: all of 5-24
+        assert len(rows) == len(individuals or range(40)) * 6 * 5  # 5 held-out templates each
+        assert sorted(rows["individual"].unique()) == individuals if individuals else rows["individual"].nunique() == 40
         per_attribute = rows.groupby("attribute", observed=True)
         assert sorted(per_attribute.groups) == sorted(ATTRIBUTES)
         # the trajectory's numbers are means over attributes of per-attribute means
         assert per_attribute["correct"].mean().mean() == pytest.approx(row["attribute_accuracy"], abs=1e-12)
         assert per_attribute["value_loss"].mean().mean() == pytest.approx(row["attribute_loss"], rel=1e-6)
         assert per_attribute["top_prob"].mean().mean() == pytest.approx(row["first_token_top_prob"], rel=1e-6)
+
+
+def test_every_group_is_evaluated_at_every_step(run):
+    groups = {}
+    for row in run.trajectory():
+        groups.setdefault(row["step"], set()).add(row["split"])
+    assert set(map(frozenset, groups.values())) == {frozenset({"seen", "heldout", "individuals_5-24"})}
+
+
+@pytest.mark.parametrize("ranges, message", [(["10:5"], "0 <= FIRST < END"), (["a:b"], "FIRST:END"),
+                                             (["150:250"], "<= the corpus's 200 training individuals")])
+def test_bad_eval_ranges_are_clear_errors(corpus_dir, tmp_path, ranges, message):
+    with pytest.raises(RecipeError, match=message):
+        main(tiny30(corpus_dir, tmp_path / "run", eval_ranges=ranges))
+    assert not (tmp_path / "run").exists()
 
 
 def test_exposure_rows_are_the_draws_of_the_stream_counted_step_by_step(run, corpus_dir):

@@ -55,6 +55,19 @@ def test_schedule_phases_and_exact_replay(corpus):
         assert (first.batch(step)["input_ids"] == again.batch(step)["input_ids"]).all()
 
 
+def test_blocks_of_individuals_drawn_together_by_their_shares():
+    schedule = ["0:uniform:first=50,share=3", "0:uniform:n=10", "40:uniform:first=50", "60:uniform:first=10,n=20"]
+    sampler = SamplerConfig(sampler="schedule", sampler_schedule=schedule).build(200, batch_size=8, max_steps=100)
+    # steps 0-39: a quarter of the rows uniform over individuals 0-9 (1/40 each), the rest over 50-199 (1/200)
+    expected = np.r_[np.full(10, 0.25 / 10), np.zeros(40), np.full(150, 0.75 / 150)]
+    observed = _frequencies(sampler, 200, step=10)
+    assert np.all(np.abs(observed - expected) < 5 * np.sqrt(expected * (1 - expected) / 200_000) + 1e-12)
+    assert sampler.probabilities(10, 200) == pytest.approx(expected)
+    assert set(np.unique(sampler.draw(np.random.default_rng(1), 45, 5000))) == set(range(50, 200))
+    assert set(np.unique(sampler.draw(np.random.default_rng(1), 99, 5000))) == set(range(10, 30))
+    assert sampler.probabilities(99, 200)[10:30] == pytest.approx(np.full(20, 0.05))
+
+
 def test_exposures_add_up_and_match_the_draws(corpus):
     stream = corpus.stream(16, 0, sampler=SamplerConfig(sampler="power_law", alpha=1.0).build(200, 16, 100))
     counts = stream.exposures(25)
@@ -70,6 +83,9 @@ def test_exposures_add_up_and_match_the_draws(corpus):
     ("warmup", {"indiv_warmup": 100, "epochs_warmup": 100}, "the warm-up lasts 625 steps, not less than max_steps"),
     ("schedule", {"sampler_schedule": ["5:uniform"]}, "must start at step 0"),
     ("schedule", {"sampler_schedule": ["0:uniform:n=x"]}, "is not 'START:KIND"),
+    ("schedule", {"sampler_schedule": ["0:uniform:first=150,n=100"]}, "first \\+ n must be at most the 200"),
+    ("schedule", {"sampler_schedule": ["0:uniform:share=0"]}, "share positive"),
+    ("schedule", {"sampler_schedule": ["0:sequential:n_groups=2,first=10"]}, "takes neither first nor share"),
 ])
 def test_bad_sampler_values_are_clear_errors(kind, params, message):
     with pytest.raises(RecipeError, match=message):

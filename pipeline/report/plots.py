@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from ..analysis.phases import Phases
-from ..run_folder import FINETUNE, HELDOUT, NEW, OLD, SEEN, replacing, sequence_group, series
+from ..run_folder import FINETUNE, HELDOUT, NEW, OLD, RANGE_GROUP, SEEN, replacing, sequence_group, series
 
 SPLIT_STYLE = {SEEN: ("seen individuals (held-out templates)", "tab:blue"),
                HELDOUT: ("held-out individuals", "tab:red")}
@@ -155,11 +155,16 @@ def plot_forgetting(runs: dict[str, list[dict]], path: Path, drift: list[dict] |
 
 def plot_runs(runs: dict[str, list[dict]], baseline: float, path: Path) -> Path:
     """Several pretraining runs (a study's, or patched ones): attribute loss and accuracy of seen individuals
-    against steps, one line per run, with the no-knowledge baseline."""
+    against steps, one colour per run (the accuracy of its `eval_ranges` blocks dashed), with the no-knowledge
+    baseline."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(13, 4.5))
-    for label, rows in runs.items():
-        ax_loss.plot(*series(rows, SEEN, "attribute_loss"), label=label)
-        ax_acc.plot(*series(rows, SEEN, "attribute_accuracy"), label=label)
+    for (label, rows), color in zip(runs.items(), plt.cm.tab10(np.arange(len(runs)) % 10)):
+        ax_loss.plot(*series(rows, SEEN, "attribute_loss"), color=color, label=label)
+        ax_acc.plot(*series(rows, SEEN, "attribute_accuracy"), color=color, label=label)
+        ranges = sorted({r["split"] for r in rows if r["split"].startswith(RANGE_GROUP)})
+        for group, style in zip(ranges, ("--", ":", "-.") * len(ranges)):
+            ax_acc.plot(*series(rows, group, "attribute_accuracy"), style, color=color, lw=1,
+                        label=f"{label}: {group.replace('_', ' ')}")
     ax_loss.axhline(baseline, ls="--", color="black", label="no-knowledge baseline")
     for ax, name in ((ax_loss, "attribute loss (seen individuals)"), (ax_acc, "attribute accuracy (seen)")):
         ax.set_xlabel("training step")

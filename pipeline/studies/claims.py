@@ -263,7 +263,7 @@ class StudyFiles:
                               f"rerun the study")
         last = {k: max(r[k] for r in rows if k in r) for k, v in q.match.items() if v == "last"}
         rows = [r for r in rows if matches(r, {**q.match, **last}) and q.column in r]
-        if q.steps:
+        if q.steps and rows:
             end = max(r["step"] for r in rows)
             rows = [r for r in rows if q.steps[0] * end <= r["step"] <= q.steps[1] * end]
         if not rows:
