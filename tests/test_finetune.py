@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -13,6 +14,7 @@ from transformers import AutoModelForCausalLM
 from data_gen import RecipeError
 from data_gen.builder import build
 from data_gen.samplers import Replay, Uniform
+from pipeline.analysis.facts import kept
 from pipeline.analysis.forgetting import attention_distance
 from pipeline.config import FinetuneArguments
 from pipeline.finetune import main as finetune_main
@@ -105,6 +107,28 @@ def test_old_knowledge_collapses_while_new_arrives(finetuned):
     drift = [json.loads(line) for line in (finetuned / "drift.jsonl").read_text().splitlines()]
     assert drift[0]["attention_distance"] == 0 and drift[-1]["weight_change_mlp"] > 0
     assert (finetuned / "forgetting.png").stat().st_size > 0
+
+
+def test_the_report_follows_the_old_facts_known_before_one_by_one(finetuned):
+    queries = pd.read_parquet(finetuned / "facts" / "queries")
+    old = queries[queries["group"] == "old"]
+    steps = sorted(old["step"].unique())
+    before = old[old["step"] == steps[0]].set_index(["individual", "attribute", "template"])["correct"]
+    last = old[old["step"] == steps[-1]].set_index(["individual", "attribute", "template"])["correct"]
+    still = last[before[before].index].mean()  # of the facts known at step 0, those known at the end
+    report = (finetuned / "report.md").read_text()
+    assert f"Of the {int(before.sum()):,} old facts" in report
+    assert f"| {int(steps[-1]):,} | {still:.1%} |" in report
+    assert f"| {int(steps[0]):,} | 100.0% | 0.0% |" in report  # at step 0, by definition
+
+
+def test_old_facts_kept_by_hand():
+    queries = pd.DataFrame({"step": [0, 0, 0, 0, 10, 10, 10, 10], "individual": [1, 1, 2, 2, 1, 1, 2, 2],
+                            "attribute": ["a", "b"] * 4, "template": [0] * 8,
+                            "correct": [True, True, True, False, True, False, False, True]})
+    # known before: (1,a) (1,b) (2,a); at step 10 only (1,a) of them is known; of (2,b), unknown before, known now
+    assert kept(queries) == [{"step": 0, "known_before": 3, "still_known": 1.0, "learned": 0.0},
+                             {"step": 10, "known_before": 3, "still_known": pytest.approx(1 / 3), "learned": 1.0}]
 
 
 def test_attention_distance_by_hand():

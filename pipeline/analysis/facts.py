@@ -1,6 +1,6 @@
 """Analyses of every fact's history (the run's facts/ tables, `pipeline.evaluation.facts`): how many exposures
 a fact takes to be known, before and after the plateau ends; how fast a known fact is lost once its individual
-stops being drawn; and whether a fact once correct stays correct.
+stops being drawn (in pretraining, and fine-tuning's old facts); and whether a fact once correct stays correct.
 
 A fact here is one query (individual, attribute, held-out template) of the exposure group, at one evaluation,
 with its individual's exposures and last draw at that step (`read_facts`). The other functions take arrays
@@ -17,12 +17,17 @@ BOOTSTRAP = 200  # resamples of individuals behind each interval
 HALF_KNOWLEDGE_KEYS = ("half_knowledge_before", "half_knowledge_after")  # summary.csv: exposures to half knowledge
 
 
+def read_queries(run: RunFolder, group: str) -> pd.DataFrame:
+    """The group's queries at every evaluation (fine-tuning writes no exposures: its stream's individuals are
+    not the groups' indices)."""
+    queries = pd.read_parquet(run.path / FACTS / QUERY_FACTS)
+    return queries[queries["group"] == group].drop(columns="group")
+
+
 def read_facts(run: RunFolder, group: str = SEEN) -> pd.DataFrame:
     """The group's queries at every evaluation, each with its individual's `exposures` and `last_drawn` then."""
-    queries = pd.read_parquet(run.path / FACTS / QUERY_FACTS)
     exposures = pd.read_parquet(run.path / FACTS / EXPOSURE_FACTS)
-    queries = queries[queries["group"] == group].drop(columns="group")
-    return queries.merge(exposures, on=["step", "individual"], how="inner").sort_values(
+    return read_queries(run, group).merge(exposures, on=["step", "individual"], how="inner").sort_values(
         ["step", "individual", "attribute", "template"], ignore_index=True)
 
 
@@ -115,6 +120,21 @@ def forgetting(facts: pd.DataFrame, known_after: float | None = None) -> list[di
             for b in by_powers_of_two(since, rows["correct"].to_numpy(dtype=bool))]
 
 
+def kept(queries: pd.DataFrame) -> list[dict]:
+    """Fine-tuning's old facts one by one: at each evaluation, of the facts known at the first (the pretrained
+    model) the share still known, and of those unknown then the share known now."""
+    key = ["individual", "attribute", "template"]
+    first = queries[queries["step"] == queries["step"].min()].set_index(key)["correct"].rename("known_before")
+    rows = queries.join(first, on=key, how="inner")
+    out = []
+    for step, at in rows.groupby("step"):
+        before, correct = at["known_before"].to_numpy(dtype=bool), at["correct"].to_numpy(dtype=bool)
+        out.append({"step": int(step), "known_before": int(before.sum()),
+                    "still_known": float(correct[before].mean()) if before.any() else None,
+                    "learned": float(correct[~before].mean()) if (~before).any() else None})
+    return out
+
+
 def flip_rates(facts: pd.DataFrame) -> dict:
     """Between consecutive evaluations of each fact: the share of known facts that are lost, and of unknown
     ones that are learned."""
@@ -135,9 +155,9 @@ def learned_first(facts: pd.DataFrame) -> dict[str, float | None]:
             for attribute, series in accuracy.groupby(level=0, observed=True)}
 
 
-def has_facts(run: RunFolder) -> bool:
-    """Whether the run wrote facts/ (runs before them did not)."""
-    return (run.path / FACTS / EXPOSURE_FACTS).is_dir()
+def has_facts(run: RunFolder, exposures: bool = True) -> bool:
+    """Whether the run wrote facts/ (runs before them did not), with exposures (pretraining's) if asked."""
+    return (run.path / FACTS / (EXPOSURE_FACTS if exposures else QUERY_FACTS)).is_dir()
 
 
 def facts_summary(run: RunFolder, plateau_end: float | None) -> dict:

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from data_gen import Corpus
 
+from ..analysis.facts import has_facts, kept, read_queries
 from ..analysis.forgetting import forgetting_summary, reference_checkpoints
 from ..analysis.tables import weight_drift_table
 from ..config import describe_execution_changes, describe_extension
 from ..run_folder import (
-    DRIFT_TABLE, FINETUNE_SUMMARY, FORGETTING_FIGURE, REPORT, RUN_CONFIG, RunFolder, read_state, write_atomically,
+    DRIFT_TABLE, FINETUNE_SUMMARY, FORGETTING_FIGURE, OLD, REPORT, RUN_CONFIG, RunFolder, read_state, write_atomically,
 )
 from .markdown import final_table, percent_text, step_text
 from .plots import plot_forgetting
@@ -60,6 +61,22 @@ def _drift_section(run: RunFolder, drift: list[dict]) -> str:
     return "\n".join(lines) + f"\n\n{_reference_text(run, drift)}"
 
 
+def _old_facts_section(run: RunFolder) -> str:
+    """The old facts one by one (facts/): how many of those the pretrained model knew are still known."""
+    if not has_facts(run, exposures=False):
+        return "This run has no facts/ folder (it was trained before runs wrote every fact's history)."
+    rows = kept(read_queries(run, OLD))
+    share = lambda value: "-" if value is None else f"{value:.1%}"  # noqa: E731
+    lines = "\n".join(f"| {r['step']:,} | {share(r['still_known'])} | {share(r['learned'])} |" for r in rows)
+    return f"""Of the {rows[0]['known_before']:,} old facts (individual, attribute, held-out template) the pretrained
+model knew, the share still known at each evaluation, and of those it did not know, the share known (facts/,
+group `{OLD}`; with no replay, none of these individuals is drawn during fine-tuning):
+
+| step | still known | unknown before, known now |
+|---|---|---|
+{lines}"""
+
+
 def write_finetune_report(run: RunFolder, corpus: Corpus) -> Path:
     """A fine-tuning run's summary (finetune.json), drift table, figure and report.md. `corpus` is the
     run's, whose biographies the attention drift is measured on."""
@@ -93,6 +110,10 @@ From `{recipe['init_from']}`{f" (revision {recipe['init_revision']})" if recipe[
 | new accuracy before / at the end | {percent_text(summary['new_accuracy_before'])} / {percent_text(summary[
 'new_accuracy_final'])} |
 | step at which new accuracy reaches 50% | {step_text(summary['new_half_step'])} |
+
+## Old facts, one by one
+
+{_old_facts_section(run)}
 
 ## Where the model changed (against its step-0, pretrained, weights)
 
