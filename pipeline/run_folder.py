@@ -23,8 +23,8 @@ reports, the Hub and studies read through it.
 Groups of individuals evaluated, named in the `split` field of each trajectory line (a name kept for the
 files already written; in the code they are groups, and a split is one of the corpus's): pretraining
 evaluates `seen` (trained on, the corpus's train split) and `heldout` (never trained on), with a
-sequential sampler each of its groups (`group_0`, ...), and each block of `eval_ranges` (`individuals_0-99`, ...); fine-tuning evaluates `old` (the pretraining
-individuals), `new` (those fine-tuned on) and `heldout`.
+sequential sampler each of its groups (`group_0`, ...), and each block of `eval_ranges` (`individuals_0-99`,
+...); fine-tuning evaluates `old` (the pretraining individuals), `new` (those fine-tuned on) and `heldout`.
 """
 
 from __future__ import annotations
