@@ -33,8 +33,8 @@ from data_gen import Corpus
 from pipeline.config import ModelArguments, TrainArguments
 from pipeline.model import build_model
 from pipeline.train.flops import flops_per_token, peak_flops
-from pipeline.train.trainer import Trainer as OurTrainer
-from pipeline.train.trainer import make_accelerator
+from pipeline.train.loop import TrainingLoop
+from pipeline.train.loop import make_accelerator
 
 
 def _sync() -> None:
@@ -89,21 +89,21 @@ def time_ours(corpus: Corpus, args, warmup: int, steps: int) -> dict:
                                 torch_compile_mode=args.compile_mode, packing=getattr(args, "packing", None),
                                 report_to="none")
     accelerator = make_accelerator(train_args, Path(train_args.output_dir))
-    trainer = OurTrainer(train_args, model, corpus.stream(args.batch_size, seed=0), accelerator, [])
+    loop = TrainingLoop(train_args, model, corpus.stream(args.batch_size, seed=0), accelerator, [])
     _sync()
     begin = time.perf_counter()
-    trainer.train_step(0)
+    loop.train_step(0)
     _sync()
     first = time.perf_counter() - begin
     for step in range(1, warmup):
-        trainer.train_step(step)
+        loop.train_step(step)
     _sync()
     start = time.perf_counter()
     for step in range(warmup, warmup + steps):
-        trainer.train_step(step)
+        loop.train_step(step)
     _sync()
     seconds = time.perf_counter() - start
-    trainer.loader.close()
+    loop.loader.close()
     return {"ms_per_step": 1000 * seconds / steps, "compile_seconds": first, "warmup_seconds": start - begin,
             "peak_memory_gb": _peak_memory_gb()}
 

@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 from common.errors import RecipeError, run_cli
+from common.recipe import parse_recipe
 
 from .builder import build
 from .config import CorpusConfig
 from .corpus import Corpus
 from .hub import push_corpus
-from .recipe import parse_recipe
 
 USAGE = ("usage: python -m data_gen build --config <data.yaml> [--key value ...] | "
          "python -m data_gen push --corpus <folder> --repo_id <owner/name> [--private] [--revision R]")

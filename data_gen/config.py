@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from common.errors import RecipeError
-
-from .recipe import check_values
+from common.recipe import check_values
 
 
 @dataclass

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from common.errors import RecipeError
-
-from .recipe import check_choice, check_values
+from common.recipe import check_choice, check_values
 
 KINDS = ("uniform", "power_law", "celebrities", "warmup", "sequential", "schedule")
 

@@ -20,8 +20,8 @@ import numpy as np
 from accelerate import Accelerator
 
 from common.errors import RecipeError, run_cli
+from common.recipe import parse_recipe
 from data_gen import Corpus
-from data_gen.recipe import parse_recipe
 
 from .analysis.circuits import ATTENTION_BIOGRAPHIES
 from .analysis.phases import run_phases

@@ -17,7 +17,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from common.errors import RecipeError
-from data_gen.recipe import check_choice, check_values
+from common.recipe import check_choice, check_values
 from data_gen.samplers import SamplerConfig
 
 from .run_folder import EXECUTION_CHANGES

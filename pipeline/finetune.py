@@ -21,9 +21,9 @@ from peft import LoraConfig, get_peft_model
 from transformers import PreTrainedTokenizerFast
 
 from common.errors import RecipeError, run_cli
+from common.recipe import parse_recipe
 from data_gen import Corpus
 from data_gen.population import Individuals
-from data_gen.recipe import parse_recipe
 from data_gen.samplers import Replay
 
 from .config import (

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import run_cli
+from common.recipe import parse_recipe
 from data_gen import Corpus
-from data_gen.recipe import parse_recipe
 from data_gen.samplers import find_sequential
 
 from .config import (

@@ -33,11 +33,11 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from common.errors import RecipeError, RunError, run_cli
+from common.recipe import parse_recipe
 from data_gen.builder import build
 from data_gen.config import CorpusConfig
 from data_gen.folders import exclusive
 from data_gen.layout import MANIFEST
-from data_gen.recipe import parse_recipe
 
 from .run_folder import SUMMARY
 from .studies.claims import SCALES, Claims, load_claims

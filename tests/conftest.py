@@ -9,11 +9,11 @@ import pytest
 from accelerate import Accelerator
 
 from common.errors import run_cli
+from common.recipe import to_flags
 from data_gen import Corpus, CorpusConfig
 from data_gen.builder import build
-from data_gen.recipe import to_flags
 from pipeline.pretrain import main as pretrain_main
-from pipeline.train.trainer import Trainer
+from pipeline.train.loop import TrainingLoop
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,17 +56,17 @@ def one_error_line(err: list[str]) -> bool:
 
 def interrupted_run(corpus_dir, out, at_step: int, monkeypatch, **values) -> None:
     """A tiny30 pretraining run (with `values`) killed by KeyboardInterrupt at step `at_step`."""
-    original = Trainer.train_step
+    original = TrainingLoop.train_step
 
     def crash(self, step):
         if step == at_step:
             raise KeyboardInterrupt("killed")
         return original(self, step)
 
-    monkeypatch.setattr(Trainer, "train_step", crash)
+    monkeypatch.setattr(TrainingLoop, "train_step", crash)
     with pytest.raises(KeyboardInterrupt):
         pretrain_main(tiny30(corpus_dir, out, **values))
-    monkeypatch.setattr(Trainer, "train_step", original)
+    monkeypatch.setattr(TrainingLoop, "train_step", original)
 
 
 def record_losses(monkeypatch) -> list[tuple[int, float]]:

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from pipeline.finetune import main as finetune_main
 from pipeline.pretrain import main as pretrain_main
 from pipeline.run_folder import CHECKPOINTS, RESUME, RunFolder, checkpoint_name, complete_checkpoints, read_state
-from pipeline.train.trainer import Trainer
+from pipeline.train.loop import TrainingLoop
 
 from .conftest import cli, one_error_line, tiny20, tiny30, tiny_flags
 
@@ -24,7 +24,7 @@ def _finite_weights(checkpoint: Path) -> bool:
 
 @pytest.mark.parametrize("save_steps", [1, 10])
 def test_a_blown_up_update_is_never_saved_nor_evaluated(corpus_dir, tmp_path, capsys, monkeypatch, save_steps):
-    original = Trainer.train_step
+    original = TrainingLoop.train_step
 
     def blow_up_at_step_3(self, step):  # the loss of step 3 is computed before the update, so it is finite
         loss = original(self, step)
@@ -33,7 +33,7 @@ def test_a_blown_up_update_is_never_saved_nor_evaluated(corpus_dir, tmp_path, ca
                 next(self.model.parameters()).fill_(float("inf"))
         return loss
 
-    monkeypatch.setattr(Trainer, "train_step", blow_up_at_step_3)
+    monkeypatch.setattr(TrainingLoop, "train_step", blow_up_at_step_3)
     out = tmp_path / "run"
     code, err = cli(pretrain_main, tiny30(corpus_dir, out, save_steps=save_steps, eval_steps=1), capsys)
     assert code == 1 and err[-1].startswith("error: the weights are not finite after step 3")
@@ -91,7 +91,7 @@ def test_fine_tuning_values_are_range_checked(corpus_dir, tmp_path, capsys):
 
 
 def test_non_finite_loss_stops_before_any_checkpoint_is_written(corpus_dir, tmp_path, capsys, monkeypatch):
-    original = Trainer.train_step
+    original = TrainingLoop.train_step
 
     def poison(self, step):  # the weights blow up after the step-10 resume checkpoint
         if step == 13:
@@ -99,7 +99,7 @@ def test_non_finite_loss_stops_before_any_checkpoint_is_written(corpus_dir, tmp_
                 next(self.model.parameters()).fill_(float("nan"))
         return original(self, step)
 
-    monkeypatch.setattr(Trainer, "train_step", poison)
+    monkeypatch.setattr(TrainingLoop, "train_step", poison)
     out = tmp_path / "run"
     code, err = cli(pretrain_main, tiny20(corpus_dir, out, "--logging_steps", "50"), capsys)
     assert code == 1 and one_error_line(err) and "training loss is nan at step 20" in err[-1]

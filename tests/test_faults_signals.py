@@ -63,7 +63,7 @@ def test_ctrl_c_finishes_the_step_and_saves(corpus_dir, tmp_path):
 def test_a_second_ctrl_c_stops_at_once(capsys):
     import os
 
-    from pipeline.train.trainer import StopSignal
+    from pipeline.train.loop import StopSignal
 
     with StopSignal() as stop:
         os.kill(os.getpid(), signal.SIGINT)  # the first asks to stop after the step

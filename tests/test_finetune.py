@@ -139,9 +139,9 @@ def test_attention_distance_by_hand():
 
 
 def test_resume_after_a_kill_gives_the_same_finetuning(finetuned, corpus_dir, pretrained, tmp_path, monkeypatch):
-    from pipeline.train.trainer import Trainer
+    from pipeline.train.loop import TrainingLoop
 
-    original = Trainer.train_step
+    original = TrainingLoop.train_step
 
     def crash(self, step):
         if step == 40:
@@ -151,10 +151,10 @@ def test_resume_after_a_kill_gives_the_same_finetuning(finetuned, corpus_dir, pr
     out = tmp_path / "run"
     flags = _finetune_flags(corpus_dir, pretrained / "checkpoints" / checkpoint_name(PRETRAIN_STEPS), out,
                             "--max_steps", "60", "--save_steps", "30")
-    monkeypatch.setattr(Trainer, "train_step", crash)
+    monkeypatch.setattr(TrainingLoop, "train_step", crash)
     with pytest.raises(KeyboardInterrupt):
         finetune_main(flags)
-    monkeypatch.setattr(Trainer, "train_step", original)
+    monkeypatch.setattr(TrainingLoop, "train_step", original)
     finetune_main(flags)
     assert RunFolder(out).trajectory() == RunFolder(finetuned).trajectory()
 

@@ -27,7 +27,7 @@ from pipeline.finetune import main as finetune_main
 from pipeline.model import build_model, check_model_keys, document_block_mask, model_keys
 from pipeline.pretrain import main as pretrain_main
 from pipeline.run_folder import RunFolder, checkpoint_name
-from pipeline.train import stage, trainer
+from pipeline.train import loop, stage
 from pipeline.train.loader import packed_length
 
 from .conftest import record_losses, tiny_flags
@@ -60,16 +60,16 @@ def fresh_accelerator_state():
 
 
 @pytest.fixture
-def trainers(monkeypatch) -> list[trainer.Trainer]:
-    """Every Trainer a stage builds from now on, kept for its live model."""
+def trainers(monkeypatch) -> list[loop.TrainingLoop]:
+    """Every TrainingLoop a stage builds from now on, kept for its live model."""
     made = []
 
-    class Kept(trainer.Trainer):
+    class Kept(loop.TrainingLoop):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    monkeypatch.setattr(stage, "Trainer", Kept)
+    monkeypatch.setattr(stage, "TrainingLoop", Kept)
     return made
 
 
@@ -182,7 +182,7 @@ def test_the_compiled_step_is_one_graph_with_a_fused_kernel_and_no_mask(packing,
         graphs.append(graph_module)
         return graph_module.forward
 
-    monkeypatch.setattr(trainer, "compile_options", lambda args: {"backend": recorder})
+    monkeypatch.setattr(loop, "compile_options", lambda args: {"backend": recorder})
     torch._dynamo.reset()
     counters.clear()
     out = tmp_path / "run"
@@ -246,7 +246,7 @@ def test_a_packed_compiled_gpu_step_is_one_graph_calling_flex_attention(corpus, 
         graphs.append(graph_module)
         return compile_fx(graph_module, example_inputs)
 
-    monkeypatch.setattr(trainer, "compile_options", lambda args: {"backend": recorder})
+    monkeypatch.setattr(loop, "compile_options", lambda args: {"backend": recorder})
     torch._dynamo.reset()
     counters.clear()
     out = tmp_path / "run"

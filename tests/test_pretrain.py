@@ -9,8 +9,8 @@ import torch
 from accelerate import Accelerator
 from transformers import AutoModelForCausalLM
 
+from common.recipe import parse_recipe
 from data_gen import RecipeError
-from data_gen.recipe import parse_recipe
 from pipeline.analysis.phases import run_phases
 from pipeline.config import DataArguments, ModelArguments, TrainArguments
 from pipeline.evaluation import Evaluator, pretraining_groups
@@ -145,12 +145,12 @@ def test_a_fixed_sentence_order_reaches_the_training_stream(corpus_dir, tmp_path
 
     streams = []
 
-    class Recording(stage.Trainer):
+    class Recording(stage.TrainingLoop):
         def __init__(self, args, model, stream, *rest, **kwargs):
             streams.append(stream)
             super().__init__(args, model, stream, *rest, **kwargs)
 
-    monkeypatch.setattr(stage, "Trainer", Recording)
+    monkeypatch.setattr(stage, "TrainingLoop", Recording)
     out = tmp_path / "fixed"
     main(tiny_flags(corpus_dir, out, max_steps=2, eval_points=0, save_steps=0, shuffle_sentences="false"))
     (stream,) = streams

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.recipe import parse_recipe
 from data_gen import CorpusConfig, RecipeError
-from data_gen.recipe import parse_recipe
 from pipeline.config import DataArguments, ModelArguments, TrainArguments
 
 TYPES = [ModelArguments, DataArguments, TrainArguments]

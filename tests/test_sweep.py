@@ -25,7 +25,7 @@ from pipeline.studies.fit import fit_power_law
 from pipeline.studies.parallel import slots
 from pipeline.studies.schema import Study, load_study
 from pipeline.sweep import main as sweep_main
-from pipeline.train.trainer import Trainer
+from pipeline.train.loop import TrainingLoop
 
 from .conftest import TINY_RUN
 
@@ -50,17 +50,17 @@ def study(tmp_path, corpus_dir):
 
 
 def test_sweep_skips_finished_runs_and_resumes_interrupted_ones(study, tmp_path, monkeypatch, capsys):
-    original = Trainer.train_step
+    original = TrainingLoop.train_step
 
     def crash_seed_1(self, step):
         if self.args.seed == 1 and step == 3:
             raise KeyboardInterrupt("killed")
         return original(self, step)
 
-    monkeypatch.setattr(Trainer, "train_step", crash_seed_1)
+    monkeypatch.setattr(TrainingLoop, "train_step", crash_seed_1)
     with pytest.raises(KeyboardInterrupt):
         sweep_main(["--config", str(study)])
-    monkeypatch.setattr(Trainer, "train_step", original)
+    monkeypatch.setattr(TrainingLoop, "train_step", original)
     sweep = tmp_path / "sweep"
     finished = (sweep / "seed=0" / "trajectory.jsonl").read_text()
     assert max(r["step"] for r in RunFolder(sweep / "seed=1").trajectory()) < 4  # interrupted

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from data_gen.recipe import to_flags
+from common.recipe import to_flags
 from data_gen.samplers import Uniform
 from pipeline.analysis.phases import run_phases
 from pipeline.run_folder import FINETUNE_SUMMARY, HELDOUT, NEW, OLD, PHASES, SEEN, TOY_FIGURE, RunFolder

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import RecipeError, run_cli
-from data_gen.recipe import parse_recipe
+from common.recipe import parse_recipe
 
 from ..run_folder import STUDY_FIGURE, STUDY_REFERENCE, STUDY_REPORT
 from .figures import summarize_study

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import RecipeError
-from data_gen.recipe import load_yaml
+from common.recipe import load_yaml
 
 from ..run_folder import STUDY_FIT, SUMMARY
 from .schema import Study, load_study

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import SimpleNamespace
 
-from data_gen.recipe import parse_recipe
+from common.recipe import parse_recipe
 
 from ..config import ModelArguments
 from ..train.flops import PEAK_TFLOPS_16BIT, flops_per_token

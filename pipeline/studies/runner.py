@@ -9,11 +9,11 @@ import json
 import shlex
 from pathlib import Path
 
+from common.recipe import parse_recipe, to_flags
 from data_gen.builder import build
 from data_gen.config import CorpusConfig
 from data_gen.folders import exclusive
 from data_gen.layout import MANIFEST
-from data_gen.recipe import parse_recipe, to_flags
 
 from ..finetune import main as finetune_main
 from ..pretrain import main as pretrain_main

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import RecipeError
+from common.recipe import load_yaml, rename_keys, renamed_keys
 from data_gen.config import CorpusConfig
-from data_gen.recipe import load_yaml, rename_keys, renamed_keys
 
 from ..config import field_names
 from ..finetune import ARGUMENTS as FINETUNE_ARGUMENTS

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from common.errors import RecipeError
-from data_gen.recipe import check_choice, check_values
+from common.recipe import check_choice, check_values
 
 SCHEDULERS = ("cosine", "constant")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from data_gen.recipe import parse_recipe
+from common.recipe import parse_recipe
 from data_gen.samplers import Replay, Uniform
 
 from ..run_folder import FINETUNE, HELDOUT, NEW, OLD, PRETRAIN, SEEN, STATE, RunFolder

@@ -1,4 +1,4 @@
-"""Trainer callbacks: what they see of the trainer, the base class, evaluation into the trajectory,
+"""Training-loop callbacks: what they see of the loop, the base class, evaluation into the trajectory,
 Hub pushes of permanent checkpoints, and log-spaced schedules."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def log_spaced_steps(max_steps: int, n_points: int, every: int = 0) -> list[int]
 
 
 class TrainingState(Protocol):
-    """What callbacks see of the trainer."""
+    """What callbacks see of the training loop."""
 
     accelerator: Accelerator
     model: torch.nn.Module  # as prepared by the accelerator
@@ -63,7 +63,7 @@ class Callback:
         pass
 
     def writes_at(self, step: int) -> bool:
-        """Whether on_step writes weights or evaluations at `step` (the trainer first checks that the loss and
+        """Whether on_step writes weights or evaluations at `step` (the loop first checks that the loss and
         the weights are finite)."""
         return False
 

@@ -1,6 +1,6 @@
 """One training stage from start to report, shared by pretraining and fine-tuning: the run folder
 (held exclusively; new, restarted, resumed or done), then the run built (model, trackers, evaluation,
-checkpoints, Hub pushes, the trainer) and run (resume, fit, report, push)."""
+checkpoints, Hub pushes, the training loop) and run (resume, fit, report, push)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from transformers import set_seed
 from transformers.utils import logging as hf_logging
 
 from common.errors import RecipeError
+from common.recipe import renamed_keys
 from data_gen import Corpus
 from data_gen.folders import exclusive
-from data_gen.recipe import renamed_keys
 from data_gen.stream import BiographyStream
 
 from ..config import (
@@ -40,7 +40,7 @@ from ..model import count_parameters, whole_model_init
 from ..run_folder import HUB_LOG, RUN_CONFIG, Resolution, RunFolder, describe_change, read_state
 from .callbacks import Callback, EvaluationCallback, HubPushCallback, log_spaced_steps
 from .checkpoints import PermanentCheckpoints, ResumeCheckpointer
-from .trainer import Trainer, make_accelerator
+from .loop import TrainingLoop, make_accelerator
 
 Groups = dict[str, tuple[str, np.ndarray]]  # evaluated group -> (corpus split, indices of its individuals)
 
@@ -183,7 +183,7 @@ def _prepare_folder(run: RunFolder, stage: Stage, action: str, checkpoint: Path 
 
 
 class StageRun:
-    """A stage's run, built (seeded model, trackers, Hub pusher, callbacks, trainer) then run."""
+    """A stage's run, built (seeded model, trackers, Hub pusher, callbacks, training loop) then run."""
 
     def __init__(self, stage: Stage, args: TrainArguments, run: RunFolder, accelerator: Accelerator, state: dict):
         self.stage, self.args, self.run_folder, self.accelerator = stage, args, run, accelerator
@@ -202,7 +202,7 @@ class StageRun:
                                           stage.records()) if args.save_steps else None
         if accelerator.is_main_process:
             print(_describe(model, stage, accelerator))
-        self.trainer = Trainer(args, model, stage.stream, accelerator, self._callbacks(model), checkpointer)
+        self.loop = TrainingLoop(args, model, stage.stream, accelerator, self._callbacks(model), checkpointer)
 
     def _callbacks(self, model: torch.nn.Module) -> list[Callback]:
         """The stage's own callbacks, evaluation, permanent checkpoints and their Hub pushes."""
@@ -224,10 +224,10 @@ class StageRun:
         accelerator, run = self.accelerator, self.run_folder
         try:
             start = self._resume(checkpoint) if checkpoint else 0
-            self.trainer.fit(start)
+            self.loop.fit(start)
             accelerator.end_training()
             if accelerator.is_main_process:
-                print(self.trainer.summary)
+                print(self.loop.summary)
                 print(f"report: {self.stage.write_report(run, self.stage.corpus)}")
             if self.pusher:
                 push_run_files(self.pusher, run, run.checkpoint(self.args.max_steps))
@@ -239,7 +239,7 @@ class StageRun:
                 self._close_pusher()
 
     def _resume(self, checkpoint: Path) -> int:
-        start = self.trainer.load(checkpoint)
+        start = self.loop.load(checkpoint)
         if self.accelerator.is_main_process:  # only once the checkpoint has loaded
             self.run_folder.rewind(start)
         self.accelerator.wait_for_everyone()

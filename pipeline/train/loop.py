@@ -42,7 +42,7 @@ def micro_batches(args: TrainArguments, num_processes: int) -> int:
 
 
 def single_device(accelerator: Accelerator) -> bool:
-    """Whether the trainer drives the model itself: one process, no DeepSpeed, FSDP or fp16 loss scaling.
+    """Whether the training loop drives the model itself: one process, no DeepSpeed, FSDP or fp16 loss scaling.
     Elsewhere every step goes through Accelerate's wrappers."""
     return accelerator.distributed_type == DistributedType.NO and accelerator.mixed_precision != "fp16"
 
@@ -57,7 +57,7 @@ def make_accelerator(args: TrainArguments, project_dir: Path) -> Accelerator:
     """The run's Accelerator, with gradient accumulation (and DeepSpeed's batch sizes and clipping)
     set so that one optimizer step consumes exactly one global batch. `torch_compile` decides what is
     compiled, whatever an accelerate config says: Accelerate compiles the model for runs it drives (several
-    processes, DeepSpeed, FSDP); on a single device the trainer compiles its own step, once (see Trainer)."""
+    processes, DeepSpeed, FSDP); on a single device the loop compiles its own step, once (see TrainingLoop)."""
     accelerator = Accelerator(mixed_precision=args.mixed_precision, project_dir=str(project_dir),
                               log_with=None if args.report_to == "none" else args.report_to)
     compiles = args.torch_compile and not single_device(accelerator)
@@ -83,7 +83,7 @@ def make_optimizer(model: torch.nn.Module, args: OptimizerArguments) -> torch.op
                              eps=args.adam_epsilon, fused=fused or None)
 
 
-class Trainer:
+class TrainingLoop:
     """Trains `model` on `stream` for args.max_steps optimizer steps, calling callbacks after each and
     writing resume checkpoints with `checkpointer` (none: an interrupted run starts over). Built here, run
     by `fit`."""
