@@ -66,14 +66,18 @@ def recompute_facts(run: RunFolder) -> tuple[int, int]:
     return written, kept
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline.analyze", description="Analyses of a run, written "
                                                                                    "into its folder.")
     parser.add_argument("analysis", choices=["phases", "attention", "facts"])
     parser.add_argument("--run", required=True, help="A run's output_dir.")
     parser.add_argument("--n_biographies", type=int, default=ATTENTION_BIOGRAPHIES,
                         help=f"Biographies the attention is measured on (default {ATTENTION_BIOGRAPHIES}, as the paper).")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     run = RunFolder(args.run)
     if args.analysis == "phases":
         print(json.dumps(run_phases(run.trajectory()).to_dict(), indent=1))

@@ -131,7 +131,7 @@ def publish_finished(claims: Claims, studies: dict[str, Study], evidence: Path) 
             print(f"{name}: {runs} finished runs of {folder} published in {evidence / name}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline.reproduce",
                                      description="Run the studies of the paper's claims and write their ledger.")
     parser.add_argument("--scale", required=True, choices=SCALES, help="smoke, cpu or paper.")
@@ -150,7 +150,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rerun", default="", help="With --publish: studies to run again although published "
                                                    "(comma-separated, or all).")
     parser.add_argument("--readme", type=Path, help="Rewrite this README's claims table (needs --publish).")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     if args.readme and not args.readme.is_file():
         raise RecipeError(f"--readme {args.readme} does not exist: pass the README whose claims table to rewrite")
     if args.readme and not args.publish:

@@ -31,7 +31,7 @@ from .studies.schema import load_study
 from .studies.slurm import write_slurm_array
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline.sweep",
                                      description="Run, print or aggregate a grid of runs.")
     parser.add_argument("--config", required=True, help="Study YAML (base, data, output_dir, grid, fixed).")
@@ -41,7 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpus_per_task", type=int, default=1, help="GPUs per array task (default 1; 0 on CPU nodes: no --gres).")
     parser.add_argument("--aggregate_only", action="store_true", help="Only aggregate finished runs.")
     add_pool_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     study = load_study(args.config)
     if args.accelerate_config and not Path(args.accelerate_config).is_file():
         raise RecipeError(f"accelerate config '{args.accelerate_config}' does not exist: pass a file such as "

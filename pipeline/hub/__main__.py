@@ -16,13 +16,17 @@ from ..run_folder import HUB_LOG, RunFolder
 from .revisions import check_repo, check_run, problems, push_run, run_repo, table
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline.hub", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["verify", "push"])
     parser.add_argument("--run", help="A training run's output_dir (its checkpoints hold the manifests).")
     parser.add_argument("--repo", help="The Hub model repository, owner/name (default: the run's hub_model_id).")
     parser.add_argument("--min_commit_interval", type=float, default=30.0, help="Seconds between two commits.")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     if args.run is None and (args.command == "push" or args.repo is None):
         raise RecipeError(f"{args.command} needs --run <output_dir>" + (" (or --repo owner/name)" if args.command ==
                                                                          "verify" else ""))

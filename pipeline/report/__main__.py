@@ -15,11 +15,15 @@ from ..run_folder import RunFolder
 from . import write_run_report
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline.report", description="Write a run's report from its "
                                                                                   "files.")
     parser.add_argument("--run", required=True, help="A run's output_dir (pretraining or fine-tuning).")
-    run = RunFolder(parser.parse_args(argv).run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    run = RunFolder(parser().parse_args(argv).run)
     print(write_run_report(run, Corpus(run.recipe()["corpus"])))
 
 
