@@ -407,36 +407,49 @@ class RunFolder:
         its checkpoints record) resumes, and so does one whose recipe's `extend_to` trains it past its
         max_steps from its last resume checkpoint; the Resolution says which. A folder holding another recipe, or
         files that are not a run, is refused unless `overwrite` (runs only), with the ways that keep it first."""
+        if self._holds_nothing(recipe) or overwrite:
+            return Resolution("new")
+        saved = {**(defaults or {}), **{(renamed or {}).get(key, key): value for key, value in self.recipe().items()}}
+        differing, trained_on = sorted(k for k in set(saved) | set(recipe)
+                                       if k not in UNCHECKED_KEYS and saved.get(k) != recipe.get(k)), None
+        moved_from = extended_from = None
+        if "corpus" in differing and (trained_on := self.trained_corpus()) and fingerprint == trained_on["fingerprint"]:
+            differing.remove("corpus")
+            moved_from = saved["corpus"]
+        if recipe.get("extend_to") and "max_steps" in differing:
+            extended_from = self._extended_from(saved["max_steps"], recipe["max_steps"])
+            differing.remove("max_steps")
+        if identity := [k for k in differing if k not in execution]:
+            raise RecipeError(self._another_run(saved, recipe, identity, trained_on))
+        changes = tuple((k, saved.get(k), recipe.get(k)) for k in differing)
+        return self._resumption(recipe["max_steps"], moved_from, extended_from, changes)
+
+    def _holds_nothing(self, recipe: dict) -> bool:
+        """Whether output_dir is free for a new run (missing or empty); an error for a file, a folder of other
+        files, or nothing to extend."""
         if self.path.is_file():
             raise RecipeError(f"output_dir '{self.path}' is a file: choose a folder")
         if not self.path.exists() or not any(self.path.iterdir()):
             if recipe.get("extend_to"):
                 raise RecipeError(f"extend_to {recipe['extend_to']}: output_dir '{self.path}' holds no run to extend: "
                                   f"point --output_dir at a run, or drop --extend_to and set --max_steps")
-            return Resolution("new")
+            return True
         if not self.is_run():
             raise RecipeError(f"output_dir '{self.path}' holds files that are not a run of this pipeline "
                               f"({contents(self.path)}): --overwrite_output_dir replaces only a run; choose an empty "
                               f"or new folder")
-        if overwrite:
-            return Resolution("new")
-        saved = {**(defaults or {}), **{(renamed or {}).get(key, key): value for key, value in self.recipe().items()}}
-        differing = sorted(k for k in set(saved) | set(recipe)
-                           if k not in UNCHECKED_KEYS and saved.get(k) != recipe.get(k))
-        moved_from = extended_from = None
-        trained_on = self.trained_corpus() if "corpus" in differing else None
-        if trained_on and fingerprint == trained_on["fingerprint"]:
-            differing.remove("corpus")
-            moved_from = saved["corpus"]
-        if recipe.get("extend_to") and "max_steps" in differing:
-            if recipe["max_steps"] < saved["max_steps"]:
-                raise RecipeError(f"extend_to {recipe['max_steps']} is not past the {saved['max_steps']} steps of the "
-                                  f"run in '{self.path}': extend it to more steps, or drop --extend_to")
-            differing.remove("max_steps")
-            extended_from = saved["max_steps"]
-        changes = tuple((k, saved.get(k), recipe.get(k)) for k in differing if k in execution)
-        if identity := [k for k in differing if k not in execution]:
-            raise RecipeError(self._another_run(saved, recipe, identity, trained_on))
+        return False
+
+    def _extended_from(self, saved_steps: int, steps: int) -> int:
+        """The max_steps an extension to `steps` starts from (an error unless it is past them)."""
+        if steps < saved_steps:
+            raise RecipeError(f"extend_to {steps} is not past the {saved_steps} steps of the run in '{self.path}': "
+                              f"extend it to more steps, or drop --extend_to")
+        return saved_steps
+
+    def _resumption(self, max_steps: int, moved_from: str | None, extended_from: int | None,
+                    changes: tuple) -> Resolution:
+        """Resume from the latest complete resume checkpoint, restart in place without one, or done."""
         checkpoint = self.latest_resume_checkpoint()
         if checkpoint is None:
             if extended_from is not None:
@@ -444,7 +457,7 @@ class RunFolder:
                                   f"0): rerun it with --save_steps set, or start the longer run in another output_dir")
             return Resolution("restart", moved_from=moved_from, execution=changes)
         step = read_state(checkpoint)["step"]
-        if step >= recipe["max_steps"]:  # nothing runs, so nothing changes
+        if step >= max_steps:  # nothing runs, so nothing changes
             return Resolution("done", checkpoint, moved_from, extended_from, step=step)
         return Resolution("resume", checkpoint, moved_from, extended_from, changes, step)
 
