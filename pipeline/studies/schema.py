@@ -125,24 +125,43 @@ def parse_study(values: dict, path: str) -> Study:
         if key not in values:
             raise RecipeError(f"study '{path}' has no '{key}': it needs base, output_dir and grid")
     renames = renamed_keys(PRETRAIN_ARGUMENTS + FINETUNE_ARGUMENTS)
+    grid, paired = _axes(values, path, renames)
+    study = Study(base=values["base"], output_dir=str(values["output_dir"]), grid=grid,
+                  stage=values.get("stage", PRETRAIN), data=values.get("data"),
+                  fixed=rename_keys(_mapping(values.get("fixed", {}), "fixed", path), renames),
+                  baselines=[rename_keys(_mapping(b, "baselines", path), renames) for b in values.get("baselines", [])],
+                  pretrain=_first_run(values, path, renames), run_name=values.get("run_name"), paired=paired)
+    _check_keys(study, path)
+    _check_distinct_points(study, path)
+    return study
+
+
+def _axes(values: dict, path: str, renames: dict[str, str]) -> tuple[dict, dict]:
+    """The study's grid and paired keys, each a non-empty list (the paired ones of one length, none in the grid)."""
     grid = rename_keys(_mapping(values["grid"], "grid", path), renames)
     paired = rename_keys(_mapping(values.get("paired", {}), "paired", path), renames)
     if any(not isinstance(v, list) or not v for v in [*grid.values(), *paired.values()]):
         raise RecipeError(f"study '{path}': every grid and paired key needs a non-empty list of values")
     if len({len(v) for v in paired.values()}) > 1 or set(paired) & set(grid):
         raise RecipeError(f"study '{path}': the paired keys need lists of one length, and none of them in the grid")
+    return grid, paired
+
+
+def _first_run(values: dict, path: str, renames: dict[str, str]) -> FirstRun | None:
+    """The run a fine-tuning or patching study trains first (`pretrain`), if it names one."""
     first = values.get("pretrain")
-    if first is not None:
-        first = _mapping(first, "pretrain", path)
-        if "recipe" not in first or set(first) - {"recipe", "with", "output_dir"}:
-            raise RecipeError(f"study '{path}': 'pretrain' needs a 'recipe' (optional: 'with', 'output_dir')")
-        first = FirstRun(first["recipe"], first.get("output_dir", str(Path(values["output_dir"]) / STUDY_PRETRAINED)),
-                         rename_keys(_mapping(first.get("with", {}), "pretrain: with", path), renames))
-    study = Study(base=values["base"], output_dir=str(values["output_dir"]), grid=grid,
-                  stage=values.get("stage", PRETRAIN), data=values.get("data"),
-                  fixed=rename_keys(_mapping(values.get("fixed", {}), "fixed", path), renames),
-                  baselines=[rename_keys(_mapping(b, "baselines", path), renames) for b in values.get("baselines", [])],
-                  pretrain=first, run_name=values.get("run_name"), paired=paired)
+    if first is None:
+        return None
+    first = _mapping(first, "pretrain", path)
+    if "recipe" not in first or set(first) - {"recipe", "with", "output_dir"}:
+        raise RecipeError(f"study '{path}': 'pretrain' needs a 'recipe' (optional: 'with', 'output_dir')")
+    return FirstRun(first["recipe"], first.get("output_dir", str(Path(values["output_dir"]) / STUDY_PRETRAINED)),
+                    rename_keys(_mapping(first.get("with", {}), "pretrain: with", path), renames))
+
+
+def _check_keys(study: Study, path: str) -> None:
+    """The stage is known, every key varied is a recipe key of it or of the corpus (these need `data`), and
+    `run_name` names keys the grid sets."""
     if study.stage not in STAGE_ARGUMENTS:
         raise RecipeError(f"study '{path}' has stage '{study.stage}': use one of {', '.join(STAGE_ARGUMENTS)}")
     keys = set(study.axes) | set(study.fixed) | {k for b in study.baselines for k in b}
@@ -157,8 +176,6 @@ def parse_study(values: dict, path: str) -> Study:
         except (KeyError, IndexError, ValueError) as err:
             raise RecipeError(f"study '{path}': run_name '{study.run_name}' names a key the grid does not set "
                               f"({err})") from err
-    _check_distinct_points(study, path)
-    return study
 
 
 def _check_distinct_points(study: Study, path: str) -> None:
