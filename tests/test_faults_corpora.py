@@ -1,5 +1,5 @@
 """Corpora that are missing, corrupted, outdated, rebuilt with other people or not the one a model was
-pretrained on (tests/FAULTS.md), and the corpus record every checkpoint keeps to tell them apart."""
+pretrained on (docs/faults.md), and the corpus record every checkpoint keeps to tell them apart."""
 
 from __future__ import annotations
 

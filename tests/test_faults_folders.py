@@ -1,4 +1,4 @@
-"""Output folders (tests/FAULTS.md): folders of other files or held by another process, --overwrite into
+"""Output folders (docs/faults.md): folders of other files or held by another process, --overwrite into
 what it is not for, paths that cannot be written, a full disk and damaged checkpoints."""
 
 from __future__ import annotations

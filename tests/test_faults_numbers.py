@@ -1,4 +1,4 @@
-"""Numbers that are not finite or out of range (tests/FAULTS.md): blown-up losses, weights and evaluations
+"""Numbers that are not finite or out of range (docs/faults.md): blown-up losses, weights and evaluations
 stop a run before anything holds them; hyperparameters are range-checked at parse time."""
 
 from __future__ import annotations

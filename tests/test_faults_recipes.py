@@ -1,4 +1,4 @@
-"""Bad recipes and command lines (tests/FAULTS.md): each is one line on stderr naming the problem and the
+"""Bad recipes and command lines (docs/faults.md): each is one line on stderr naming the problem and the
 fix, exit status 2, and nothing written."""
 
 from __future__ import annotations

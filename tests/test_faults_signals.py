@@ -1,4 +1,4 @@
-"""Stopped runs (tests/FAULTS.md): SIGTERM and a first Ctrl-C finish the step and save a resume checkpoint,
+"""Stopped runs (docs/faults.md): SIGTERM and a first Ctrl-C finish the step and save a resume checkpoint,
 a second Ctrl-C stops at once, and a run killed before its first resume checkpoint restarts in its folder."""
 
 from __future__ import annotations
