@@ -153,8 +153,8 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+def _checked(args: argparse.Namespace) -> set[str]:
+    """The studies `--rerun` names, once the flags that go together are checked."""
     if args.readme and not args.readme.is_file():
         raise RecipeError(f"--readme {args.readme} does not exist: pass the README whose claims table to rewrite")
     if args.readme and not args.publish:
@@ -165,40 +165,29 @@ def main(argv: list[str] | None = None) -> None:
     rerun = {n.strip() for n in args.rerun.split(",") if n.strip()}
     if rerun and not args.publish:
         raise RecipeError("--rerun names published studies to run again: pass --publish too")
-    claims = load_claims(args.claims_file)
-    check_rules(claims)
-    selected = claims.select([c.strip() for c in args.claims.split(",") if c.strip()] if args.claims else None)
-    names = list(dict.fromkeys(n for c in selected for n in c.studies if claims.study_file(n, args.scale)))
-    studies = {name: claims.load(name, args.scale, args.output_dir) for name in names}
-    if unknown := sorted(rerun - set(names) - {"all"}):
-        raise RecipeError(f"--rerun names {unknown}, which the selected claims do not read: use some of "
-                          f"{', '.join(names)}, or all")
-    if "all" in rerun:
-        rerun = set(names)
-    out = args.output_dir or Path("runs/reproduce") / args.scale
-    if args.plan:
-        table = plan_table(studies, {n: claims.study_file(n, args.scale) for n in names}, args.scale)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "plan.md").write_text(table)
-        print(table)
-        return
-    failed: dict[str, dict[str, str]] = {}
-    command = shlex.join(["python", "-m", "pipeline.reproduce", *(sys.argv[1:] if argv is None else argv)])
-    if not args.ledger_only:
-        pool = pool_from(args)
-        start = time.monotonic()
-        build_scale_corpora(claims.corpora.get(args.scale, {}))
-        if args.publish:
-            failed = publish_studies(claims, studies, args.publish / EVIDENCE, rerun, pool, command)
-        else:
-            failed = run_studies(studies, pool, lambda name, runs: summarize_study(studies[name], runs))
-        (args.publish or out).mkdir(parents=True, exist_ok=True)
-        ((args.publish or out) / RUN_RECORD).write_text(json.dumps({
-            "command": command, "wall_s": round(time.monotonic() - start, 1), "machine": machine(), "studies": names,
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
-    elif args.publish:
-        publish_finished(claims, studies, args.publish / EVIDENCE)
-    ledger = args.publish or out
+    return rerun
+
+
+def _run(args: argparse.Namespace, claims: Claims, studies: dict, rerun: set[str], out: Path,
+         command: str) -> dict[str, dict[str, str]]:
+    """Build the scale's corpora, run (and with --publish, publish) the studies, record the command; the failed
+    runs of each study."""
+    pool = pool_from(args)
+    start = time.monotonic()
+    build_scale_corpora(claims.corpora.get(args.scale, {}))
+    if args.publish:
+        failed = publish_studies(claims, studies, args.publish / EVIDENCE, rerun, pool, command)
+    else:
+        failed = run_studies(studies, pool, lambda name, runs: summarize_study(studies[name], runs))
+    (args.publish or out).mkdir(parents=True, exist_ok=True)
+    ((args.publish or out) / RUN_RECORD).write_text(json.dumps({
+        "command": command, "wall_s": round(time.monotonic() - start, 1), "machine": machine(),
+        "studies": list(studies), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
+    return failed
+
+
+def _ledger(args: argparse.Namespace, claims: Claims, selected: list, ledger: Path) -> None:
+    """Write the ledger (every claim studied so far when published) and, with --readme, the README's table."""
     judged = claims.select(None) if args.publish else selected  # published evidence holds every claim studied so far
     entries = write_ledger(claims, judged, args.scale, ledger, args.claims_file,
                            fallback=ledger / EVIDENCE, root=args.output_dir, published=bool(args.publish))
@@ -209,8 +198,35 @@ def main(argv: list[str] | None = None) -> None:
         if not write_readme_table(args.readme, entries, f"{args.publish}/", command):
             raise RecipeError(f"{args.readme} has no claims table markers: add the two marker lines from "
                               "pipeline/studies/ledger.py where the table goes")
-    broken = {name: runs for name, runs in failed.items() if runs}
-    if broken:
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    rerun = _checked(args)
+    claims = load_claims(args.claims_file)
+    check_rules(claims)
+    selected = claims.select([c.strip() for c in args.claims.split(",") if c.strip()] if args.claims else None)
+    names = list(dict.fromkeys(n for c in selected for n in c.studies if claims.study_file(n, args.scale)))
+    studies = {name: claims.load(name, args.scale, args.output_dir) for name in names}
+    if unknown := sorted(rerun - set(names) - {"all"}):
+        raise RecipeError(f"--rerun names {unknown}, which the selected claims do not read: use some of "
+                          f"{', '.join(names)}, or all")
+    rerun = set(names) if "all" in rerun else rerun
+    out = args.output_dir or Path("runs/reproduce") / args.scale
+    if args.plan:
+        table = plan_table(studies, {n: claims.study_file(n, args.scale) for n in names}, args.scale)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "plan.md").write_text(table)
+        print(table)
+        return
+    failed = {}
+    if not args.ledger_only:
+        command = shlex.join(["python", "-m", "pipeline.reproduce", *(sys.argv[1:] if argv is None else argv)])
+        failed = _run(args, claims, studies, rerun, out, command)
+    elif args.publish:
+        publish_finished(claims, studies, args.publish / EVIDENCE)
+    _ledger(args, claims, selected, args.publish or out)
+    if broken := {name: runs for name, runs in failed.items() if runs}:
         raise RunError("runs failed after a retry (" + "; ".join(f"{n}: {', '.join(r)}" for n, r in broken.items())
                        + "); the ledger says which claims they leave unmeasured; rerun the same command to retry")
 
