@@ -1,5 +1,6 @@
 """`python -m data_gen build --config recipes/demo/data.yaml [--key value ...]`
-`python -m data_gen push --corpus corpora/demo --repo_id you/biographies [--private]`"""
+`python -m data_gen push --corpus corpora/demo --repo_id you/biographies [--private]`
+`python -m data_gen export-lm-eval --corpus corpora/demo --output_dir lm_eval_tasks/demo [--individuals N]`"""
 
 from __future__ import annotations
 
@@ -15,9 +16,27 @@ from .builder import build
 from .config import CorpusConfig
 from .corpus import Corpus
 from .hub import push_corpus
+from .lm_eval_tasks import export_tasks
 
 USAGE = ("usage: python -m data_gen build --config <data.yaml> [--key value ...] | "
-         "python -m data_gen push --corpus <folder> --repo_id <owner/name> [--private] [--revision R]")
+         "python -m data_gen push --corpus <folder> --repo_id <owner/name> [--private] [--revision R] | "
+         "python -m data_gen export-lm-eval --corpus <folder> --output_dir <folder> [--individuals N] [--overwrite]")
+
+
+def export_lm_eval(argv: list[str]) -> None:
+    """Write a corpus's queries as lm-evaluation-harness tasks, and say how to run them."""
+    parser = argparse.ArgumentParser(prog="python -m data_gen export-lm-eval")
+    parser.add_argument("--corpus", required=True, help="A corpus folder written by `python -m data_gen build`.")
+    parser.add_argument("--output_dir", required=True, help="Task folder to write (new or empty unless --overwrite).")
+    parser.add_argument("--individuals", type=int, default=0,
+                        help="Individuals per group, spread evenly over their indices (default 0: all).")
+    parser.add_argument("--overwrite", action="store_true", help="Replace an earlier export at output_dir.")
+    args = parser.parse_args(argv)
+    record = export_tasks(args.corpus, args.output_dir, args.individuals, args.overwrite)
+    for name, task in record["tasks"].items():
+        print(f"{name}: {task['docs']:,} queries about {task['individuals']:,} individuals of split '{task['split']}'")
+    print(f"wrote {args.output_dir}: lm_eval --model hf --model_args pretrained=<checkpoint> "
+          f"--include_path {args.output_dir} --tasks {record['group']}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
         Corpus(args.corpus)  # complete and uncorrupted, or a clear error
         push_corpus(Path(args.corpus), args.repo_id, args.private, args.revision)
         print(f"pushed {args.corpus} to https://huggingface.co/datasets/{args.repo_id}")
+        return
+    if argv[0] == "export-lm-eval":
+        export_lm_eval(argv[1:])
         return
     if argv[0] != "build":
         raise RecipeError(f"unknown command '{argv[0]}': {USAGE}")

@@ -7,6 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import yaml
 from datasets import Dataset, DatasetDict, load_from_disk
 from transformers import PreTrainedTokenizerFast
@@ -14,6 +15,7 @@ from transformers import PreTrainedTokenizerFast
 from common.errors import RecipeError
 
 from .builder import FORMAT_VERSION
+from .columns import as_array
 from .hub import fetch_corpus, is_hub_id
 from .layout import BUILDER_CONFIG, HUB_DATA, MANIFEST, QUERIES_OF, TEMPLATES
 from .population import Individuals
@@ -78,9 +80,13 @@ class Corpus:
             raise RecipeError(f"corpus '{self.path}' has no split '{name}': it has {', '.join(self.dataset)}")
         return self.dataset[name]
 
-    def queries(self, split: str):
-        """The evaluation queries about the individuals of `split` (train, heldout or finetune)."""
-        return self.split(QUERIES_OF[split])
+    def queries(self, split: str, individuals: np.ndarray | None = None):
+        """The evaluation queries about the individuals of `split` (train, heldout or finetune): all, or those
+        about `individuals` (indices in the split), in the split's order."""
+        queries = self.split(QUERIES_OF[split])
+        if individuals is None:
+            return queries
+        return queries.select(np.flatnonzero(np.isin(as_array(queries, "individual"), individuals)))
 
     @functools.cache
     def individuals(self, split: str = "train") -> Individuals:

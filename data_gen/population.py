@@ -43,6 +43,14 @@ class Individuals:
                    np.concatenate([p.eval_templates for p in parts]))
 
 
+def spread(individuals: np.ndarray, n: int) -> np.ndarray:
+    """`n` of `individuals` spread evenly over them (all when n is 0). Samplers weight individuals by
+    index (power law, celebrities, warm-up), so the first n would all be the frequent ones."""
+    if not n or n >= len(individuals):
+        return individuals
+    return individuals[np.unique(np.linspace(0, len(individuals) - 1, n).round().astype(np.int64))]
+
+
 def draw_population(config: CorpusConfig, pools: Pools) -> Individuals:
     """All `n_total` individuals of a corpus, as pool indices (int32; template indices int8, about 0.2 kB an
     individual); each component has its own seeded stream, so that changing one pool size does not reshuffle

@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerFast
 from common.errors import RecipeError, run_cli
 from common.recipe import parse_recipe
 from data_gen import Corpus
-from data_gen.population import Individuals
+from data_gen.population import Individuals, spread
 from data_gen.samplers import Replay
 
 from .config import (
@@ -33,7 +33,7 @@ from .config import (
     FinetuneTrainArguments,
     other_stage_keys,
 )
-from .evaluation import pretraining_groups, spread
+from .evaluation import pretraining_groups
 from .hub.client import resolve_checkpoint
 from .model import BLOCKS, check_attention, load_checkpoint, lora_targets
 from .report import write_finetune_report

@@ -16,6 +16,7 @@ import numpy as np
 from common.errors import run_cli
 from common.recipe import parse_recipe
 from data_gen import Corpus
+from data_gen.population import spread
 from data_gen.samplers import find_sequential
 
 from .config import (
@@ -26,7 +27,7 @@ from .config import (
     TrainArguments,
     other_stage_keys,
 )
-from .evaluation import pretraining_groups, spread
+from .evaluation import pretraining_groups
 from .model import build_model
 from .report import write_pretrain_report
 from .run_folder import PRETRAIN, SEEN, range_group, sequence_group

@@ -11,6 +11,7 @@ from datasets import Dataset
 
 from data_gen import ATTRIBUTES, Corpus
 from data_gen.columns import as_array
+from data_gen.population import spread
 
 from ..model import count_parameters
 from ..run_folder import HELDOUT, SEEN
@@ -59,14 +60,6 @@ def _batches(queries: Dataset, batch_size: int, pad_id: int) -> list[dict[str, t
     return batches
 
 
-def spread(individuals: np.ndarray, n: int) -> np.ndarray:
-    """`n` of `individuals` spread evenly over them (all when n is 0). Samplers weight individuals by
-    index (power law, celebrities, warm-up), so the first n would all be the frequent ones."""
-    if not n or n >= len(individuals):
-        return individuals
-    return individuals[np.unique(np.linspace(0, len(individuals) - 1, n).round().astype(np.int64))]
-
-
 def pretraining_groups(corpus: Corpus, n_individuals: int) -> dict[str, tuple[str, np.ndarray]]:
     """What pretraining evaluates: n seen (trained) and n held-out individuals, spread over each split."""
     return {group: (split, spread(np.arange(len(corpus.split(split))), n_individuals))
@@ -94,8 +87,7 @@ class Evaluator:
         self.population = len(corpus.split("train"))
         self.batches, self.templates, self.on_device, self._forward_of = {}, {}, {}, (None, None)
         for name, (split, individuals) in groups.items():
-            queries = corpus.queries(split)
-            queries = queries.select(np.flatnonzero(np.isin(as_array(queries, "individual"), individuals)))
+            queries = corpus.queries(split, individuals)
             self.batches[name] = _batches(queries, batch_size, corpus.tokenizer.pad_token_id)
             self.templates[name] = as_array(queries, "template").astype(np.int64)  # of each query, in order
 
