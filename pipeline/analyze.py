@@ -69,7 +69,9 @@ def recompute_facts(run: RunFolder) -> tuple[int, int]:
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline.analyze", description="Analyses of a run, written "
                                                                                    "into its folder.")
-    parser.add_argument("analysis", choices=["phases", "attention", "facts"])
+    parser.add_argument("analysis", choices=["phases", "attention", "facts"],
+                        help="phases: print the three phases; attention: recompute the attention circuits; facts: "
+                             "write facts/ at the checkpoints without it (both redraw the report).")
     parser.add_argument("--run", required=True, help="A run's output_dir.")
     parser.add_argument("--n_biographies", type=int, default=ATTENTION_BIOGRAPHIES,
                         help=f"Biographies the attention is measured on (default {ATTENTION_BIOGRAPHIES}, as the paper).")

@@ -148,9 +148,9 @@ class OptimizerArguments:
 
     learning_rate: float = field(default=4e-4, metadata={"help": "Peak learning rate."})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    adam_epsilon: float = 1e-8
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW's decay rate of the gradient's mean."})
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW's decay rate of the squared gradient's mean."})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW's epsilon, added to the denominator."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": f"One of {', '.join(SCHEDULERS)}."})
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})

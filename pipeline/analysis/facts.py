@@ -14,7 +14,12 @@ import pandas as pd
 from ..run_folder import EXPOSURE_FACTS, FACTS, QUERY_FACTS, SEEN, RunFolder
 
 BOOTSTRAP = 200  # resamples of individuals behind each interval
-HALF_KNOWLEDGE_KEYS = ("half_knowledge_before", "half_knowledge_after")  # summary.csv: exposures to half knowledge
+HALF_KNOWLEDGE_COLUMNS = {  # summary.csv: exposures to half knowledge (runs with facts/)
+    "half_knowledge_before": "Exposures at which half of the seen individuals' facts are known (a logistic fit "
+                             "against log2(1 + exposures)), over the evaluations up to the plateau's end.",
+    "half_knowledge_after": "The same over the evaluations after the plateau's end.",
+}
+HALF_KNOWLEDGE_KEYS = tuple(HALF_KNOWLEDGE_COLUMNS)
 
 
 def read_queries(run: RunFolder, group: str) -> pd.DataFrame:

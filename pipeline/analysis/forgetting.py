@@ -20,6 +20,22 @@ def _first_step(steps: np.ndarray, reached: np.ndarray) -> float | None:
     return float(steps[np.argmax(reached)]) if reached.any() else None
 
 
+FORGETTING_COLUMNS = {  # forgetting_summary's keys: finetune.json, and summary.csv of a fine-tuning study
+    "last_step": "The last evaluation's step.",
+    "old_accuracy_before": "Old (pretraining) individuals' attribute accuracy at the first evaluation.",
+    "old_accuracy_lowest": "Their lowest accuracy over the run.",
+    "old_accuracy_lowest_step": "The step of that lowest accuracy.",
+    "old_accuracy_final": "Their accuracy at the last evaluation.",
+    "half_drop_step": "First step at which old accuracy has lost half of its drop to the lowest (null: no drop).",
+    "old_loss_before": "Old individuals' attribute loss at the first evaluation.",
+    "old_loss_final": "Their attribute loss at the last evaluation.",
+    "new_accuracy_before": "New (fine-tuned) individuals' attribute accuracy at the first evaluation.",
+    "new_accuracy_final": "Their accuracy at the last evaluation.",
+    "new_half_step": "First step at which the new individuals' accuracy reaches 50% (null: never).",
+    "heldout_loss_final": "Held-out individuals' attribute loss at the last evaluation.",
+}
+
+
 def forgetting_summary(rows: list[dict]) -> dict:
     """Old accuracy before, at its lowest and at the end; the step at which it has lost half of its
     drop (to the lowest point); new accuracy reached and the step it reaches 50%; final losses."""

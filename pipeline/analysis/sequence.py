@@ -78,7 +78,15 @@ def visit_rates(rows: list[dict], segments: list[tuple[int, int, int]]) -> list[
     return visits
 
 
-SEQUENCE_KEYS = ("learning_per_1k", "forgetting_per_1k", "learning_half_steps", "forgetting_half_steps")
+SEQUENCE_COLUMNS = {  # summary.csv: each a mean over the visits of a sequential sampler's groups after step 0
+    "learning_per_1k": "Fall of a group's attribute loss per 1,000 steps while it is trained (nats; mean over the "
+                       "visits after step 0).",
+    "forgetting_per_1k": "Rise of its loss per 1,000 steps from when it is left until it is trained again or the run "
+                         "ends (mean over the visits).",
+    "learning_half_steps": "Steps until its accuracy covers half of its rise over a visit (mean over the visits).",
+    "forgetting_half_steps": "Steps until its accuracy covers half of its fall after a visit (mean over the visits).",
+}
+SEQUENCE_KEYS = tuple(SEQUENCE_COLUMNS)
 
 
 def sequence_summary(rows: list[dict], segments: list[tuple[int, int, int]]) -> dict:

@@ -16,11 +16,26 @@ from data_gen import ATTRIBUTES
 
 from ..run_folder import RunFolder, replacing
 
+QUERY_COLUMNS = {  # facts/queries: one row per evaluated query of every group at one evaluation
+    "step": "The evaluation's step.",
+    "group": "The group of individuals evaluated (a trajectory line's split).",
+    "individual": "The individual's index in its group's corpus split.",
+    "attribute": "The attribute asked (birth_date, birth_city, ...).",
+    "template": "The held-out question template's index.",
+    "correct": "Whether every value token was the argmax.",
+    "value_loss": "Cross-entropy of the value, summed over its tokens (nats).",
+    "top_prob": "Highest probability of the value's first token.",
+}
+EXPOSURE_COLUMNS = {  # facts/exposures: one row per training individual at one evaluation
+    "step": "The evaluation's step.",
+    "individual": "The individual's index in the corpus's train split.",
+    "exposures": "Times it was drawn in the first `step` steps.",
+    "last_drawn": "The step after which it was last drawn (0: never).",
+}
+
 
 def query_table(step: int, scores: dict[str, dict[str, np.ndarray]], templates: dict[str, np.ndarray]) -> pa.Table:
-    """One row per evaluated query of every group: step, group, individual (index in the group's corpus split),
-    attribute, template, correct, value_loss (nats, summed over the value's tokens), top_prob (the first
-    value token's highest probability)."""
+    """One row per evaluated query of every group (QUERY_COLUMNS)."""
     groups = list(scores)
     rows = [len(scores[g]["value_loss"]) for g in groups]
     column = {key: np.concatenate([scores[g][key] for g in groups]) for key in ("individual", "attribute", "correct",
@@ -40,8 +55,7 @@ def query_table(step: int, scores: dict[str, dict[str, np.ndarray]], templates: 
 
 
 def exposure_table(step: int, exposures: np.ndarray, last_drawn: np.ndarray) -> pa.Table:
-    """One row per training individual: step, individual, exposures (times drawn in the first `step` steps),
-    last_drawn (the step after which it was last drawn; 0: never)."""
+    """One row per training individual (EXPOSURE_COLUMNS)."""
     return pa.table({"step": pa.array(np.full(len(exposures), step, dtype=np.int32)),
                      "individual": pa.array(np.arange(len(exposures), dtype=np.int32)),
                      "exposures": pa.array(exposures.astype(np.int32)),

@@ -25,6 +25,35 @@ import torch
 
 from data_gen import ATTRIBUTES
 
+# What each metric of a trajectory line (one group at one evaluation) means: the reference's table of them
+METRIC_COLUMNS = {
+    "attribute_loss": "Attribute loss (nats): a value's cross-entropy summed over its tokens, averaged over each "
+                      "attribute's queries, then over attributes (toy memory: the pairs' mean cross-entropy).",
+    "attribute_accuracy": "Attribute accuracy: the share of queries whose every value token is the argmax, averaged "
+                          "per attribute, then over attributes.",
+    "baseline_loss": "No-knowledge baseline: the attribute loss of a predictor that knows each value token's "
+                     "distribution in the training population, not the individual (toy memory: log of the classes).",
+    "first_token_top_prob": "Highest probability of the value's first token (the model's confidence), averaged as "
+                            "the loss.",
+    "first_token_entropy": "Entropy (nats) of the first value token's distribution, averaged as the loss.",
+    "per_attribute": "Per attribute: its loss, accuracy, top_prob, entropy and baseline.",
+    "knowledge_bits": "Knowledge stored about the training population, in bits: per individual and attribute, the "
+                      "baseline minus its loss, clipped at 0, summed and scaled to the population (seen group only).",
+    "knowledge_bits_per_parameter": "knowledge_bits over the model's parameters.",
+    "knowledge_bits_per_non_embedding_parameter": "knowledge_bits over the model's non-embedding parameters.",
+    "parameters": "The model's parameters (seen group only).",
+    "non_embedding_parameters": "The model's parameters outside the embeddings (seen group only).",
+    "by_exposure": "Queries grouped by how often their individual was drawn (0, 1, 2-3, 4-7, ...): exposures "
+                   "[low, high], queries, loss, accuracy (pretraining's seen group).",
+    "by_rank": "Queries grouped by their individual's frequency rank (1: drawn most often; 1, 2-3, 4-7, ...): rank "
+               "[low, high], queries, loss, accuracy (pretraining's seen group).",
+    "unexposed_queries": "Queries whose individual has not been drawn yet (pretraining's seen group).",
+    "unexposed_loss": "Their attribute loss (null when every individual has been drawn).",
+    "unexposed_accuracy": "Their attribute accuracy (null when every individual has been drawn).",
+    "confidence_auroc": "How well first_token_top_prob separates the first group's queries (known individuals) from "
+                        "the held-out ones (0.5: not at all); the same on every line of an evaluation.",
+}
+
 
 @dataclass
 class QueryScores:

@@ -18,7 +18,9 @@ from .revisions import check_repo, check_run, problems, push_run, run_repo, tabl
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline.hub", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["verify", "push"])
+    parser.add_argument("command", choices=["verify", "push"],
+                        help="verify: check the revisions against their manifests; push: upload what is missing or "
+                             "wrong.")
     parser.add_argument("--run", help="A training run's output_dir (its checkpoints hold the manifests).")
     parser.add_argument("--repo", help="The Hub model repository, owner/name (default: the run's hub_model_id).")
     parser.add_argument("--min_commit_interval", type=float, default=30.0, help="Seconds between two commits.")

@@ -16,10 +16,10 @@ import numpy as np
 
 from common.errors import RecipeError
 
-from ..analysis.facts import HALF_KNOWLEDGE_KEYS, facts_summary
+from ..analysis.facts import HALF_KNOWLEDGE_COLUMNS, HALF_KNOWLEDGE_KEYS, facts_summary
 from ..analysis.forgetting import forgetting_summary
 from ..analysis.phases import run_phases
-from ..analysis.sequence import SEQUENCE_KEYS, run_segments, sequence_summary
+from ..analysis.sequence import SEQUENCE_COLUMNS, SEQUENCE_KEYS, run_segments, sequence_summary
 from ..config import ModelArguments, field_names
 from ..run_folder import (
     CAPACITY_FIT, HELDOUT, SEEN, STUDY_FIT, SUMMARY, TRAJECTORY, RunFolder, replacing, write_atomically,
@@ -38,6 +38,42 @@ CAPACITY_KEYS = ("knowledge_bits", "knowledge_bits_per_parameter", "knowledge_bi
 # fitted in N beside the plateau length
 PLATEAU_STEPS = ("plateau_start", "plateau_end", *(f"{k}_tol{t:g}" for k in DETECTOR_KEYS for t in TOLERANCES))
 MODEL_KEYS = field_names(ModelArguments)  # a grid over any of them compares models: bits per parameter
+# metrics given a mean and an interval over seeds in summary.csv (INTERVAL_COLUMNS)
+PRETRAIN_INTERVALS = PRETRAIN_METRICS + CAPACITY_KEYS[:3] + TOLERANCE_KEYS + SEQUENCE_KEYS + HALF_KNOWLEDGE_KEYS
+
+# What summary.csv's columns mean: every study's (beside one column per grid key), a pretraining run's (a fine-tuning
+# run's are analysis.forgetting.FORGETTING_COLUMNS), and <metric>_<suffix> for the metrics given intervals
+STUDY_COLUMNS = {
+    "run": "The run's folder name, inside the study's output_dir.",
+    "baseline": "Whether the run is one of the study's baselines (extra points beside the grid).",
+    "code_commit": "The code commit the run first started from (run_start.json; blank where not recorded).",
+    "started_at": "When the run first started (UTC, ISO; blank where not recorded).",
+    "status": "done, or failed: it failed after a retry, or its trajectory is empty or damaged (no metrics then).",
+    "error": "A failed run's error: its log's last line.",
+}
+PRETRAIN_COLUMNS = {
+    "sampler": "The grid point's sampler (blank unless the grid sets it).",
+    "last_step": "The last evaluation's step.",
+    "plateau_start": "Step at which the seen individuals' loss enters the band within 5% of the baseline (phase 1 "
+                     "ends; pipeline/analysis/phases.py).",
+    "plateau_end": "Step at which it leaves the band downwards (blank: never).",
+    "plateau_length": "Steps from plateau_start to plateau_end (or to the last step).",
+    "emergence": "Step at which the seen individuals' accuracy reaches 50% (blank: never).",
+    "final_accuracy": "Seen individuals' attribute accuracy at the last evaluation.",
+    "final_loss": "Seen individuals' attribute loss at the last evaluation.",
+    "heldout_loss": "Held-out individuals' attribute loss at the last evaluation.",
+    "baseline_loss": "The no-knowledge baseline loss.",
+    **{key: f"The last evaluation's {key} (trajectory.jsonl)." for key in CAPACITY_KEYS},
+    **{f"{key}_tol{t:g}": f"{key} with the band within {t * 100:g}% of the baseline." for key in DETECTOR_KEYS
+       for t in TOLERANCES},
+    **SEQUENCE_COLUMNS, **HALF_KNOWLEDGE_COLUMNS,
+}
+INTERVAL_COLUMNS = {
+    "mean": "Mean of the metric over the runs of the grid point that differ only in seed (a baseline: its own).",
+    "low": "Low end of its 95% t-interval over those runs (blank below three).",
+    "high": "High end of that interval.",
+    "n": "How many of those runs reached the metric.",
+}
 
 
 def group_rows(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
@@ -106,8 +142,7 @@ def aggregate(study: Study, failed: dict[str, str] | None = None) -> list[dict]:
                 rows.append({**values, **_run_row(study, point, run), "status": "done"})
             except RecipeError as err:  # a trajectory empty or damaged: the study's files are written all the same
                 failures.append({**values, "status": "failed", "error": str(err)})
-    metrics = (FINETUNE_METRICS if study.fine_tunes
-               else PRETRAIN_METRICS + CAPACITY_KEYS[:3] + TOLERANCE_KEYS + SEQUENCE_KEYS + HALF_KNOWLEDGE_KEYS)
+    metrics = FINETUNE_METRICS if study.fine_tunes else PRETRAIN_INTERVALS
     add_intervals(rows, [k for k in study.axes if k != "seed"], metrics)
     out = Path(study.output_dir) / SUMMARY
     out.parent.mkdir(parents=True, exist_ok=True)

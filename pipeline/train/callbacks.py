@@ -19,6 +19,14 @@ from ..hub.client import HubPusher
 from ..run_folder import EXPOSURE_FACTS, QUERY_FACTS, RunFolder, checkpoint_name
 
 FINITE_METRICS = ("attribute_loss", "attribute_accuracy", "first_token_top_prob", "first_token_entropy")
+# What a trajectory line holds beside its group's metrics (evaluation.metrics.METRIC_COLUMNS)
+LINE_COLUMNS = {
+    "stage": "pretrain or finetune: the stage that wrote the line.",
+    "step": "Optimizer steps done when the model was evaluated (0: before training).",
+    "split": "The group of individuals evaluated: seen and heldout (pretraining); old, new and heldout (fine-tuning); "
+             "group_k (a sequential sampler's k-th group); individuals_A-B (a block of eval_ranges).",
+    "tokens": "Tokens predicted in training up to this step, over all processes (not in the toy memory's lines).",
+}
 
 
 def log_spaced_steps(max_steps: int, n_points: int, every: int = 0) -> list[int]:
