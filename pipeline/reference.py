@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, Field, dataclass, fields
 from pathlib import Path
-from unittest import mock
 
 import data_gen.__main__ as data_gen_cli
 from common.errors import RunError, run_cli
@@ -51,23 +49,6 @@ class Command:
     parser: Callable[[], argparse.ArgumentParser] | None = None
 
 
-class _Built(Exception):
-    """Carries the parser an entry point built, raised where it would parse."""
-
-
-def built_parser(main: Callable[[list[str]], None], argv: list[str]) -> argparse.ArgumentParser:
-    """The parser that `main(argv)` builds inline (data_gen's subcommands), caught where it would parse."""
-    def hand_back(parser, *args, **kwargs):
-        raise _Built(parser)
-
-    with mock.patch.object(argparse.ArgumentParser, "parse_args", hand_back):
-        try:
-            main(argv)
-        except _Built as built:
-            return built.args[0]
-    raise RuntimeError(f"{argv} built no parser")
-
-
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline.reference", description="Write docs/reference.md "
                                                                                       "from the code.")
@@ -83,11 +64,6 @@ def main(argv: list[str] | None = None) -> None:
         raise RunError(f"{REFERENCE} is out of date: run python -m pipeline.reference")
 
 
-def _data_gen(subcommand: str) -> Callable[[], argparse.ArgumentParser]:
-    """The parser of a subcommand of data_gen (those its usage line names)."""
-    return lambda: built_parser(data_gen_cli.main, [subcommand])
-
-
 # "<module>" or "<module> <subcommand>" -> its Command
 COMMANDS = {
     "pipeline.pretrain": Command(pretrain.main, pretrain.ARGUMENTS, resumes=True),
@@ -96,8 +72,8 @@ COMMANDS = {
     "pipeline.studies.attention_patching": Command(attention_patching.main,
                                                    (attention_patching.PatchingStudyArguments,)),
     "data_gen build": Command(data_gen_cli.main, (CorpusConfig,)),
-    **{f"data_gen {name}": Command(data_gen_cli.main, parser=_data_gen(name))
-       for name in re.findall(r"python -m data_gen ([\w-]+)", data_gen_cli.USAGE) if name != "build"},
+    **{f"data_gen {name}": Command(data_gen_cli.main, parser=parser)
+       for name, (parser, _) in data_gen_cli.SUBCOMMANDS.items()},
     "pipeline.sweep": Command(sweep.main, parser=sweep.parser),
     "pipeline.reproduce": Command(reproduce.main, parser=reproduce.parser),
     "pipeline.analyze": Command(analyze.main, parser=analyze.parser),
