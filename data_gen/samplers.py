@@ -242,10 +242,10 @@ def parse_phase(text: str) -> SchedulePhase:
         raise RecipeError(f"schedule phase '{text}' is not 'START:KIND[:key=value,...]' ({err})") from err
     _check(kind not in ("schedule", "warmup"), f"schedule phase '{text}': use uniform, power_law or celebrities "
                                                f"inside a schedule")
+    _check(kind != "sequential" or not {"first", "share"} & set(values),
+           f"schedule phase '{text}': a sequential phase takes neither first nor share")
     n, first, share = values.pop("n", None), int(values.pop("first", 0)), values.pop("share", 1.0)
     _check(first >= 0 and share > 0, f"schedule phase '{text}': first must be 0 or more and share positive")
-    _check(kind != "sequential" or (first == 0 and "share" not in params),
-           f"schedule phase '{text}': a sequential phase takes neither first nor share")
     kwargs = {k: int(v) if k in ("n_celebrities", "n_groups", "n_repeats") else v for k, v in values.items()}
     return SchedulePhase(start, SamplerConfig(sampler=kind, **kwargs), None if n is None else int(n), first, share)
 
