@@ -29,7 +29,11 @@ from .report import __main__ as report_cli
 from .run_folder import UNCHECKED_KEYS
 from .studies import attention_patching
 from .studies.aggregate import (
-    FINETUNE_METRICS, INTERVAL_COLUMNS, PRETRAIN_COLUMNS, PRETRAIN_INTERVALS, STUDY_COLUMNS,
+    FINETUNE_METRICS,
+    INTERVAL_COLUMNS,
+    PRETRAIN_COLUMNS,
+    PRETRAIN_INTERVALS,
+    STUDY_COLUMNS,
 )
 from .toy_memory import stage as toy_memory
 from .train.callbacks import LINE_COLUMNS
@@ -106,9 +110,15 @@ def default_of(f: Field) -> str:
     return shown(f.default_factory()) if f.default_factory is not MISSING else "required"
 
 
-def section_of(dataclass_type: type, key: str) -> str:
+def declaring(dataclass_type: type, key: str) -> type:
     """The recipe section (dataclass) that declares `key` last, whose default it has."""
-    return next(t.__name__ for t in dataclass_type.__mro__ if key in vars(t).get("__annotations__", {}))
+    return next(t for t in dataclass_type.__mro__ if key in vars(t).get("__annotations__", {}))
+
+
+def annotation(dataclass_type: type, key: str) -> str:
+    """`key`'s type as its section writes it: the class's annotation, since HfArgumentParser replaces a field's
+    `type` by the resolved class once it has parsed the dataclass."""
+    return str(vars(declaring(dataclass_type, key))["__annotations__"][key])
 
 
 def resume_role(key: str, execution: frozenset[str]) -> str:
@@ -119,7 +129,7 @@ def resume_role(key: str, execution: frozenset[str]) -> str:
 def recipe_table(command: Command) -> list[str]:
     """One row per recipe key of `command`, then its former key names."""
     execution = execution_keys(*command.recipe)
-    rows = [[f"`{f.name}`", section_of(t, f.name), f"`{f.type}`", default_of(f),
+    rows = [[f"`{f.name}`", declaring(t, f.name).__name__, f"`{annotation(t, f.name)}`", default_of(f),
              *([resume_role(f.name, execution)] if command.resumes else []), f.metadata["help"]]
             for t in command.recipe for f in fields(t)]
     header = ["key", "section", "type", "default", *(["on resume"] if command.resumes else []), "help"]

@@ -23,6 +23,7 @@ from urllib.parse import unquote
 
 import numpy as np
 import pytest
+from transformers import HfArgumentParser
 
 from common.recipe import renamed_keys
 from pipeline.analysis.forgetting import FORGETTING_COLUMNS
@@ -31,7 +32,12 @@ from pipeline.evaluation.metrics import METRIC_COLUMNS
 from pipeline.reference import COMMANDS, REFERENCE, Command, markdown
 from pipeline.run_folder import FINETUNE, NEW, OLD, PRETRAIN, REPORT, RunFolder
 from pipeline.studies.aggregate import (
-    FINETUNE_METRICS, INTERVAL_COLUMNS, PRETRAIN_COLUMNS, PRETRAIN_INTERVALS, STUDY_COLUMNS, aggregate,
+    FINETUNE_METRICS,
+    INTERVAL_COLUMNS,
+    PRETRAIN_COLUMNS,
+    PRETRAIN_INTERVALS,
+    STUDY_COLUMNS,
+    aggregate,
 )
 from pipeline.studies.schema import Study
 from pipeline.toy_memory.config import MemoryArguments
@@ -286,6 +292,15 @@ def run_quick_start(readme: Path, tmp_path: Path) -> None:
 
 def test_the_reference_is_what_the_code_generates():
     assert (REPO / REFERENCE).read_text() == markdown(), f"{REFERENCE} is out of date: run python -m pipeline.reference"
+
+
+def test_the_reference_is_the_same_after_the_recipes_were_parsed():
+    """HfArgumentParser replaces a dataclass field's type by the resolved class when it parses it: the reference
+    reads the annotations as written, so a process that built the recipes' parsers first writes the same file."""
+    for command in COMMANDS.values():
+        if command.recipe:
+            HfArgumentParser(list(command.recipe))  # as parse_recipe builds it
+    assert (REPO / REFERENCE).read_text() == markdown()
 
 
 def test_every_recipe_key_has_a_help():
