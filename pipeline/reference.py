@@ -26,7 +26,15 @@ from .evaluation.facts import EXPOSURE_COLUMNS, QUERY_COLUMNS
 from .evaluation.metrics import METRIC_COLUMNS
 from .hub import __main__ as hub_cli
 from .report import __main__ as report_cli
-from .run_folder import UNCHECKED_KEYS
+from .run_folder import (
+    EXPOSURE_FACTS,
+    FACTS,
+    FINETUNE_SUMMARY,
+    QUERY_FACTS,
+    SUMMARY,
+    TRAJECTORY,
+    UNCHECKED_KEYS,
+)
 from .studies import attention_patching
 from .studies.aggregate import (
     FINETUNE_METRICS,
@@ -189,13 +197,13 @@ def files_section() -> list[str]:
     every_study = {"<grid key>": "One column per key the study varies: the run's value.", **STUDY_COLUMNS}
     intervals = ", ".join(f"`{m}`" for m in PRETRAIN_INTERVALS), ", ".join(f"`{m}`" for m in FINETUNE_METRICS)
     return ["## Run and study files", "",
-            "### trajectory.jsonl", "", "One JSON line per evaluation and group of individuals.", "",
+            f"### {TRAJECTORY}", "", "One JSON line per evaluation and group of individuals.", "",
             *columns_table({**LINE_COLUMNS, **METRIC_COLUMNS}, "key"),
-            "### facts/queries/step-*.parquet", "", *columns_table(QUERY_COLUMNS),
-            "### facts/exposures/step-*.parquet", "", *columns_table(EXPOSURE_COLUMNS),
-            "### summary.csv", "", "One row per run of a study. Every study:", "", *columns_table(every_study),
+            f"### {FACTS}/{QUERY_FACTS}/step-*.parquet", "", *columns_table(QUERY_COLUMNS),
+            f"### {FACTS}/{EXPOSURE_FACTS}/step-*.parquet", "", *columns_table(EXPOSURE_COLUMNS),
+            f"### {SUMMARY}", "", "One row per run of a study. Every study:", "", *columns_table(every_study),
             "A pretraining study's runs:", "", *columns_table(PRETRAIN_COLUMNS),
-            "A fine-tuning study's runs (also their `finetune.json`):", "", *columns_table(FORGETTING_COLUMNS),
+            f"A fine-tuning study's runs (also their `{FINETUNE_SUMMARY}`):", "", *columns_table(FORGETTING_COLUMNS),
             f"Intervals over seeds, for each metric of {intervals[0]} (pretraining) and {intervals[1]} (fine-tuning):",
             "", *columns_table({f"<metric>_{suffix}": meaning for suffix, meaning in INTERVAL_COLUMNS.items()})]
 

@@ -22,7 +22,7 @@ from ..analysis.phases import run_phases
 from ..analysis.sequence import SEQUENCE_COLUMNS, SEQUENCE_KEYS, run_segments, sequence_summary
 from ..config import ModelArguments, field_names
 from ..run_folder import (
-    CAPACITY_FIT, HELDOUT, SEEN, STUDY_FIT, SUMMARY, TRAJECTORY, RunFolder, replacing, write_atomically,
+    CAPACITY_FIT, HELDOUT, RUN_START, SEEN, STUDY_FIT, SUMMARY, TRAJECTORY, RunFolder, replacing, write_atomically,
 )
 from .fit import fit_bits_per_parameter, fit_with_interval
 from .intervals import over_seeds
@@ -46,7 +46,7 @@ PRETRAIN_INTERVALS = PRETRAIN_METRICS + CAPACITY_KEYS[:3] + TOLERANCE_KEYS + SEQ
 STUDY_COLUMNS = {
     "run": "The run's folder name, inside the study's output_dir.",
     "baseline": "Whether the run is one of the study's baselines (extra points beside the grid).",
-    "code_commit": "The code commit the run first started from (run_start.json; blank where not recorded).",
+    "code_commit": f"The code commit the run first started from ({RUN_START}; blank where not recorded).",
     "started_at": "When the run first started (UTC, ISO; blank where not recorded).",
     "status": "done, or failed: it failed after a retry, or its trajectory is empty or damaged (no metrics then).",
     "error": "A failed run's error: its log's last line.",
@@ -63,7 +63,7 @@ PRETRAIN_COLUMNS = {
     "final_loss": "Seen individuals' attribute loss at the last evaluation.",
     "heldout_loss": "Held-out individuals' attribute loss at the last evaluation.",
     "baseline_loss": "The no-knowledge baseline loss.",
-    **{key: f"The last evaluation's {key} (trajectory.jsonl)." for key in CAPACITY_KEYS},
+    **{key: f"The last evaluation's {key} ({TRAJECTORY})." for key in CAPACITY_KEYS},
     **{f"{key}_tol{t:g}": f"{key} with the band within {t * 100:g}% of the baseline." for key in DETECTOR_KEYS
        for t in TOLERANCES},
     **SEQUENCE_COLUMNS, **HALF_KNOWLEDGE_COLUMNS,
