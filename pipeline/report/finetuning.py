@@ -66,8 +66,8 @@ def _old_facts_section(run: RunFolder) -> str:
     if not has_facts(run, exposures=False):
         return "This run has no facts/ folder (it was trained before runs wrote every fact's history)."
     rows = kept(read_queries(run, OLD))
-    share = lambda value: "-" if value is None else f"{value:.1%}"  # noqa: E731
-    lines = "\n".join(f"| {r['step']:,} | {share(r['still_known'])} | {share(r['learned'])} |" for r in rows)
+    lines = "\n".join(f"| {r['step']:,} | {percent_text(r['still_known'], '-')} | {percent_text(r['learned'], '-')} |"
+                      for r in rows)
     return f"""Of the {rows[0]['known_before']:,} old facts (individual, attribute, held-out template) the pretrained
 model knew, the share still known at each evaluation, and of those it did not know, the share known (facts/,
 group `{OLD}`; with no replay, none of these individuals is drawn during fine-tuning):

@@ -7,8 +7,8 @@ def step_text(value: float | None) -> str:
     return "not reached" if value is None else f"{value:,.0f}"
 
 
-def percent_text(value: float | None) -> str:
-    return "not reached" if value is None else f"{value:.1%}"
+def percent_text(value: float | None, missing: str = "not reached") -> str:
+    return missing if value is None else f"{value:.1%}"
 
 
 def final_table(rows: list[dict]) -> str:
